@@ -1,0 +1,1 @@
+"""Name and type resolution (and, later, plans, optimizer rules and lowering)."""

@@ -1,0 +1,1 @@
+"""The language: AST models, parser front end, formatter, diagnostics."""

@@ -1,0 +1,382 @@
+"""The policy AST: frozen pydantic nodes with spans.
+
+One node base class with generic tools (``walk``, ``find_all``, ``transform``),
+as sqlglot does, instead of a visitor per node type. Every node carries a
+:class:`Span` (byte offsets into one source); spans and comments are metadata:
+they survive the JSON round trip but take no part in equality or the policy
+hash, so ``parse(fmt(p)) == p`` holds and reformatting changes nothing.
+
+A :class:`Policy` compares and hashes by its canonical form: clauses sorted by
+kind (the canonical clause order) and, within a kind, by canonical text,
+because clause order within a kind carries no meaning (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+N = TypeVar("N", bound="Node")
+
+#: Canonical clause order: the order the formatter writes clause kinds in.
+CLAUSE_ORDER: tuple[str, ...] = (
+    "policy", "cite", "adapt", "pool", "let", "filter", "dedup", "mix", "budget", "select",
+)
+
+
+class Span(BaseModel):
+    """Byte offsets ``[start, end)`` into the source named ``source``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    start: int = 0
+    end: int = 0
+    source: str = "<policy>"
+
+    def cover(self, other: Span) -> Span:
+        return Span(start=min(self.start, other.start), end=max(self.end, other.end), source=self.source)
+
+
+NO_SPAN = Span()
+
+#: Fields that are metadata: kept in JSON, ignored by equality and hashing.
+_META_FIELDS = frozenset({"span", "comments", "trailing"})
+
+
+class Node(BaseModel):
+    """Base of every AST node."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    span: Span = NO_SPAN
+
+    # -- structural identity -------------------------------------------------
+    def key(self) -> tuple:
+        """A hashable structural form without spans or comments."""
+        parts: list[Any] = [type(self).__name__]
+        for name in type(self).model_fields:
+            if name in _META_FIELDS:
+                continue
+            parts.append(_key(getattr(self, name)))
+        return tuple(parts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Node):
+            return NotImplemented
+        return self.key() == other.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    # -- generic traversal ---------------------------------------------------
+    def children(self) -> Iterator[Node]:
+        """Direct child nodes, in field order."""
+        for name in type(self).model_fields:
+            if name == "span":
+                continue
+            value = getattr(self, name)
+            if isinstance(value, Node):
+                yield value
+            elif isinstance(value, tuple):
+                yield from (v for v in value if isinstance(v, Node))
+
+    def walk(self) -> Iterator[Node]:
+        """This node and all its descendants, depth first, pre-order."""
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+    def find_all(self, kind: type[N]) -> Iterator[N]:
+        return (n for n in self.walk() if isinstance(n, kind))
+
+    def transform(self, fn: Callable[[Node], Node]) -> Node:
+        """Rebuild the tree bottom-up, replacing each node by ``fn(node)``."""
+        updates: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            if name == "span":
+                continue
+            value = getattr(self, name)
+            if isinstance(value, Node):
+                new = value.transform(fn)
+                if new is not value:
+                    updates[name] = new
+            elif isinstance(value, tuple) and any(isinstance(v, Node) for v in value):
+                new_items = tuple(v.transform(fn) if isinstance(v, Node) else v for v in value)
+                if any(a is not b for a, b in zip(new_items, value)):
+                    updates[name] = new_items
+        node = self.model_copy(update=updates) if updates else self
+        return fn(node)
+
+
+def _key(value: Any) -> Any:
+    if isinstance(value, Node):
+        return value.key()
+    if isinstance(value, tuple):
+        return tuple(_key(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        # 1.0 and 1 are the same number; keep the float-ness visible though.
+        return ("float", value)
+    return value
+
+
+# --- expressions ---------------------------------------------------------------
+
+
+class Number(Node):
+    """An integer or float literal (``10_000``, ``0.3``, ``1e-4``)."""
+
+    node: Literal["number"] = "number"
+    value: int | float
+
+
+class Percent(Node):
+    """A percentage literal: ``30%`` has ``value == 30`` and means 0.30."""
+
+    node: Literal["percent"] = "percent"
+    value: int | float
+
+    @property
+    def fraction(self) -> float:
+        return self.value / 100
+
+
+class String(Node):
+    node: Literal["string"] = "string"
+    value: str
+
+
+class Bool(Node):
+    node: Literal["bool"] = "bool"
+    value: bool
+
+
+class Name(Node):
+    """A column of the pool or a ``let`` name; resolution tells which."""
+
+    node: Literal["name"] = "name"
+    name: str
+
+
+class Ident(Node):
+    """A bare identifier in a clause position (a let name, a method id, a column)."""
+
+    node: Literal["ident"] = "ident"
+    name: str
+
+
+class Star(Node):
+    """``*`` as a mix key: every group not listed."""
+
+    node: Literal["star"] = "star"
+
+
+class ListExpr(Node):
+    node: Literal["list"] = "list"
+    items: tuple[Expr, ...] = ()
+
+
+class Unary(Node):
+    """``-x`` or ``not x``."""
+
+    node: Literal["unary"] = "unary"
+    op: Literal["-", "not"]
+    operand: Expr
+
+
+class Binary(Node):
+    """Arithmetic (``+ - * /``) and boolean (``and or``) operators, left-associative."""
+
+    node: Literal["binary"] = "binary"
+    op: Literal["+", "-", "*", "/", "and", "or"]
+    left: Expr
+    right: Expr
+
+
+class Compare(Node):
+    """A comparison chain: ``a < x <= b`` is ``operands=(a, x, b), ops=("<", "<=")``."""
+
+    node: Literal["compare"] = "compare"
+    operands: tuple[Expr, ...]
+    ops: tuple[Literal["<", "<=", ">", ">=", "==", "!=", "in", "not in"], ...]
+
+
+class Keyword(Node):
+    """A keyword argument ``name=value`` of a call."""
+
+    node: Literal["keyword"] = "keyword"
+    name: Ident
+    value: Expr
+
+
+class Call(Node):
+    """A scorer, statistic or function call.
+
+    ``per`` groups a statistic by a column (``quantile(x, 0.3) per source``);
+    ``among`` computes it over the rows where a condition holds.
+    """
+
+    node: Literal["call"] = "call"
+    func: Ident
+    args: tuple[Expr, ...] = ()
+    kwargs: tuple[Keyword, ...] = ()
+    per: Ident | None = None
+    among: Expr | None = None
+
+    def kwarg(self, name: str) -> Expr | None:
+        for kw in self.kwargs:
+            if kw.name.name == name:
+                return kw.value
+        return None
+
+
+Expr = Annotated[
+    Union[Number, Percent, String, Bool, Name, ListExpr, Unary, Binary, Compare, Call],
+    Field(discriminator="node"),
+]
+
+
+# --- clauses ---------------------------------------------------------------------
+
+
+class Clause(Node):
+    """Base of the clauses. ``comments`` stand above the clause, ``trailing`` after it."""
+
+    kind: ClassVar[str]
+    comments: tuple[str, ...] = ()
+    trailing: str | None = None
+
+    @property
+    def rank(self) -> int:
+        return CLAUSE_ORDER.index(self.kind)
+
+
+class PolicyClause(Clause):
+    kind: ClassVar[str] = "policy"
+    node: Literal["policy"] = "policy"
+    name: String
+
+
+class Cite(Clause):
+    kind: ClassVar[str] = "cite"
+    node: Literal["cite"] = "cite"
+    methods: tuple[Ident, ...]
+
+
+class Adapt(Clause):
+    kind: ClassVar[str] = "adapt"
+    node: Literal["adapt"] = "adapt"
+    method: Ident
+    reason: String
+
+
+class PoolClause(Clause):
+    kind: ClassVar[str] = "pool"
+    node: Literal["pool"] = "pool"
+    name: String
+
+
+class Let(Clause):
+    kind: ClassVar[str] = "let"
+    node: Literal["let"] = "let"
+    name: Ident
+    value: Expr
+
+
+class Filter(Clause):
+    kind: ClassVar[str] = "filter"
+    node: Literal["filter"] = "filter"
+    condition: Expr
+
+
+class Dedup(Clause):
+    kind: ClassVar[str] = "dedup"
+    node: Literal["dedup"] = "dedup"
+    method: Call
+
+
+class MixEntry(Node):
+    node: Literal["mix_entry"] = "mix_entry"
+    group: Ident | String | Star
+    weight: Number | Percent
+
+    @property
+    def key_text(self) -> str | None:
+        """The group value this entry names, or None for ``*``."""
+        g = self.group
+        return None if isinstance(g, Star) else g.name if isinstance(g, Ident) else g.value
+
+
+class Mix(Clause):
+    kind: ClassVar[str] = "mix"
+    node: Literal["mix"] = "mix"
+    by: Ident
+    entries: tuple[MixEntry, ...] = ()
+
+
+class Budget(Clause):
+    """``budget 10000`` (rows), ``budget 1.5%`` (of the pool), ``budget 2_000_000 tokens [of EXPR]``."""
+
+    kind: ClassVar[str] = "budget"
+    node: Literal["budget"] = "budget"
+    unit: Literal["rows", "percent", "tokens"]
+    amount: Number | Percent
+    of: Expr | None = None
+
+
+class Select(Clause):
+    """``select top E``, ``select bottom E`` or ``select STRATEGY(args)``."""
+
+    kind: ClassVar[str] = "select"
+    node: Literal["select"] = "select"
+    strategy: Ident
+    args: tuple[Expr, ...] = ()
+    kwargs: tuple[Keyword, ...] = ()
+
+    @property
+    def is_ordering(self) -> bool:
+        return self.strategy.name in ("top", "bottom")
+
+
+AnyClause = Annotated[
+    Union[PolicyClause, Cite, Adapt, PoolClause, Let, Filter, Dedup, Mix, Budget, Select],
+    Field(discriminator="node"),
+]
+
+
+class Policy(Node):
+    """A whole policy file.
+
+    ``comments`` is the header block (comments above the first clause,
+    separated from it by a blank line); ``trailing`` holds comments after the
+    last clause.
+    """
+
+    node: Literal["policy_file"] = "policy_file"
+    clauses: tuple[AnyClause, ...] = ()
+    comments: tuple[str, ...] = ()
+    trailing: tuple[str, ...] = ()
+
+    def key(self) -> tuple:
+        from cbdsl.dsl.format import format_clause
+
+        ordered = sorted(self.clauses, key=lambda c: (c.rank, format_clause(c, comments=False)))
+        return ("Policy", tuple(c.key() for c in ordered))
+
+    def of_kind(self, kind: type[N]) -> list[N]:
+        return [c for c in self.clauses if isinstance(c, kind)]
+
+    @property
+    def name(self) -> str | None:
+        found = self.of_kind(PolicyClause)
+        return found[0].name.value if found else None
+
+    def canonical_hash(self) -> str:
+        """sha256 of the canonical text, ignoring comments, whitespace and clause order within a kind."""
+        from cbdsl.dsl.format import canonical_text
+
+        return hashlib.sha256(canonical_text(self).encode()).hexdigest()
+
+
+for _model in (ListExpr, Unary, Binary, Compare, Keyword, Call, Let, Filter, Dedup, Budget, Select, Policy):
+    _model.model_rebuild()

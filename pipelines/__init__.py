@@ -1,0 +1,1 @@
+"""Pools, score cache, executors, audit, backends, submit, ledger."""

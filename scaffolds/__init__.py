@@ -1,0 +1,1 @@
+"""The method catalogue, scaffold modes and their AST checks."""

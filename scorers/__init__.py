@@ -1,0 +1,1 @@
+"""The scorer registry and every scorer."""
