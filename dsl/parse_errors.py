@@ -186,7 +186,7 @@ def _classify(err: UnexpectedInput, text: str) -> Diagnostic:
                           label="unknown clause", hints=hints)
 
     brackets = bracket_problem(text)
-    if brackets is not None and tok.type in ("LBRACE", "LSQB", "LPAR") | _CLAUSE_TERMINALS:
+    if brackets is not None and tok.type in {"LBRACE", "LSQB", "LPAR"} | _CLAUSE_TERMINALS:
         return brackets
 
     if tok.type in _CLAUSE_TERMINALS | {"BY", "TOKENS", "OF", "TOP", "BOTTOM", "PER", "AMONG", "AND", "OR",
