@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up cbdsl on a fresh machine and run the main job.
+#
+#   ./setup.sh            creates .venv, installs cbdsl with its test extras,
+#                         then runs the main job (scripts/main_job.sh).
+#
+# Re-running is cheap: pip skips what is installed. PYTHON picks the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[test]"
+echo "cbdsl $(.venv/bin/cbdsl --version | awk '{print $NF}') installed in .venv"
+if [ "${CBDSL_SETUP_ONLY:-0}" != "1" ]; then
+  bash scripts/main_job.sh
+fi

@@ -1,0 +1,110 @@
+"""Benchmark: `cbdsl check` on a 40-line policy, cold process, against `python -c pass`.
+
+The check path must import neither torch nor transformers nor open_clip (nor
+polars or numpy), so a cold `cbdsl check` stays well under 0.3 s on a 2-core
+machine. Run:
+
+    .venv/bin/python tests/benchmarks/bench_check.py [--runs 30]
+
+It prints the median and p90 wall time of both commands and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+POLICY = """\
+# A 40-line policy over an image-caption pool, metadata scorers only.
+
+policy "bench-forty-lines"
+cite datacomp_basic, random
+pool "demo"
+
+let n_words = words(text)
+let n_chars = len(text)
+let short_side = min(width, height)
+let long_side = max(width, height)
+let aspect = long_side / short_side
+let area_px = width * height
+let caption_rank = rank(n_chars, descending=true) per source
+let length_z = zscore(n_chars) per source
+let long_caption = n_chars >= quantile(n_chars, 0.5) per source
+let wordy = n_words >= quantile(n_words, 0.25)
+
+filter n_words > 2
+filter n_chars > 5
+filter short_side >= 32
+filter aspect < 3
+filter area_px >= 32 * 32
+filter not matches(text, "(?i)click here|buy now|free shipping")
+filter not matches(text, "https?://")
+filter lower(text) != text or n_words < 40
+filter 0 <= length_z + 3 <= 6
+filter source in ["coco", "vg", "cc3m", "laion", "sbu"]
+filter n_chars <= quantile(n_chars, 0.99) per source
+filter n_words >= quantile(n_words, 0.05) among (source != "laion")
+filter long_caption or wordy
+filter abs(length_z) < 3
+filter log(area_px) > 6
+filter sqrt(area_px) >= 32
+filter round(aspect) <= 3
+filter caption_rank >= 1
+
+mix by source { coco: 0.3, vg: 0.2, cc3m: 0.2, laion: 0.2, *: 0.1 }
+
+budget 5000
+select random(seed=7)
+"""
+
+
+def timed(cmd: list[str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        if proc.returncode not in (0,):
+            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return times
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {"median_s": statistics.median(ordered), "p90_s": ordered[int(0.9 * (len(ordered) - 1))],
+            "min_s": ordered[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    assert len(POLICY.strip().splitlines()) >= 40
+    cbdsl = shutil.which("cbdsl", path=str(Path(sys.executable).parent)) or "cbdsl"
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = Path(tmp) / "policy.cur"
+        policy.write_text(POLICY)
+        timed([cbdsl, "check", str(policy)], 2)  # warm the OS file cache and Lark's grammar cache
+        check = summary(timed([cbdsl, "check", str(policy)], args.runs))
+        bare = summary(timed([sys.executable, "-c", "pass"], args.runs))
+    result = {
+        "policy_lines": len(POLICY.strip().splitlines()),
+        "runs": args.runs,
+        "cbdsl_check": check,
+        "python_c_pass": bare,
+        "ratio_median": check["median_s"] / bare["median_s"],
+        "target_s": 0.3,
+        "meets_target": check["median_s"] < 0.3,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The ``cbdsl`` command line: exit codes, JSON shapes, usage errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from cbdsl import cli as cli_module
+from cbdsl.cli import cli
+
+GOOD = 'policy "p"\npool "demo"\nfilter words(text) > 2\nbudget 10\nselect random(seed=1)\n'
+BAD = 'policy "p"\nfilter words(text) > 2 and\nbudjet 10\n'
+
+
+def run(args, input=None):
+    return CliRunner().invoke(cli, args, input=input)
+
+
+def test_check_clean_file_exits_0(tmp_path):
+    f = tmp_path / "good.cur"
+    f.write_text(GOOD)
+    result = run(["check", str(f)])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
+
+
+def test_check_errors_exit_1_with_positioned_diagnostics(tmp_path):
+    f = tmp_path / "bad.cur"
+    f.write_text(BAD)
+    result = run(["check", str(f)])
+    assert result.exit_code == 1
+    assert "error[E" in result.output and f"{f}:3:1" in result.output
+
+
+def test_check_json_shape(tmp_path):
+    good, bad = tmp_path / "good.cur", tmp_path / "bad.cur"
+    good.write_text(GOOD)
+    bad.write_text(BAD)
+    result = run(["check", "--json", str(good), str(bad)])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert [f["ok"] for f in report["files"]] == [True, False]
+    diag = report["files"][1]["diagnostics"][0]
+    assert set(diag) == {"code", "severity", "message", "line", "column", "end_line", "end_column", "hints"}
+    assert diag["line"] == 3 and diag["column"] == 1
+
+
+def test_check_missing_file_is_a_usage_error(tmp_path):
+    result = run(["check", str(tmp_path / "nope.cur")])
+    assert result.exit_code == 2
+    assert "cannot read" in result.output
+
+
+def test_check_bad_flag_is_a_usage_error():
+    assert run(["check", "--no-such-flag", "x.cur"]).exit_code == 2
+
+
+def test_check_non_utf8_file_is_a_usage_error(tmp_path):
+    f = tmp_path / "bin.cur"
+    f.write_bytes(b"filter \xff\xfe > 3\n")
+    result = run(["check", str(f)])
+    assert result.exit_code == 2
+    assert "not UTF-8" in result.output
+
+
+def test_check_reads_stdin():
+    result = run(["check", "-"], input=GOOD)
+    assert result.exit_code == 0, result.output
+
+
+def test_check_with_pool_schema(tmp_path):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "pool.json").write_text(json.dumps({"schema": {"id": "str", "text": "str", "source": "str"}}))
+    f = tmp_path / "p.cur"
+    f.write_text("filter words(txt) > 2\n")
+    result = run(["check", "--pool", str(pool), str(f)])
+    assert result.exit_code == 1
+    assert "did you mean `text`?" in result.output
+
+
+def test_check_pool_without_card_is_a_usage_error(tmp_path):
+    f = tmp_path / "p.cur"
+    f.write_text(GOOD)
+    result = run(["check", "--pool", str(tmp_path), str(f)])
+    assert result.exit_code == 2 and "pool card" in result.output
+
+
+def test_explain_known_and_unknown_codes():
+    result = run(["check", "--explain", "e005"])
+    assert result.exit_code == 0 and "==" in result.output
+    result = run(["check", "--explain", "E0005"])
+    assert result.exit_code == 2 and "E005" in result.output
+
+
+def test_explain_json():
+    result = run(["check", "--explain", "E006", "--json"])
+    assert json.loads(result.output)["code"] == "E006"
+
+
+def test_parse_prints_ast_json(tmp_path):
+    f = tmp_path / "p.cur"
+    f.write_text(GOOD)
+    result = run(["parse", "--json", str(f)])
+    assert result.exit_code == 0
+    from cbdsl.dsl.ast import Policy
+
+    assert Policy.model_validate_json(result.output).name == "p"
+
+
+def test_internal_error_is_reported_without_traceback(tmp_path, monkeypatch, capsys):
+    import cbdsl.compiler.check as check_module
+
+    def boom(*_a, **_k):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(check_module, "check_source", boom)
+    f = tmp_path / "p.cur"
+    f.write_text(GOOD)
+    monkeypatch.setattr(sys, "argv", ["cbdsl", "check", str(f)])
+    try:
+        cli_module.main()
+    except SystemExit as exit_:
+        assert exit_.code == 3
+    err = capsys.readouterr().err
+    assert "internal error [E900]" in err and "kaboom" in err and "Traceback" not in err
+
+
+def test_python_dash_m_and_no_heavy_imports_on_check(tmp_path, cbdsl_cmd):
+    f = tmp_path / "p.cur"
+    f.write_text(GOOD)
+    probe = (
+        "import sys, runpy; sys.argv = ['cbdsl', 'check', %r]\n"
+        "try:\n    runpy.run_module('cbdsl', run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        "heavy = sorted(m for m in ('polars', 'numpy', 'torch', 'transformers', 'open_clip', 'numba') if m in sys.modules)\n"
+        "print('HEAVY', heavy, 'CODE', code)\n" % str(f)
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "HEAVY [] CODE 0" in out.stdout, out.stdout + out.stderr
+    version = subprocess.run([*cbdsl_cmd, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and "cbdsl" in version.stdout

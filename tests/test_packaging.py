@@ -1,0 +1,46 @@
+"""The wheel holds ``cbdsl/...`` only (plus the grammar as package data), and installs one console script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_wheel(out: Path) -> Path:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(out)],
+        check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = out.glob("cbdsl-*.whl")
+    return wheel
+
+
+def test_wheel_contains_only_the_cbdsl_package(tmp_path):
+    wheel = build_wheel(tmp_path)
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert top == {"cbdsl", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
+    assert "cbdsl/grammar/curation.lark" in names
+    assert "cbdsl/cli.py" in names and "cbdsl/dsl/parser.py" in names
+    assert not any(n.startswith("cbdsl/tests/") for n in names), "tests are not shipped"
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "cbdsl = cbdsl.cli:main" in entry_points
+
+
+def test_wheel_installs_into_a_fresh_venv(tmp_path):
+    wheel = build_wheel(tmp_path / "dist")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True, capture_output=True, timeout=300,
+    )
+    installed = {p.name for p in site.iterdir() if not p.name.startswith(("_", "."))}
+    installed = {n for n in installed if not n.endswith(".dist-info") and n != "bin"}
+    assert installed == {"cbdsl"}, installed
+    assert (site / "cbdsl" / "grammar" / "curation.lark").is_file()
