@@ -30,7 +30,7 @@ CLAUSE_ORDER: tuple[str, ...] = (
 class Span(BaseModel):
     """Byte offsets ``[start, end)`` into the source named ``source``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     start: int = 0
     end: int = 0
     source: str = "<policy>"
@@ -46,9 +46,14 @@ _META_FIELDS = frozenset({"span", "comments", "trailing"})
 
 
 class Node(BaseModel):
-    """Base of every AST node."""
+    """Base of every AST node.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    ``defer_build``: validators are built on first JSON use, not at import, so
+    ``cbdsl check`` starts fast; the parser builds nodes with ``model_construct``
+    (its input is already valid by the grammar).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     span: Span = NO_SPAN
 
     # -- structural identity -------------------------------------------------
@@ -378,5 +383,3 @@ class Policy(Node):
         return hashlib.sha256(canonical_text(self).encode()).hexdigest()
 
 
-for _model in (ListExpr, Unary, Binary, Compare, Keyword, Call, Let, Filter, Dedup, Budget, Select, Policy):
-    _model.model_rebuild()

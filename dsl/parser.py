@@ -91,10 +91,10 @@ class _Build(Transformer):
         self.source = source
 
     def _span(self, meta) -> ast.Span:
-        return ast.Span(start=self.offsets(meta.start_pos), end=self.offsets(meta.end_pos), source=self.source)
+        return ast.Span.model_construct(start=self.offsets(meta.start_pos), end=self.offsets(meta.end_pos), source=self.source)
 
     def _tspan(self, tok: Token) -> ast.Span:
-        return ast.Span(start=self.offsets(tok.start_pos), end=self.offsets(tok.end_pos), source=self.source)
+        return ast.Span.model_construct(start=self.offsets(tok.start_pos), end=self.offsets(tok.end_pos), source=self.source)
 
     @staticmethod
     def _nodes(children) -> list:
@@ -102,38 +102,38 @@ class _Build(Transformer):
 
     # -- leaves ----------------------------------------------------------------
     def ident(self, meta, ch):
-        return ast.Ident(name=str(ch[0]), span=self._span(meta))
+        return ast.Ident.model_construct(name=str(ch[0]), span=self._span(meta))
 
     def number(self, meta, ch):
-        return ast.Number(value=_number(str(ch[0])), span=self._span(meta))
+        return ast.Number.model_construct(value=_number(str(ch[0])), span=self._span(meta))
 
     def percent(self, meta, ch):
-        return ast.Percent(value=_number(str(ch[0])[:-1]), span=self._span(meta))
+        return ast.Percent.model_construct(value=_number(str(ch[0])[:-1]), span=self._span(meta))
 
     def string(self, meta, ch):
-        return ast.String(value=_unescape(str(ch[0])[1:-1]), span=self._span(meta))
+        return ast.String.model_construct(value=_unescape(str(ch[0])[1:-1]), span=self._span(meta))
 
     def boolean_literal(self, meta, ch):
-        return ast.Bool(value=ch[0].type == "TRUE", span=self._span(meta))
+        return ast.Bool.model_construct(value=ch[0].type == "TRUE", span=self._span(meta))
 
     def star(self, meta, ch):
-        return ast.Star(span=self._span(meta))
+        return ast.Star.model_construct(span=self._span(meta))
 
     # -- expressions -------------------------------------------------------------
     def name(self, meta, ch):
-        return ast.Name(name=ch[0].name, span=ch[0].span)
+        return ast.Name.model_construct(name=ch[0].name, span=ch[0].span)
 
     def group(self, meta, ch):
         return ch[1]  # parentheses only group; the formatter re-adds what precedence needs
 
     def list(self, meta, ch):
-        return ast.ListExpr(items=tuple(self._nodes(ch)), span=self._span(meta))
+        return ast.ListExpr.model_construct(items=tuple(self._nodes(ch)), span=self._span(meta))
 
     def unary(self, meta, ch):
-        return ast.Unary(op=str(ch[0]), operand=ch[1], span=self._span(meta))
+        return ast.Unary.model_construct(op=str(ch[0]), operand=ch[1], span=self._span(meta))
 
     def binary(self, meta, ch):
-        return ast.Binary(op=str(ch[1]), left=ch[0], right=ch[2], span=self._span(meta))
+        return ast.Binary.model_construct(op=str(ch[1]), left=ch[0], right=ch[2], span=self._span(meta))
 
     boolean = binary
 
@@ -141,10 +141,10 @@ class _Build(Transformer):
         return " ".join(str(t) for t in ch)
 
     def compare(self, meta, ch):
-        return ast.Compare(operands=tuple(ch[0::2]), ops=tuple(ch[1::2]), span=self._span(meta))
+        return ast.Compare.model_construct(operands=tuple(ch[0::2]), ops=tuple(ch[1::2]), span=self._span(meta))
 
     def kwarg(self, meta, ch):
-        return ast.Keyword(name=ch[0], value=ch[2], span=self._span(meta))
+        return ast.Keyword.model_construct(name=ch[0], value=ch[2], span=self._span(meta))
 
     def args(self, meta, ch):
         return self._nodes(ch)
@@ -158,7 +158,7 @@ class _Build(Transformer):
     def call(self, meta, ch):
         func, _lpar, args, _rpar, per, among = ch
         args = args or []
-        return ast.Call(
+        return ast.Call.model_construct(
             func=func,
             args=tuple(a for a in args if not isinstance(a, ast.Keyword)),
             kwargs=tuple(a for a in args if isinstance(a, ast.Keyword)),
@@ -172,52 +172,52 @@ class _Build(Transformer):
         return list(ch)
 
     def policy_clause(self, meta, ch):
-        return ast.PolicyClause(name=ch[1], span=self._span(meta))
+        return ast.PolicyClause.model_construct(name=ch[1], span=self._span(meta))
 
     def cite_clause(self, meta, ch):
-        return ast.Cite(methods=tuple(self._nodes(ch)), span=self._span(meta))
+        return ast.Cite.model_construct(methods=tuple(self._nodes(ch)), span=self._span(meta))
 
     def adapt_clause(self, meta, ch):
-        return ast.Adapt(method=ch[1], reason=ch[2], span=self._span(meta))
+        return ast.Adapt.model_construct(method=ch[1], reason=ch[2], span=self._span(meta))
 
     def pool_clause(self, meta, ch):
-        return ast.PoolClause(name=ch[1], span=self._span(meta))
+        return ast.PoolClause.model_construct(name=ch[1], span=self._span(meta))
 
     def let_clause(self, meta, ch):
-        return ast.Let(name=ch[1], value=ch[3], span=self._span(meta))
+        return ast.Let.model_construct(name=ch[1], value=ch[3], span=self._span(meta))
 
     def filter_clause(self, meta, ch):
-        return ast.Filter(condition=ch[1], span=self._span(meta))
+        return ast.Filter.model_construct(condition=ch[1], span=self._span(meta))
 
     def dedup_clause(self, meta, ch):
-        return ast.Dedup(method=ch[1], span=self._span(meta))
+        return ast.Dedup.model_construct(method=ch[1], span=self._span(meta))
 
     def mix_entry(self, meta, ch):
-        return ast.MixEntry(group=ch[0], weight=ch[2], span=self._span(meta))
+        return ast.MixEntry.model_construct(group=ch[0], weight=ch[2], span=self._span(meta))
 
     def mix_clause(self, meta, ch):
         nodes = self._nodes(ch)
-        return ast.Mix(by=nodes[0], entries=tuple(nodes[1:]), span=self._span(meta))
+        return ast.Mix.model_construct(by=nodes[0], entries=tuple(nodes[1:]), span=self._span(meta))
 
     def budget_rows(self, meta, ch):
-        return ast.Budget(unit="rows", amount=ch[1], span=self._span(meta))
+        return ast.Budget.model_construct(unit="rows", amount=ch[1], span=self._span(meta))
 
     def budget_percent(self, meta, ch):
-        return ast.Budget(unit="percent", amount=ch[1], span=self._span(meta))
+        return ast.Budget.model_construct(unit="percent", amount=ch[1], span=self._span(meta))
 
     def budget_tokens(self, meta, ch):
-        return ast.Budget(unit="tokens", amount=ch[1], of=ch[4], span=self._span(meta))
+        return ast.Budget.model_construct(unit="tokens", amount=ch[1], of=ch[4], span=self._span(meta))
 
     def _select_order(self, meta, ch):
-        strategy = ast.Ident(name=str(ch[1]), span=self._tspan(ch[1]))
-        return ast.Select(strategy=strategy, args=(ch[2],), span=self._span(meta))
+        strategy = ast.Ident.model_construct(name=str(ch[1]), span=self._tspan(ch[1]))
+        return ast.Select.model_construct(strategy=strategy, args=(ch[2],), span=self._span(meta))
 
     select_top = _select_order
     select_bottom = _select_order
 
     def select_call(self, meta, ch):
         call: ast.Call = ch[1]
-        return ast.Select(strategy=call.func, args=call.args, kwargs=call.kwargs, span=self._span(meta))
+        return ast.Select.model_construct(strategy=call.func, args=call.args, kwargs=call.kwargs, span=self._span(meta))
 
 
 def _attach_comments(clauses: list[ast.Clause], comments: list[Token], text: str, offsets: _Offsets) -> ast.Policy:
@@ -272,11 +272,11 @@ def _attach_comments(clauses: list[ast.Clause], comments: list[Token], text: str
     built = tuple(
         c.model_copy(update={"comments": tuple(leading[i]), "trailing": trailing[i]}) for i, c in enumerate(clauses)
     )
-    return ast.Policy(
+    return ast.Policy.model_construct(
         clauses=built,
         comments=tuple(header),
         trailing=tuple(footer),
-        span=ast.Span(start=0, end=offsets(len(text)), source=clauses[0].span.source if clauses else "<policy>"),
+        span=ast.Span.model_construct(start=0, end=offsets(len(text)), source=clauses[0].span.source if clauses else "<policy>"),
     )
 
 
