@@ -1,0 +1,159 @@
+"""The method catalogue: every published method the policy language can express.
+
+One TOML file per method under ``scaffolds/catalogue/<id>.toml`` (read with
+the standard library's ``tomllib``), with its citation, family, bucket, the
+scorers it uses, its canonical form in the DSL, its default parameters and
+its known departures from the reference code. ``cite``/``adapt`` in a policy
+resolve against these ids; ``cbdsl methods`` prints them; the scaffold modes
+compare a policy with the canonical form of what it cites.
+
+A scorer that an entry names but the registry does not have yet is
+*pending* (:func:`pending_scorers`): the checker says so with its own code.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+FAMILIES: tuple[str, ...] = (
+    "heuristic filter", "text statistics", "embedding geometry", "training dynamics",
+    "importance resampling", "label noise", "influence", "dedup", "baseline",
+)
+BUCKETS: tuple[str, ...] = ("filter", "select", "dedup", "mix")
+
+_REQUIRED = ("id", "name", "authors", "venue", "year", "family", "bucket", "scorers", "canonical", "url")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One catalogue entry (see the module docstring)."""
+
+    id: str
+    name: str
+    authors: tuple[str, ...]
+    venue: str
+    year: int | None
+    family: str
+    bucket: str
+    scorers: tuple[str, ...]
+    canonical: str
+    url: str
+    defaults: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    departures: tuple[str, ...] = ()
+
+    @property
+    def citation(self) -> str:
+        """'Gadre et al. (2023). DataComp: .... NeurIPS Datasets and Benchmarks.'"""
+        if not self.authors:
+            who = "(no single paper)"
+        elif len(self.authors) == 1:
+            who = self.authors[0]
+        elif len(self.authors) == 2:
+            who = f"{self.authors[0].split()[-1]} and {self.authors[1].split()[-1]}"
+        else:
+            who = f"{self.authors[0].split()[-1]} et al."
+        year = f" ({self.year})" if self.year else ""
+        venue = f" {self.venue}." if self.venue else ""
+        return f"{who}{year}. {self.name}.{venue}"
+
+
+class CatalogueError(ValueError):
+    """A catalogue file is malformed: a bug in cbdsl's data, caught by its tests."""
+
+
+def _directory():
+    return resources.files("cbdsl.scaffolds") / "catalogue"
+
+
+def _load_one(name: str, text: str) -> Method:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise CatalogueError(f"{name}: {err}") from err
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise CatalogueError(f"{name}: missing field(s) {', '.join(missing)}")
+    unknown = set(data) - set(_REQUIRED) - {"defaults", "departures"}
+    if unknown:
+        raise CatalogueError(f"{name}: unknown field(s) {', '.join(sorted(unknown))}")
+    if data["id"] != name.removesuffix(".toml"):
+        raise CatalogueError(f"{name}: id {data['id']!r} does not match the file name")
+    if data["family"] not in FAMILIES:
+        raise CatalogueError(f"{name}: family {data['family']!r} is not one of {FAMILIES}")
+    if data["bucket"] not in BUCKETS:
+        raise CatalogueError(f"{name}: bucket {data['bucket']!r} is not one of {BUCKETS}")
+    return Method(
+        id=data["id"],
+        name=data["name"],
+        authors=tuple(data["authors"]),
+        venue=data["venue"],
+        year=data["year"] or None,
+        family=data["family"],
+        bucket=data["bucket"],
+        scorers=tuple(data["scorers"]),
+        canonical=data["canonical"].strip() + "\n",
+        url=data["url"],
+        defaults=dict(data.get("defaults", {})),
+        departures=tuple(data.get("departures", ())),
+    )
+
+
+@functools.cache
+def _files() -> tuple[tuple[str, str], ...]:
+    found = [(p.name, p.read_text(encoding="utf-8")) for p in _directory().iterdir() if p.name.endswith(".toml")]
+    return tuple(sorted(found))
+
+
+@functools.cache
+def catalogue() -> dict[str, Method]:
+    """Every method by id, in id order."""
+    return {m.id: m for m in (_load_one(name, text) for name, text in _files())}
+
+
+def method_ids() -> tuple[str, ...]:
+    return tuple(catalogue())
+
+
+def get_method(method_id: str) -> Method | None:
+    return catalogue().get(method_id)
+
+
+def catalogue_hash() -> str:
+    """sha256 over every catalogue file (name and bytes): identifies the catalogue a policy was compiled against."""
+    h = hashlib.sha256()
+    for name, text in _files():
+        h.update(name.encode() + b"\0" + text.encode() + b"\0")
+    return h.hexdigest()
+
+
+def scorer_ids() -> frozenset[str]:
+    """Every scorer id that some method uses."""
+    return frozenset(s for m in catalogue().values() for s in m.scorers)
+
+
+@functools.cache
+def pending_scorers() -> frozenset[str]:
+    """Scorers the catalogue names that the registry does not implement yet."""
+    from cbdsl.scorers.registry import registry
+
+    return frozenset(s for s in scorer_ids() if s not in registry())
+
+
+@functools.cache
+def scorer_users() -> dict[str, tuple[str, ...]]:
+    """For each scorer id, the ids of the methods that use it."""
+    users: dict[str, list[str]] = {}
+    for method in catalogue().values():
+        for scorer_id in method.scorers:
+            users.setdefault(scorer_id, []).append(method.id)
+    return {k: tuple(v) for k, v in users.items()}
+
+
+def methods_using(scorer_id: str) -> tuple[str, ...]:
+    """Ids of the methods whose scorers include ``scorer_id``."""
+    return scorer_users().get(scorer_id, ())

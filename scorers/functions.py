@@ -1,0 +1,205 @@
+"""Builtin functions and statistics.
+
+Functions are row by row: ``min``, ``max``, ``abs``, ``log``, ``sqrt``,
+``round``, ``lower``, ``matches(text, pattern)`` and ``asset(name)`` (``len``
+and ``words`` are metadata scorers, in :mod:`cbdsl.scorers.metadata`).
+
+Statistics look at a population of rows: ``quantile``, ``mean``, ``std``,
+``rank``, ``zscore``, ``minmax`` and ``top`` (DataComp's keep-the-top-fraction).
+The population is the pool as it enters the filter stage; ``per COL`` makes
+it each group of COL, ``among COND`` the rows where COND holds (rows outside
+it still get the group's value for ``quantile``, ``mean`` and ``std``; they
+get null for ``rank`` and false for ``top``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from cbdsl.scorers.registry import Input, LowerContext, Params, function, statistic
+
+# --- row-by-row functions ---------------------------------------------------------
+
+
+@function("min", inputs=[Input("x", "number", variadic=True, min_count=2)], output="join")
+def min_(ctx: LowerContext, *xs):
+    """The smallest of its arguments, row by row (`min(width, height)`)."""
+    import polars as pl
+
+    return pl.min_horizontal(*xs)
+
+
+@function("max", inputs=[Input("x", "number", variadic=True, min_count=2)], output="join")
+def max_(ctx: LowerContext, *xs):
+    """The largest of its arguments, row by row."""
+    import polars as pl
+
+    return pl.max_horizontal(*xs)
+
+
+@function("abs", inputs=[Input("x", "number")], output="same")
+def abs_(ctx: LowerContext, x):
+    """Absolute value."""
+    return x.abs()
+
+
+@function("log", inputs=[Input("x", "number")], output="float")
+def log(ctx: LowerContext, x):
+    """Natural logarithm."""
+    return x.cast(_float()).log()
+
+
+@function("sqrt", inputs=[Input("x", "number")], output="float")
+def sqrt(ctx: LowerContext, x):
+    """Square root."""
+    return x.cast(_float()).sqrt()
+
+
+class RoundParams(Params):
+    digits: int = Field(default=0, ge=0, le=15, description="decimal places to keep")
+
+
+@function("round", inputs=[Input("x", "number")], params=RoundParams, output="same")
+def round_(ctx: LowerContext, x):
+    """Round to `digits` decimal places."""
+    return x.round(ctx.params.digits)
+
+
+@function("lower", inputs=[Input("text", "str")], output="str")
+def lower(ctx: LowerContext, text):
+    """The text in lower case."""
+    return text.str.to_lowercase()
+
+
+_UNSUPPORTED_REGEX = re.compile(r"\(\?<?[=!]|\\[1-9]")
+
+
+class MatchesParams(Params):
+    pattern: str = Field(description="a regular expression (Python `re` syntax, no look-around or back-references)")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise PydanticCustomError("invalid_regex", "invalid regular expression: {error}", {"error": str(err)})
+        if _UNSUPPORTED_REGEX.search(value):
+            raise PydanticCustomError(
+                "invalid_regex",
+                "look-around and back-references are not supported (patterns run on Polars' regex engine)",
+            )
+        return value
+
+
+@function("matches", inputs=[Input("text", "str")], params=MatchesParams, output="bool")
+def matches(ctx: LowerContext, text):
+    """Whether the text contains a match of the regular expression."""
+    return text.str.contains(ctx.params.pattern)
+
+
+class AssetParams(Params):
+    name: str = Field(min_length=1, description="the name the asset was registered under (`cbdsl pool add-asset`)")
+
+
+@function("asset", params=AssetParams, output="asset")
+def asset(ctx: LowerContext):
+    """A named file registered into the pool (an id list, a target corpus); used as `id in asset("name")`."""
+    raise NotImplementedError("assets are resolved by the planner against the pool, not lowered as expressions")
+
+
+# --- statistics -------------------------------------------------------------------
+
+
+def _float():
+    import polars as pl
+
+    return pl.Float64
+
+
+def _population(ctx: LowerContext, x):
+    """The values the statistic looks at: all rows, or those where `among` holds."""
+    return x if ctx.among is None else x.filter(ctx.among)
+
+
+def _masked(ctx: LowerContext, x):
+    """x where `among` holds, null elsewhere (for statistics that give each row its own value)."""
+    import polars as pl
+
+    return x if ctx.among is None else pl.when(ctx.among).then(x)
+
+
+def _grouped(ctx: LowerContext, expr):
+    return expr if ctx.per is None else expr.over(ctx.per)
+
+
+class QuantileParams(Params):
+    q: float = Field(ge=0, le=1, description="the quantile, a fraction from 0 to 1 (30% is 0.30)")
+    method: Literal["linear", "lower", "higher", "nearest", "midpoint"] = Field(
+        default="linear", description="how to interpolate between two rows"
+    )
+
+
+@statistic("quantile", inputs=[Input("x", "number")], params=QuantileParams, output="float")
+def quantile(ctx: LowerContext, x):
+    """The q-quantile of x over the population (`filter clip >= quantile(clip, 0.7)`)."""
+    p = ctx.params
+    return _grouped(ctx, _population(ctx, x).quantile(p.q, interpolation=p.method))
+
+
+@statistic("mean", inputs=[Input("x", "number")], output="float")
+def mean(ctx: LowerContext, x):
+    """Mean of x over the population."""
+    return _grouped(ctx, _population(ctx, x).mean())
+
+
+class StdParams(Params):
+    ddof: int = Field(default=1, ge=0, description="delta degrees of freedom (1: sample standard deviation)")
+
+
+@statistic("std", inputs=[Input("x", "number")], params=StdParams, output="float")
+def std(ctx: LowerContext, x):
+    """Standard deviation of x over the population."""
+    return _grouped(ctx, _population(ctx, x).std(ddof=ctx.params.ddof))
+
+
+class RankParams(Params):
+    descending: bool = Field(default=False, description="rank 1 is the largest value when true")
+
+
+@statistic("rank", inputs=[Input("x", "number")], params=RankParams, output="float")
+def rank(ctx: LowerContext, x):
+    """Rank of each row's x in the population (1 is the smallest; ties share the average rank)."""
+    return _grouped(ctx, _masked(ctx, x).rank("average", descending=ctx.params.descending))
+
+
+@statistic("zscore", inputs=[Input("x", "number")], output="float")
+def zscore(ctx: LowerContext, x):
+    """(x - mean) / std, with mean and std over the population."""
+    pop = _population(ctx, x)
+    return (x - _grouped(ctx, pop.mean())) / _grouped(ctx, pop.std())
+
+
+@statistic("minmax", inputs=[Input("x", "number")], output="float")
+def minmax(ctx: LowerContext, x):
+    """x scaled to [0, 1] by the population's min and max."""
+    pop = _population(ctx, x)
+    lo, hi = _grouped(ctx, pop.min()), _grouped(ctx, pop.max())
+    return (x - lo) / (hi - lo)
+
+
+class TopParams(Params):
+    frac: float = Field(gt=0, le=1, description="the fraction of the population to keep (30% is 0.30)")
+
+
+@statistic("top", inputs=[Input("x", "number")], params=TopParams, output="bool")
+def top(ctx: LowerContext, x):
+    """True for the rows whose x is in the top `frac` of the population (DataComp's CLIP-score filter)."""
+    masked = _masked(ctx, x)
+    position = _grouped(ctx, masked.rank("ordinal", descending=True))
+    keep = _grouped(ctx, masked.count()) * ctx.params.frac
+    return (position <= keep.ceil()).fill_null(False)

@@ -1,0 +1,279 @@
+"""The registry: every callable a policy can name.
+
+One :class:`Entry` per callable, in four kinds that share one name space
+(``scorer``, ``function``, ``statistic``) and two of their own (``select``
+strategies, ``dedup`` methods; ``top`` is both a statistic and a strategy).
+An entry declares what the checker needs (positional inputs with their
+expected types, a frozen pydantic model of the parameters with their
+defaults and ranges, the output type) and what the planner needs (cost
+class, catalogue method, and ``lower``, which builds the Polars expression
+over whole columns).
+
+Entries are registered where they are defined, one decorator per callable::
+
+    @scorer("words", inputs=[Input("text", "str")], output="int")
+    def words(ctx, text):
+        '''Number of whitespace-separated words.'''
+        return text.str.count_matches(r"\\S+")
+
+The registry fills lazily: :func:`registry` imports the builtin modules on
+first use. Lowering functions import Polars inside their body, never at
+module top, so ``cbdsl check`` stays free of Polars, NumPy and the model
+libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from cbdsl.compiler.types import EXPECTS, UNKNOWN, Type, numeric_result, parse_type
+
+Kind = Literal["scorer", "function", "statistic", "select", "dedup"]
+CostClass = Literal["metadata", "cpu_model", "gpu_model"]
+Space = Literal["expr", "select", "dedup"]
+
+#: The modules whose import registers the builtin entries.
+BUILTIN_MODULES: tuple[str, ...] = (
+    "cbdsl.scorers.metadata",
+    "cbdsl.scorers.functions",
+    "cbdsl.scorers.selection",
+    "cbdsl.scorers.dedup",
+)
+
+
+#: Output types of the scorers that the method catalogue names but that are not
+#: implemented yet (pending), so a policy using them still type-checks; an entry
+#: goes when its scorer lands. A pending scorer missing here has type ``unknown``.
+PENDING_OUTPUTS: dict[str, str] = {
+    "clip_score": "float", "image_embedding": "embedding", "text_embedding": "embedding",
+    "el2n": "float", "grand": "float", "loss": "float", "forgetting": "float", "perplexity": "float",
+    "ccnet_bucket": "str", "dsir": "float", "kmeans": "int", "centroid_distance": "float",
+    "prototypicality": "float", "density_weight": "float", "label_quality": "float", "influence": "float",
+    "lang": "str", "lang_score": "float", "token_count": "int", "dup_key": "str",
+}
+
+
+class Params(BaseModel):
+    """Base of every parameter model: frozen, no unknown fields, no silent coercion (``"3"`` is not 3)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+@dataclass(frozen=True)
+class Input:
+    """A positional input: an expression evaluated per row (``text`` of ``words(text)``).
+
+    ``expect`` is a word of :data:`cbdsl.compiler.types.EXPECTS`. A ``variadic``
+    input takes every remaining positional argument, at least ``min_count``.
+    """
+
+    name: str
+    expect: str = "any"
+    variadic: bool = False
+    min_count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.expect not in EXPECTS:
+            raise ValueError(f"input {self.name!r}: unknown expectation {self.expect!r}")
+
+
+@dataclass(frozen=True)
+class LowerContext:
+    """What a ``lower`` function gets besides its input expressions.
+
+    ``per`` and ``among`` (Polars expressions or None) are set for statistics;
+    ``arg_columns`` names the column behind each input when it is a bare column.
+    """
+
+    params: Params
+    arg_types: tuple[Type, ...] = ()
+    arg_columns: tuple[str | None, ...] = ()
+    schema: Mapping[str, str] = field(default_factory=dict)
+    per: Any = None
+    among: Any = None
+
+
+OutputSpec = Type | str | Callable[[Sequence[Type]], Type]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One callable: see the module docstring."""
+
+    id: str
+    kind: Kind
+    inputs: tuple[Input, ...] = ()
+    params: type[Params] = Params
+    output: OutputSpec = "float"
+    cost: CostClass = "metadata"
+    method: str | None = None
+    lower: Callable[..., Any] | None = None
+    summary: str = ""
+
+    @property
+    def space(self) -> Space:
+        return self.kind if self.kind in ("select", "dedup") else "expr"  # type: ignore[return-value]
+
+    @property
+    def is_statistic(self) -> bool:
+        return self.kind == "statistic"
+
+    @property
+    def display(self) -> str:
+        """How messages name it: `quantile`, `select top`, `dedup minhash`."""
+        return f"`{self.id}`" if self.space == "expr" else f"`{self.space} {self.id}`"
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(self.params.model_fields)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.inputs)
+
+    @property
+    def variadic(self) -> bool:
+        return any(i.variadic for i in self.inputs)
+
+    def output_type(self, arg_types: Sequence[Type]) -> Type:
+        out = self.output
+        if isinstance(out, Type):
+            return out
+        if callable(out):
+            return out(arg_types)
+        if out == "same":
+            return arg_types[0] if arg_types else UNKNOWN
+        if out == "join":
+            result = arg_types[0] if arg_types else UNKNOWN
+            for t in arg_types[1:]:
+                result = numeric_result(result, t, "+")
+            return result
+        return parse_type(out)
+
+    def signature(self) -> str:
+        """The call as a user writes it: ``quantile(x, q, method="linear")``."""
+        parts = [("*" if i.variadic else "") + i.name for i in self.inputs]
+        for name, info in self.params.model_fields.items():
+            if info.is_required():
+                parts.append(name)
+            else:
+                parts.append(f"{name}={format_value(info.get_default(call_default_factory=True))}")
+        head = {"select": "select ", "dedup": "dedup "}.get(self.space, "")
+        if self.space == "select" and self.id in ("top", "bottom"):
+            return f"select {self.id} {self.inputs[0].name}"
+        return f"{head}{self.id}(" + ", ".join(parts) + ")"
+
+    def choices(self, param: str) -> tuple[Any, ...]:
+        """The allowed values of a ``Literal`` parameter, or ()."""
+        info = self.params.model_fields.get(param)
+        if info is None:
+            return ()
+        return _literal_values(info.annotation)
+
+
+def _literal_values(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    values: tuple[Any, ...] = ()
+    for arg in typing.get_args(annotation):
+        values += _literal_values(arg)
+    return values
+
+
+def format_value(value: Any) -> str:
+    """A Python value as a policy literal: ``"linear"``, ``true``, ``0.8``; None reads ``auto``."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return repr(value)
+
+
+class Registry:
+    """Entries by (space, id)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], Entry] = {}
+
+    def add(self, entry: Entry) -> Entry:
+        key = (entry.space, entry.id)
+        if key in self._entries:
+            raise ValueError(f"{entry.space} `{entry.id}` is registered twice")
+        self._entries[key] = entry
+        return entry
+
+    def get(self, id: str, space: Space = "expr") -> Entry | None:
+        return self._entries.get((space, id))
+
+    def ids(self, space: Space = "expr") -> tuple[str, ...]:
+        return tuple(sorted(i for s, i in self._entries if s == space))
+
+    def entries(self, space: Space | None = None) -> list[Entry]:
+        return [e for (s, _), e in sorted(self._entries.items()) if space is None or s == space]
+
+    def all_ids(self) -> frozenset[str]:
+        return frozenset(i for _, i in self._entries)
+
+    def __contains__(self, id: str) -> bool:
+        return any(i == id for _, i in self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_REGISTRY = Registry()
+_loaded = False
+
+
+def register(entry: Entry) -> Entry:
+    """Add one entry to the process-wide registry (what the decorators call)."""
+    return _REGISTRY.add(entry)
+
+
+def registry() -> Registry:
+    """The registry with every builtin entry (imports the builtin modules on first call)."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+    return _REGISTRY
+
+
+def _decorator(kind: Kind) -> Callable[..., Callable[[Callable], Callable]]:
+    def make(
+        id: str,
+        *,
+        inputs: Iterable[Input] = (),
+        params: type[Params] = Params,
+        output: OutputSpec = "float",
+        cost: CostClass = "metadata",
+        method: str | None = None,
+    ) -> Callable[[Callable], Callable]:
+        def wrap(fn: Callable) -> Callable:
+            summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+            register(Entry(id=id, kind=kind, inputs=tuple(inputs), params=params, output=output,
+                           cost=cost, method=method, lower=fn, summary=summary))
+            return fn
+
+        return wrap
+
+    make.__doc__ = f"Register the decorated lowering function as a {kind}."
+    return make
+
+
+scorer = _decorator("scorer")
+function = _decorator("function")
+statistic = _decorator("statistic")
+strategy = _decorator("select")
+dedup_method = _decorator("dedup")
