@@ -198,8 +198,20 @@ class TopParams(Params):
 
 @statistic("top", inputs=[Input("x", "number")], params=TopParams, output="bool")
 def top(ctx: LowerContext, x):
-    """True for the rows whose x is in the top `frac` of the population (DataComp's CLIP-score filter)."""
-    masked = _masked(ctx, x)
-    position = _grouped(ctx, masked.rank("ordinal", descending=True))
-    keep = _grouped(ctx, masked.count()) * ctx.params.frac
-    return (position <= keep.ceil()).fill_null(False)
+    """True for rows whose x is at least DataComp's threshold for the top `frac` (ties kept).
+
+    As DataComp's ``get_threshold``: sort the population's values in
+    descending order and take the one at index ``floor(n * frac)`` (the last
+    one if that is past the end); keep ``x >= threshold``. Nulls are not part of
+    the population and are never kept. Rows outside ``among`` are not kept.
+    """
+    import polars as pl
+
+    pop = _population(ctx, x).drop_nulls()
+    n = pop.count()
+    index = pl.min_horizontal((n * ctx.params.frac).floor(), n - 1).cast(pl.UInt32)
+    threshold = _grouped(ctx, pop.sort(descending=True).gather(index).first())
+    keep = x >= threshold
+    if ctx.among is not None:
+        keep = keep & ctx.among
+    return keep.fill_null(False)

@@ -1,0 +1,172 @@
+"""Lowering: plan expressions and steps -> Polars expressions and lazy frames.
+
+Native Polars expressions wherever one exists (filters, arithmetic,
+quantiles, ranks, per-group windows); the registry entry of each function or
+statistic builds its own expression (``Entry.lower``). What Polars cannot do
+(dedup grouping, quotas, k-center, stable hashing) is left to the executor,
+which calls :mod:`cbdsl.compiler.kernels` on whole columns.
+
+:func:`lower` returns a :class:`Lowered` program: the filter-stage lazy frame
+in two phases (before and after the expensive scores, see
+:mod:`cbdsl.compiler.rules.predicate_ordering`) and the tail steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from cbdsl.compiler.plan import (
+    Apply, AssetIds, BudgetStep, Col, DedupStep, Derive, FilterStep, Lit, MixStep, Op, Plan, Score,
+    SelectStep, Stat,
+)
+from cbdsl.compiler.types import parse_type
+from cbdsl.scorers.registry import LowerContext, registry
+
+HASH = "#hash"  # the stable id hash column (kernels.hash_strings), every tie is broken by it
+
+_ARITH = {"+": "__add__", "-": "__sub__", "*": "__mul__"}
+_COMPARE = {"<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__", "==": "__eq__", "!=": "__ne__"}
+
+
+@dataclass
+class ExprLowering:
+    """Turns plan expressions into Polars expressions for one pool."""
+
+    schema: Mapping[str, str]
+    asset_ids: Callable[[str], list[str]] = field(default=lambda name: [])
+
+    def __call__(self, e) -> pl.Expr:
+        match e:
+            case Col(name=n):
+                return pl.col(n)
+            case Lit(value=v):
+                return pl.lit(v)
+            case Apply(fn=fn, args=args, params=params):
+                entry = registry().get(fn, "expr")
+                ctx = LowerContext(
+                    params=entry.params.model_validate(params),
+                    arg_types=tuple(self._type(a) for a in args),
+                    arg_columns=tuple(a.name if isinstance(a, Col) else None for a in args),
+                    schema=self.schema,
+                )
+                return entry.lower(ctx, *(self(a) for a in args))
+            case Op(name=name, args=args):
+                return self._op(name, args)
+        raise TypeError(f"cannot lower {type(e).__name__}")
+
+    def _type(self, e):
+        if isinstance(e, Col) and e.name in self.schema:
+            return parse_type(self.schema[e.name])
+        return None
+
+    def _op(self, name: str, args) -> pl.Expr:
+        if name in ("in", "not in"):
+            value, container = args
+            if isinstance(container, AssetIds):
+                items = self.asset_ids(container.name)
+            else:
+                items = container.value
+            out = self(value).is_in(pl.lit(pl.Series(items)) if items else pl.lit(pl.Series([], dtype=pl.String)))
+            return out if name == "in" else ~out
+        lowered = [self(a) for a in args]
+        if name == "neg":
+            return -lowered[0]
+        if name == "not":
+            return ~lowered[0]
+        if name == "and":
+            return lowered[0] & lowered[1]
+        if name == "or":
+            return lowered[0] | lowered[1]
+        if name == "/":
+            return lowered[0].cast(pl.Float64) / lowered[1].cast(pl.Float64)
+        if name in _ARITH:
+            return getattr(lowered[0], _ARITH[name])(lowered[1])
+        return getattr(lowered[0], _COMPARE[name])(lowered[1])
+
+    def stat(self, s: Stat) -> pl.Expr:
+        entry = registry().get(s.stat, "expr")
+        ctx = LowerContext(
+            params=entry.params.model_validate(s.params),
+            arg_types=(self._type(s.arg),),
+            schema=self.schema,
+            per=s.per,
+            among=self(s.among) if s.among is not None else None,
+        )
+        return entry.lower(ctx, self(s.arg)).alias(s.column)
+
+
+@dataclass
+class Lowered:
+    """A plan made runnable: filter-stage lazy frames and the tail steps."""
+
+    plan: Plan
+    exprs: ExprLowering
+    early_compute: list[Any]  # score/derive/stat steps that need no expensive score
+    late_compute: list[Any]
+    early_filters: list[FilterStep]
+    late_filters: list[FilterStep]
+    dedup: DedupStep | None
+    mix: MixStep | None
+    budget: BudgetStep | None
+    select: SelectStep
+
+    def compute(self, frame: pl.LazyFrame, steps, score_columns: Callable[[pl.LazyFrame, list[Score]], pl.LazyFrame]):
+        """Add computed columns in dependency order; consecutive row-local steps batch into one with_columns."""
+        batch: list[pl.Expr] = []
+        pending_scores: list[Score] = []
+        for step in steps:
+            if isinstance(step, Score):
+                if batch:
+                    frame, batch = frame.with_columns(batch), []
+                pending_scores.append(step)
+                continue
+            if pending_scores:
+                frame, pending_scores = score_columns(frame, pending_scores), []
+            if isinstance(step, Derive):
+                # a derived column may read one computed in the same batch: flush first
+                if any(c in {b.meta.output_name() for b in batch} for c in step.reads):
+                    frame, batch = frame.with_columns(batch), []
+                batch.append(self.exprs(step.expr).alias(step.column))
+            elif isinstance(step, Stat):
+                if any(c in {b.meta.output_name() for b in batch} for c in step.reads):
+                    frame, batch = frame.with_columns(batch), []
+                batch.append(self.exprs.stat(step))
+        if batch:
+            frame = frame.with_columns(batch)
+        if pending_scores:
+            frame = score_columns(frame, pending_scores)
+        return frame
+
+    def predicate(self, filters: list[FilterStep]) -> pl.Expr | None:
+        if not filters:
+            return None
+        out = self.exprs(filters[0].predicate).fill_null(False)
+        for f in filters[1:]:
+            out = out & self.exprs(f.predicate).fill_null(False)
+        return out
+
+
+def lower(plan: Plan, schema: Mapping[str, str], asset_ids: Callable[[str], list[str]] | None = None) -> Lowered:
+    """Plan -> :class:`Lowered`: split the filter stage around the expensive scores."""
+    exprs = ExprLowering(schema=schema, asset_ids=asset_ids or (lambda name: []))
+    filters = plan.of(FilterStep)
+    early_filters = [f for f in filters if f.early]
+    late_filters = [f for f in filters if not f.early]
+    compute = [s for s in plan.steps if isinstance(s, (Score, Derive, Stat))]
+    expensive: set[str] = {s.column for s in compute if isinstance(s, Score) and s.cost != "metadata"}
+    for s in compute:  # closed over readers, in dependency order
+        if s.reads & expensive:
+            expensive.add(s.writes)
+    early = [s for s in compute if s.writes not in expensive] if early_filters else []
+    late = [s for s in compute if s not in early]
+    dedups, mixes, budgets = plan.of(DedupStep), plan.of(MixStep), plan.of(BudgetStep)
+    return Lowered(
+        plan=plan, exprs=exprs, early_compute=early, late_compute=late,
+        early_filters=early_filters, late_filters=late_filters,
+        dedup=dedups[0] if dedups else None, mix=mixes[0] if mixes else None,
+        budget=budgets[0] if budgets else None, select=plan.of(SelectStep)[0],
+    )
