@@ -167,6 +167,338 @@ def parse_cmd(file: str, as_json: bool) -> None:
     click.echo(policy.model_dump_json(indent=None if as_json else 2))
 
 
+# --- compile, run, explain, why -------------------------------------------------------------
+
+
+def _threads(threads: int | None) -> None:
+    """Pin the worker threads of Polars and Numba (set before either is imported)."""
+    if threads:
+        os.environ["POLARS_MAX_THREADS"] = str(threads)
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)
+
+
+def _open_pool(pool_opt: str | None, text: str, name: str):
+    """The pool: --pool (a path or a name), else the policy's own `pool "NAME"` clause."""
+    from cbdsl.pipelines.pool import Pool, PoolError
+    from cbdsl.pipelines.registry import resolve_pool
+
+    target = pool_opt
+    if target is None:
+        import re
+
+        m = re.search(r'^\s*pool\s+"([^"]+)"', text, re.MULTILINE)
+        if m is None:
+            raise click.UsageError(f"{name} names no pool: add `pool \"demo\"` to it or pass --pool DIR")
+        target = m.group(1)
+    try:
+        return Pool.open(resolve_pool(target))
+    except PoolError as err:
+        hint = "" if Path(target).exists() else (
+            f"\nMake the demo pool with `cbdsl pool make-demo`, or import one with `cbdsl pool import`."
+            if target == "demo" else "")
+        raise click.UsageError(f"{err}{hint}") from err
+
+
+def _compiled(file: str, pool_opt: str | None):
+    """Compile FILE against its pool; policy errors print as diagnostics and exit 1."""
+    from cbdsl.compiler.artifact import compile_source
+    from cbdsl.dsl.diagnostics import PolicyError, Source, render_all
+
+    text, name = _read(file)
+    pool = _open_pool(pool_opt, text, name)
+    try:
+        return compile_source(text, name, pool), pool, text, name
+    except PolicyError as err:
+        click.echo(render_all(err.diagnostics, err.source or Source(text, name)), err=True)
+        click.echo(f"{name}: not compiled: fix the errors above (`cbdsl check {file}` shows them)", err=True)
+        sys.exit(EXIT_POLICY)
+
+
+def _execute(compiled, pool, explain: bool = False):
+    from cbdsl.compiler.lower import lower
+    from cbdsl.pipelines.execute import RunError, execute
+
+    low = lower(compiled.plan, pool.schema, lambda asset: _asset_ids(pool, asset))
+    try:
+        return execute(low, pool, explain=explain)
+    except RunError as err:
+        click.echo(f"error: {err.message}", err=True)
+        for hint in err.hints:
+            click.echo(f"  = hint: {hint}", err=True)
+        sys.exit(EXIT_POLICY)
+
+
+def _asset_ids(pool, name: str) -> list[str]:
+    from cbdsl.pipelines.execute import RunError
+    from cbdsl.pipelines.pool import PoolError
+
+    try:
+        value = pool.read_asset(name)
+    except PoolError as err:
+        raise RunError(str(err), ("register it with `cbdsl pool add-asset POOL NAME FILE`",)) from err
+    import polars as pl
+
+    if isinstance(value, pl.DataFrame):
+        value = value.get_column(value.columns[0])
+    return [str(v) for v in list(value)]
+
+
+@cli.command("compile")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--pool", "pool_opt", help="Pool directory or name (default: the policy's `pool` clause).")
+@click.option("--json", "as_json", is_flag=True, help="Print the compiled artifact as JSON.")
+def compile_cmd(file: str, pool_opt: str | None, as_json: bool) -> None:
+    """Check, plan and optimize FILE; write the compiled artifact under .cbdsl/ and print the plan."""
+    from cbdsl.compiler.artifact import sandbox_dir, write_artifact
+    from cbdsl.pipelines.execute import describe_step
+
+    compiled, pool, _text, name = _compiled(file, pool_opt)
+    path = write_artifact(compiled.artifact, sandbox_dir())
+    if as_json:
+        click.echo(json.dumps({**compiled.artifact, "artifact_path": str(path)}, indent=2))
+        return
+    click.echo(f"compiled {name} against pool `{pool.name}` ({pool.card.rows} rows)  policy {compiled.artifact['policy_hash'][:12]}")
+    for step in compiled.plan.steps:
+        click.echo(f"  {step.cost:<10} {describe_step(step)}")
+    click.echo(f"rules: {', '.join(compiled.plan.rules)}")
+    click.echo(f"artifact: {path}")
+    click.echo("next: `cbdsl run " + (file if file != "-" else "POLICY") + "` (or `cbdsl submit` in a sandbox)")
+
+
+@cli.command("run")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--pool", "pool_opt", help="Pool directory or name (default: the policy's `pool` clause).")
+@click.option("--out", "out_dir", default="selection", show_default=True, type=click.Path(file_okay=False),
+              help="Where to write the selection manifest and export.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "datacomp", "llava", "hf"]), default="parquet",
+              show_default=True, help="Export format besides the parquet manifest.")
+@click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+def run_cmd(file: str, pool_opt: str | None, out_dir: str, fmt: str, threads: int | None, as_json: bool) -> None:
+    """Execute FILE against its pool; write the selection (exactly the budget, deterministic)."""
+    _threads(threads)
+    from cbdsl.pipelines.exports import export
+    from cbdsl.pipelines.pool import PoolError
+
+    compiled, pool, _text, name = _compiled(file, pool_opt)
+    result = _execute(compiled, pool)
+    try:
+        manifest = export(pool, result.selection, out_dir, "parquet")
+        exported = export(pool, result.selection, out_dir, fmt) if fmt != "parquet" else manifest
+    except PoolError as err:
+        raise click.UsageError(str(err)) from err
+    summary = {
+        "policy": name, "policy_hash": compiled.artifact["policy_hash"], "pool": pool.name,
+        "pool_rows": result.pool_rows, "survivors": result.survivors, "after_dedup": result.after_dedup,
+        "selected": result.selection.height, "selection_hash": result.selection_hash(),
+        "groups": result.quotas, "warnings": result.warnings,
+        "manifest": str(manifest), "export": str(exported),
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(f"{name}: selected {result.selection.height} of {result.pool_rows} rows "
+               f"({result.survivors} passed the filters, {result.after_dedup} after dedup)")
+    if len(result.quotas) > 1:
+        for g, q in result.quotas.items():
+            click.echo(f"  {g:<16} {q['quota']:>8} of {q['available']:>8} available")
+    click.echo(f"selection {summary['selection_hash'][:16]}  manifest {manifest}" +
+               (f"  export {exported}" if fmt != "parquet" else ""))
+
+
+@cli.command("explain")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--pool", "pool_opt", help="Pool directory or name (default: the policy's `pool` clause).")
+@click.option("--run", "do_run", is_flag=True, help="Also run it: the row funnel, quotas, thresholds, dropped rows.")
+@click.option("--examples", default=3, show_default=True, help="Dropped rows to show per clause.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def explain_cmd(file: str, pool_opt: str | None, do_run: bool, examples: int, as_json: bool) -> None:
+    """The plan with each step's cost class; with --run, why rows were kept or dropped."""
+    from cbdsl.pipelines.execute import describe_step
+
+    compiled, pool, _text, name = _compiled(file, pool_opt)
+    steps = [{"cost": s.cost, "step": describe_step(s)} for s in compiled.plan.steps]
+    report: dict = {"policy": name, "pool": pool.name, "plan": steps, "rules": list(compiled.plan.rules)}
+    if do_run:
+        result = _execute(compiled, pool, explain=True)
+        report["funnel"] = [vars(f) for f in result.funnel or []]
+        report["thresholds"] = result.thresholds
+        report["dropped_examples"] = result.examples
+        report["after_dedup"] = {"rows_in": result.survivors, "rows_out": result.after_dedup}
+        report["groups"] = result.quotas
+        report["selected"] = result.selection.height
+        report["warnings"] = result.warnings
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    click.echo(f"plan of {name} on pool `{pool.name}` ({pool.card.rows} rows):")
+    for s in steps:
+        click.echo(f"  {s['cost']:<10} {s['step']}")
+    if not do_run:
+        click.echo("(`cbdsl explain --run` adds the row funnel)")
+        return
+    click.echo("\nfilter funnel (rows in -> out; rows of the whole population passing the clause alone):")
+    for f in report["funnel"]:
+        click.echo(f"  {f['rows_in']:>9} -> {f['rows_out']:>9}  alone {f['passed_alone']:>9}  {f['clause']}")
+        for row in result.examples.get(f["clause"], []):
+            click.echo(f"      dropped: {json.dumps(row, default=str)}")
+    if any(s.step == "dedup" for s in compiled.plan.steps):
+        click.echo(f"  {result.survivors:>9} -> {result.after_dedup:>9}  dedup")
+    if result.thresholds:
+        click.echo("\nstatistics resolved to:")
+        for k, v in result.thresholds.items():
+            click.echo(f"  {k} = {json.dumps(v, default=str)}")
+    click.echo("\nmix groups (quota vs rows available):")
+    for g, q in result.quotas.items():
+        click.echo(f"  {g:<16} quota {q['quota']:>8}  available {q['available']:>8}")
+    for w in result.warnings:
+        click.echo(f"warning: {w}")
+    click.echo(f"selected {result.selection.height} rows")
+
+
+@cli.command("why")
+@click.argument("row_id")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--pool", "pool_opt", help="Pool directory or name (default: the policy's `pool` clause).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def why_cmd(row_id: str, file: str, pool_opt: str | None, as_json: bool) -> None:
+    """Which clause kept or dropped one row, and with what values."""
+    import polars as pl
+
+    from cbdsl.pipelines.execute import FilterStep
+
+    compiled, pool, _text, name = _compiled(file, pool_opt)
+    result = _execute(compiled, pool, explain=True)
+    id_col = pool.id_column
+    frame = result.frame
+    row = frame.filter(pl.col(id_col).cast(pl.String) == row_id)
+    if row.height == 0:
+        raise click.UsageError(f"no row with {id_col} {row_id!r} in pool `{pool.name}`")
+    filters = [*compiled.plan.of(FilterStep)]
+    lowered_order = [f for f in filters if f.early] + [f for f in filters if not f.early]
+    verdicts = []
+    for i, f in enumerate(lowered_order):
+        values = {c: row.get_column(c)[0] for c in sorted(f.reads) if c in row.columns}
+        verdicts.append({"clause": f.clause, "passed": bool(row.get_column(f"#f{i}")[0]), "values": values})
+    survived = all(v["passed"] for v in verdicts)
+    deduped = survived and row_id in set(result.deduped_ids.cast(pl.String).to_list())
+    chosen = result.selection.filter(pl.col(id_col) == row_id)
+    outcome = {
+        "id": row_id, "filters": verdicts, "passed_filters": survived,
+        "dedup": None if not survived else ("kept" if deduped else "removed as a duplicate"),
+        "selected": chosen.height == 1,
+        "rank": int(chosen["rank"][0]) if chosen.height else None,
+        "group": chosen["group"][0] if chosen.height else None,
+    }
+    if as_json:
+        click.echo(json.dumps(outcome, indent=2, default=str))
+        return
+    for v in verdicts:
+        mark = "kept   " if v["passed"] else "DROPPED"
+        click.echo(f"  {mark} by `{v['clause']}`  with {json.dumps(v['values'], default=str)}")
+    if survived:
+        click.echo(f"  dedup: {outcome['dedup']}")
+    if outcome["selected"]:
+        click.echo(f"{row_id}: selected, rank {outcome['rank']}" + (f", group {outcome['group']}" if outcome["group"] else ""))
+    elif survived and deduped:
+        select = [s for s in compiled.plan.steps if s.step == "select"][0]
+        click.echo(f"{row_id}: passed the filters and dedup, but `{select.clause}` did not pick it within its quota")
+    else:
+        click.echo(f"{row_id}: not selected")
+
+
+# --- pools ------------------------------------------------------------------------------------
+
+
+@cli.group("pool")
+def pool_group() -> None:
+    """Make, import, inspect pools and register their assets."""
+
+
+def _pool_call(fn, *args, **kwargs):
+    from cbdsl.pipelines.pool import PoolError
+
+    try:
+        return fn(*args, **kwargs)
+    except PoolError as err:
+        raise click.UsageError(str(err)) from err
+
+
+@pool_group.command("info")
+@click.argument("pool")
+@click.option("--json", "as_json", is_flag=True, help="The whole card as JSON.")
+def pool_info(pool: str, as_json: bool) -> None:
+    """Print a pool's card: schema, rows, per-column statistics, hash, assets."""
+    from cbdsl.pipelines.pool import Pool
+    from cbdsl.pipelines.registry import resolve_pool
+
+    p = _pool_call(lambda: Pool.open(_pool_call(resolve_pool, pool)))
+    card = p.card
+    if as_json:
+        click.echo(card.model_dump_json(indent=2))
+        return
+    click.echo(f"pool {card.name}: {card.rows} rows in {len(card.shards)} shard(s), id column `{card.id_column}`")
+    click.echo(f"path {p.path}\ncontent hash {card.content_hash}")
+    click.echo("columns:")
+    for col, typ in card.schema.items():
+        stats = card.stats.get(col, {})
+        shown = {k: v for k, v in stats.items() if k in ("null_count", "min", "max", "mean", "distinct", "value_counts")}
+        click.echo(f"  {col:<24} {typ:<10} {json.dumps(shown, default=str)[:150]}")
+    if card.assets:
+        click.echo("assets:")
+        for a, info in card.assets.items():
+            click.echo(f"  {a:<24} {info.kind:<10} {info.description}")
+
+
+@pool_group.command("add-asset")
+@click.argument("pool")
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--kind", type=click.Choice(["ids", "corpus", "centroids", "eval", "labels", "table"]))
+@click.option("--description", default="")
+def pool_add_asset(pool: str, name: str, file: str, kind: str | None, description: str) -> None:
+    """Register FILE into POOL as asset NAME (policies say `asset("NAME")`)."""
+    from cbdsl.pipelines.pool import add_asset
+    from cbdsl.pipelines.registry import resolve_pool
+
+    p = _pool_call(add_asset, _pool_call(resolve_pool, pool), name, file, kind=kind, description=description)
+    info = p.card.assets[name]
+    click.echo(f"asset `{name}` ({info.kind}) added to pool `{p.name}`; policies refer to it as asset(\"{name}\")")
+
+
+@pool_group.command("make-demo")
+@click.argument("dest", required=False)
+@click.option("--rows", default=50_000, show_default=True, type=click.IntRange(min=100))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--overwrite", is_flag=True, help="Replace an existing pool there.")
+def pool_make_demo(dest: str | None, rows: int, seed: int, overwrite: bool) -> None:
+    """Generate the embedded demo pool (deterministic; default ~/.cbdsl/pools/demo or $CBDSL_POOLS)."""
+    from cbdsl.pipelines.demo import make_demo
+    from cbdsl.pipelines.registry import search_path
+
+    target = Path(dest) if dest else Path(search_path()[0]) / "demo"
+    path = _pool_call(make_demo, target, rows=rows, seed=seed, overwrite=overwrite)
+    click.echo(f"demo pool: {rows} rows at {path}")
+
+
+@pool_group.command("import")
+@click.argument("kind", type=click.Choice(["auto", "datacomp", "llava", "hf", "parquet", "jsonl"]))
+@click.argument("src", type=click.Path(exists=True))
+@click.argument("dest", type=click.Path())
+@click.option("--name", help="Pool name (default: the folder name of DEST).")
+@click.option("--id-column", help="Id column for hf, parquet and jsonl sources.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing pool at DEST.")
+def pool_import(kind: str, src: str, dest: str, name: str | None, id_column: str | None, overwrite: bool) -> None:
+    """Import SRC (DataComp parquet, LLaVA JSON, HF dataset, parquet, JSONL) as a pool at DEST."""
+    from cbdsl.pipelines.importers import import_pool
+
+    opts = {"id_column": id_column} if id_column else {}
+    p = _pool_call(import_pool, kind, src, dest, name=name, overwrite=overwrite, **opts)
+    click.echo(f"pool `{p.name}`: {p.card.rows} rows at {p.path}")
+
+
 def main() -> None:
     """Entry point: a bug in cbdsl is an internal error with a short message, never a traceback."""
     try:

@@ -60,6 +60,17 @@ class RunResult:
     funnel: list[FunnelRow] | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
     examples: dict[str, list[dict]] = field(default_factory=dict)
+    frame: pl.DataFrame | None = None  # explain: the filter-stage population with one flag column per filter
+    deduped_ids: pl.Series | None = None  # explain: the ids that survived dedup
+
+    def selection_hash(self) -> str:
+        """sha256 over the selected ids in rank order (what `submit` records and `reproduce` compares)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for value in self.selection.get_column(self.selection.columns[0]).to_list():
+            h.update(value.encode("utf-8") + b"\n")
+        return h.hexdigest()
 
 
 ScoreProvider = Any  # callable(frame: pl.LazyFrame, steps: list[Score]) -> pl.LazyFrame
@@ -112,11 +123,11 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
     warnings: list[str] = []
     deduped = _dedup(survivors, low, id_col) if low.dedup is not None else survivors
     selection, quotas = _select(deduped, low, pool_rows, id_col, warnings, pool)
-    result = RunResult(
+    return RunResult(
         selection=selection, pool_rows=pool_rows, survivors=n_survivors, after_dedup=deduped.height,
         quotas=quotas, warnings=warnings, funnel=funnel, thresholds=thresholds, examples=dropped,
+        frame=full if explain else None, deduped_ids=deduped.get_column(id_col) if explain else None,
     )
-    return result
 
 
 # --- filter-stage funnel (explain --run) ---------------------------------------------------
@@ -326,7 +337,7 @@ def _select(frame: pl.DataFrame, low: Lowered, pool_rows: int, id_col: str, warn
     chosen = chosen.sort([KEY, HASH, id_col], nulls_last=True).with_row_index("rank", offset=1)
     score = pl.col(SELECT_ARG.format(0)).cast(pl.Float64) if s.strategy in ("top", "bottom", "weighted") else pl.lit(None, pl.Float64)
     manifest = chosen.select(
-        pl.col(id_col).cast(pl.String).alias("id"),
+        pl.col(id_col).cast(pl.String).alias(id_col),
         pl.when(pl.lit(mix is not None)).then(pl.col(GROUP)).otherwise(pl.lit(None, pl.String)).alias("group"),
         score.alias("score"),
         pl.col("rank").cast(pl.Int64),
