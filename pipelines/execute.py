@@ -76,12 +76,6 @@ class RunResult:
 ScoreProvider = Any  # callable(frame: pl.LazyFrame, steps: list[Score]) -> pl.LazyFrame
 
 
-def _no_model_scores(frame: pl.LazyFrame, steps: list[Score]) -> pl.LazyFrame:
-    names = ", ".join(s.scorer for s in steps)
-    raise RunError(f"the policy needs model scores ({names}), which this executor cannot compute yet",
-                   ("model scorers come with the scorer library; use metadata scorers for now",))
-
-
 def _hash_column(id_column: str) -> pl.Expr:
     return pl.col(id_column).cast(pl.String).map_batches(
         lambda s: pl.Series(HASH, kernels.hash_strings(s), dtype=pl.UInt64), return_dtype=pl.UInt64
@@ -93,7 +87,11 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
     """Run a lowered plan against ``pool`` (a :class:`~cbdsl.pipelines.pool.Pool`)."""
     plan = low.plan
     scan = plan.scan
-    score_columns = score_columns or _no_model_scores
+    if score_columns is None:
+        from cbdsl.pipelines.scores import provide
+
+        def score_columns(f, steps):
+            return provide(f, steps, pool, low.exprs)
     id_col = scan.id_column
     frame = pool.scan(list(scan.columns)).with_columns(_hash_column(id_col))
     pool_rows = pool.card.rows
@@ -412,7 +410,10 @@ def _shortfall(low: Lowered, pool, available: int, budget: int, tokens: bool) ->
 def _probe_funnel(low: Lowered, pool) -> list[FunnelRow]:
     scan = low.plan.scan
     frame = pool.scan(list(scan.columns)).with_columns(_hash_column(scan.id_column))
-    frame = low.compute(frame, [*low.early_compute, *low.late_compute], _no_model_scores)
+    from cbdsl.pipelines.scores import provide
+
+    frame = low.compute(frame, [*low.early_compute, *low.late_compute],
+                        lambda f, steps: provide(f, steps, pool, low.exprs))
     filters = [*low.early_filters, *low.late_filters]
     if not filters:
         return []

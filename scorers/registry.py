@@ -115,6 +115,15 @@ class Entry:
     method: str | None = None
     lower: Callable[..., Any] | None = None
     summary: str = ""
+    #: Model scorers: ``compute(ctx: ScoreContext, *inputs: pl.Series) -> pl.Series``, run in
+    #: batches by :mod:`cbdsl.pipelines.scores`, cached under the pool's ``scores/``.
+    compute: Callable[..., Any] | None = None
+    #: A population scorer's value for a row depends on the whole pool (a proxy model trained on
+    #: it, k-means over it, DSIR's raw distribution): it is always computed over every row.
+    population: bool = False
+    #: ``version(params) -> str``: the identity of the weights or data the scorer uses (e.g. a
+    #: checkpoint's sha256), part of the score cache key.
+    version: Callable[..., str] | None = None
 
     @property
     def space(self) -> Space:
@@ -245,9 +254,24 @@ def registry() -> Registry:
     global _loaded
     if not _loaded:
         _loaded = True
-        for module in BUILTIN_MODULES:
+        for module in (*BUILTIN_MODULES, *_discovered()):
             importlib.import_module(module)
     return _REGISTRY
+
+
+def _discovered() -> list[str]:
+    """Every other module of ``cbdsl.scorers`` is a scorer module (one file per scorer or family).
+
+    Shared model code lives in the subpackage ``cbdsl.scorers.models``, which is not scanned.
+    Scorer modules import torch and friends inside their functions, so this stays cheap.
+    """
+    import pkgutil
+
+    import cbdsl.scorers as package
+
+    skip = {"registry", *(m.rsplit(".", 1)[1] for m in BUILTIN_MODULES)}
+    return [f"cbdsl.scorers.{m.name}" for m in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name)
+            if not m.ispkg and not m.name.startswith("_") and m.name not in skip]
 
 
 def _decorator(kind: Kind) -> Callable[..., Callable[[Callable], Callable]]:
@@ -270,6 +294,28 @@ def _decorator(kind: Kind) -> Callable[..., Callable[[Callable], Callable]]:
 
     make.__doc__ = f"Register the decorated lowering function as a {kind}."
     return make
+
+
+def model_scorer(
+    id: str,
+    *,
+    inputs: Iterable[Input] = (),
+    params: type[Params] = Params,
+    output: OutputSpec = "float",
+    cost: CostClass = "cpu_model",
+    method: str | None = None,
+    population: bool = False,
+    version: Callable[..., str] | None = None,
+) -> Callable[[Callable], Callable]:
+    """Register the decorated batch function as a model scorer (see :attr:`Entry.compute`)."""
+
+    def wrap(fn: Callable) -> Callable:
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        register(Entry(id=id, kind="scorer", inputs=tuple(inputs), params=params, output=output, cost=cost,
+                       method=method, compute=fn, summary=summary, population=population, version=version))
+        return fn
+
+    return wrap
 
 
 scorer = _decorator("scorer")

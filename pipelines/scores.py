@@ -1,0 +1,153 @@
+"""Model scores: computed in batches, cached beside the pool, joined into the plan's frame.
+
+A score step of the plan (``Score``) names a model scorer of the registry
+(``Entry.compute``). Its values are cached under the pool's ``scores/`` as
+parquet, one file per key: the pool's content hash, the scorer id, its
+parameters, its input expressions and the identity of its weights
+(``Entry.version``). A second run with the same scores computes nothing.
+
+Row-local scorers are computed only for the rows that reach them (the
+optimizer may have run cheap filters first) and the cache grows as other
+rows are asked for; population scorers (a proxy trained on the pool, k-means
+over it) are computed for every row at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from cbdsl.compiler.plan import Score, pexpr_text
+from cbdsl.scorers.registry import Entry, Params, registry
+
+VALUE = "value"
+
+
+@dataclass
+class ScoreContext:
+    """What a scorer's ``compute`` gets besides its input columns."""
+
+    params: Params
+    pool: Any  # cbdsl.pipelines.pool.Pool: assets, paths
+    ids: pl.Series  # the ids of the rows being scored, aligned with the inputs
+    device: str = "cpu"
+    workdir: Path = field(default_factory=lambda: Path("."))  # where a scorer keeps models it trains
+    progress: Callable[[int], None] = lambda n: None  # advance by n rows
+
+    def asset(self, name: str):
+        return self.pool.read_asset(name)
+
+
+def device() -> str:
+    """``cuda`` when torch sees a GPU, else ``cpu`` (torch is imported only here, and only for model scorers)."""
+    forced = os.environ.get("CBDSL_DEVICE")
+    if forced:
+        return forced
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cache_key(pool, step: Score, entry: Entry) -> str:
+    params = entry.params.model_validate(step.params)
+    version = entry.version(params) if entry.version is not None else ""
+    payload = {
+        "pool": pool.content_hash, "scorer": step.scorer, "params": step.params,
+        "inputs": [pexpr_text(a) for a in step.args], "version": version, "format": 1,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cache_path(pool, step: Score, entry: Entry) -> Path:
+    return Path(pool.scores_dir) / f"{step.scorer}-{cache_key(pool, step, entry)}.parquet"
+
+
+class Progress:
+    """A rich progress bar with rows/s and ETA, shown only for work that takes more than a second."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total, self.done = label, total, 0
+        self.start = time.monotonic()
+        self._bar = None
+        self._task = None
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self._bar is None and time.monotonic() - self.start > 1.0 and os.environ.get("CBDSL_PROGRESS", "1") != "0":
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress as RichProgress, TaskProgressColumn, TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = RichProgress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                TextColumn("{task.fields[rate]} rows/s"), TimeRemainingColumn(), transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total, rate="-")
+        if self._bar is not None:
+            rate = self.done / max(time.monotonic() - self.start, 1e-9)
+            self._bar.update(self._task, completed=self.done, rate=f"{rate:,.0f}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _compute(entry: Entry, step: Score, pool, inputs: pl.DataFrame, id_col: str, workdir: Path) -> pl.DataFrame:
+    ids = inputs.get_column(id_col)
+    progress = Progress(f"scoring {step.column}", inputs.height)
+    ctx = ScoreContext(params=entry.params.model_validate(step.params), pool=pool, ids=ids,
+                       device=device(), workdir=workdir, progress=progress)
+    try:
+        values = entry.compute(ctx, *(inputs.get_column(f"#in{i}") for i in range(len(step.args))))
+    finally:
+        progress.close()
+    values = values if isinstance(values, pl.Series) else pl.Series(values)
+    if len(values) != inputs.height:
+        raise RuntimeError(f"scorer {step.scorer} returned {len(values)} values for {inputs.height} rows")
+    return pl.DataFrame({id_col: ids.cast(pl.String), VALUE: values})
+
+
+def _write_cache(path: Path, frame: pl.DataFrame, id_col: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.sort(id_col).write_parquet(tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def provide(frame: pl.LazyFrame, steps: Sequence[Score], pool, lower_expr, workdir: Path | None = None) -> pl.LazyFrame:
+    """Join each score step's column into ``frame``, computing only what the cache lacks."""
+    id_col = pool.id_column
+    workdir = workdir or Path(pool.scores_dir) / "models"
+    for step in steps:
+        entry = registry().get(step.scorer, "expr")
+        if entry is None or entry.compute is None:
+            raise RuntimeError(f"scorer {step.scorer} has no batch function")
+        path = cache_path(pool, step, entry)
+        cached = pl.read_parquet(path) if path.is_file() else None
+        source = pool.scan() if entry.population else frame
+        wanted = source.select(pl.col(id_col).cast(pl.String),
+                               *(lower_expr(a).alias(f"#in{i}") for i, a in enumerate(step.args)))
+        if cached is not None:
+            wanted = wanted.join(cached.lazy().select(id_col), on=id_col, how="anti")
+        missing = wanted.collect()
+        if missing.height:
+            fresh = _compute(entry, step, pool, missing, id_col, workdir)
+            cached = fresh if cached is None else pl.concat([cached, fresh.cast(cached.schema)])
+            _write_cache(path, cached, id_col)
+        scores = cached.lazy().rename({VALUE: step.column})
+        frame = frame.with_columns(pl.col(id_col).cast(pl.String).alias("#idstr")).join(
+            scores.rename({id_col: "#idstr"}), on="#idstr", how="left", maintain_order="left"
+        ).drop("#idstr")
+    return frame
