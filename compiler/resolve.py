@@ -435,8 +435,9 @@ class Resolver:
             return
         pools = self.policy.of_kind(ast.PoolClause)
         names = ", ".join(f"`{n}`" for n in self.deferred[:8]) + (", ..." if len(self.deferred) > 8 else "")
+        verb = "is taken as a column" if len(self.deferred) == 1 else "are taken as columns"
         self.error("N001", f"column checks were deferred because no pool schema is known: {names} "
-                   "are taken as columns of unknown type", pools[0] if pools else None,
+                   f"{verb} of unknown type", pools[0] if pools else None,
                    hints=("check against the pool to verify them: `cbdsl check --pool DIR policy.cur`",), severity="note")
 
     # -- expressions ------------------------------------------------------------

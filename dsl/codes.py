@@ -131,6 +131,15 @@ should name its parts.
 Fix: split it into `let` names and combine those.
 """)
 
+_code("E011", "number out of range", """
+A number literal has no finite value: a float beyond about 1.8e308, or an
+integer more than 300 digits long (a percentage is a float too).
+
+    filter loss < 1e999                # infinite
+
+Fix: use a number in range; no count, threshold or seed needs more.
+""")
+
 # --- names and resolution -------------------------------------------------------
 
 _code("E101", "unknown name", """

@@ -171,8 +171,9 @@ def format_clause(c: ast.Clause, comments: bool = True) -> str:
         return body
     lines = list(c.comments)
     if c.trailing:
-        first, nl, rest = body.partition("\n")
-        body = f"{first}  {c.trailing}{nl}{rest}"
+        # After the clause's last line: a comment after the `{` of a multi-line
+        # mix would read back as a comment inside it.
+        body = f"{body}  {c.trailing}"
     lines.append(body)
     return "\n".join(lines)
 
@@ -184,6 +185,9 @@ def _ordered(clauses: tuple[ast.Clause, ...]) -> list[ast.Clause]:
 def format_policy(policy: ast.Policy) -> str:
     """The canonical layout of a policy, comments kept; ends with one newline."""
     out: list[str] = []
+    if not policy.clauses:  # only comments: one block (they read back as the header)
+        comments = (*policy.comments, *policy.trailing)
+        return "\n".join(comments) + "\n" if comments else ""
     if policy.comments:
         out.append("\n".join(policy.comments))
         out.append("")
@@ -195,10 +199,9 @@ def format_policy(policy: ast.Policy) -> str:
         previous_group = group
         out.append(format_clause(clause))
     if policy.trailing:
-        if policy.clauses:
-            out.append("")
+        out.append("")
         out.append("\n".join(policy.trailing))
-    return "\n".join(out).strip("\n") + "\n" if out else ""
+    return "\n".join(out) + "\n"
 
 
 def canonical_text(policy: ast.Policy) -> str:

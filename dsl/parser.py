@@ -7,23 +7,33 @@ the lexer and attached to clauses afterwards (:func:`_attach_comments`), so the
 formatter can keep them with their clause.
 
 When the whole text does not parse, each clause-sized chunk is parsed on its
-own so that one run reports every broken clause, not just the first.
+own (:func:`parse_diagnostics`) so that one run reports every broken clause,
+not just the first; :mod:`cbdsl.dsl.parse_errors` words each error. A tree
+that parses is still refused for three things the grammar cannot say: a name
+spelled ``true``/``false``/``not`` (E009), nesting deeper than
+:data:`MAX_DEPTH` (E010) and a number without a finite value (E011).
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedInput, VisitError
 
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import Diagnostic, PolicyError, Source
 
 CLAUSE_KEYWORDS = ("policy", "cite", "adapt", "pool", "let", "filter", "dedup", "mix", "budget", "select")
-_CHUNK_START = re.compile(r"^[ \t]*(?:" + "|".join(CLAUSE_KEYWORDS) + r")\b", re.MULTILINE)
+
+#: Deepest expression nesting accepted, counted as JSON nesting of the AST
+#: (a list or a call counts two levels: the node and its array). Deeper input
+#: gets E010 instead of a RecursionError in the builder, the formatter or a
+#: later stage, or a JSON that pydantic will not read back (its limit is 200).
+MAX_DEPTH = 150
 
 
 class _CommentSink:
@@ -56,9 +66,14 @@ def lark_parser() -> Lark:
 
 
 class _Offsets:
-    """Character offset to byte offset, for spans (identity for ASCII text)."""
+    """Character offsets of one text to byte offsets, for spans (identity for ASCII text).
 
-    def __init__(self, text: str):
+    ``base`` is where the parsed piece starts in the whole text: a clause-sized
+    chunk is parsed on its own, and its spans must still point into the file.
+    """
+
+    def __init__(self, text: str, base: int = 0):
+        self.base = base
         self.ascii = text.isascii()
         if not self.ascii:
             self.prefix = [0]
@@ -66,7 +81,12 @@ class _Offsets:
                 self.prefix.append(self.prefix[-1] + len(ch.encode("utf-8")))
 
     def __call__(self, pos: int) -> int:
+        pos += self.base
         return pos if self.ascii else self.prefix[pos]
+
+    def char(self, byte_pos: int) -> int:
+        """Byte offset back to a character offset into the whole text."""
+        return byte_pos if self.ascii else bisect.bisect_left(self.prefix, byte_pos)
 
 
 def _unescape(body: str) -> str:
@@ -74,11 +94,30 @@ def _unescape(body: str) -> str:
     return re.sub(r"\\([\\\"'])", r"\1", body)
 
 
-def _number(text: str) -> int | float:
+#: Longest integer literal accepted: Python refuses to convert longer digit
+#: strings (``sys.get_int_max_str_digits``), and no count or seed needs more.
+MAX_INT_DIGITS = 300
+
+
+class _OutOfRange(Exception):
+    """A number literal that has no finite value (E011); raised inside the builder."""
+
+    def __init__(self, meta):
+        super().__init__()
+        self.meta = meta
+
+
+def _number(text: str, meta=None) -> int | float:
     text = text.replace("_", "")
     if re.fullmatch(r"[0-9]+", text):
-        return int(text)
-    return float(text)
+        digits = text.lstrip("0") or "0"
+        if len(digits) > MAX_INT_DIGITS:
+            raise _OutOfRange(meta)
+        return int(digits)
+    value = float(text)
+    if value == float("inf"):
+        raise _OutOfRange(meta)
+    return value
 
 
 @v_args(meta=True)
@@ -105,10 +144,10 @@ class _Build(Transformer):
         return ast.Ident.model_construct(name=str(ch[0]), span=self._span(meta))
 
     def number(self, meta, ch):
-        return ast.Number.model_construct(value=_number(str(ch[0])), span=self._span(meta))
+        return ast.Number.model_construct(value=_number(str(ch[0]), meta), span=self._span(meta))
 
     def percent(self, meta, ch):
-        return ast.Percent.model_construct(value=_number(str(ch[0])[:-1]), span=self._span(meta))
+        return ast.Percent.model_construct(value=_number(str(ch[0])[:-1], meta), span=self._span(meta))
 
     def string(self, meta, ch):
         return ast.String.model_construct(value=_unescape(str(ch[0])[1:-1]), span=self._span(meta))
@@ -216,125 +255,186 @@ class _Build(Transformer):
     select_bottom = _select_order
 
     def select_call(self, meta, ch):
-        call: ast.Call = ch[1]
-        return ast.Select.model_construct(strategy=call.func, args=call.args, kwargs=call.kwargs, span=self._span(meta))
+        _select, strategy, _lpar, args, _rpar = ch
+        args = args or []
+        return ast.Select.model_construct(
+            strategy=strategy,
+            args=tuple(a for a in args if not isinstance(a, ast.Keyword)),
+            kwargs=tuple(a for a in args if isinstance(a, ast.Keyword)),
+            span=self._span(meta),
+        )
 
 
 def _attach_comments(clauses: list[ast.Clause], comments: list[Token], text: str, offsets: _Offsets) -> ast.Policy:
-    """Give each comment to its clause: above it, inside it, or trailing on its last line."""
+    """Give each comment to a clause: inside or above it (``comments``) or after it on its last line (``trailing``).
+
+    Comments above the first clause that are set off from it by a blank line
+    are the file header; comments after the last clause are the footer.
+    """
+    base = offsets.base
     line_of = lambda pos: text.count("\n", 0, pos)  # noqa: E731
-    # Clause spans are bytes; compare in characters via the tokens' own positions.
-    char_spans = []
-    for clause in clauses:
-        start = _char_pos(clause.span.start, offsets, text)
-        end = _char_pos(clause.span.end, offsets, text)
-        char_spans.append((start, end))
+    spans = [(offsets.char(c.span.start), offsets.char(c.span.end)) for c in clauses]
     leading: list[list[str]] = [[] for _ in clauses]
     trailing: list[str | None] = [None for _ in clauses]
     header: list[str] = []
     footer: list[str] = []
     for tok in comments:
         body = str(tok).rstrip()
-        pos = tok.start_pos
-        owner = None
-        for i, (start, end) in enumerate(char_spans):
-            if start <= pos < end:
-                owner = ("lead", i)
-                break
-            if pos >= end and line_of(pos) == line_of(max(end - 1, start)) and trailing[i] is None:
-                owner = ("trail", i)
-                break
-        if owner is None:
-            following = [i for i, (start, _end) in enumerate(char_spans) if start > pos]
-            owner = ("lead", following[0]) if following else ("foot", None)
-        how, i = owner
-        if how == "trail":
-            trailing[i] = body
-        elif how == "foot":
-            footer.append(body)
+        pos = tok.start_pos + base
+        inside = next((i for i, (start, end) in enumerate(spans) if start <= pos < end), None)
+        before = [i for i, (_start, end) in enumerate(spans) if end <= pos]
+        after = [i for i, (start, _end) in enumerate(spans) if start > pos]
+        if inside is not None:
+            leading[inside].append(body)
+            continue
+        last = max(before, key=lambda i: spans[i][1]) if before else None
+        if last is not None and trailing[last] is None and line_of(pos) == line_of(max(spans[last][1] - 1, 0)):
+            trailing[last] = body
+        elif after:
+            leading[min(after, key=lambda i: spans[i][0])].append(body)
         else:
-            leading[i].append(body)
-    # A comment block above the first clause, set off by a blank line, is the file header.
-    if clauses and leading[0]:
-        first_start = char_spans[0][0]
-        lines_between = text[:first_start].rstrip(" \t").split("\n")
-        block = []
-        for line in reversed(lines_between[:-1]):
-            if line.strip().startswith("#"):
-                block.append(line)
-            else:
+            footer.append(body)
+    if clauses:
+        # Of the comments above the first clause, only the block directly above
+        # it stays with it; those set off by a blank line are the header.
+        first = min(range(len(clauses)), key=lambda i: spans[i][0])
+        above = sum(1 for tok in comments if tok.start_pos + base < spans[first][0])
+        attached = 0
+        for line in reversed(text[: spans[first][0]].split("\n")[:-1]):
+            if not line.strip().startswith("#"):
                 break
-        attached = len(block)
-        header = leading[0][: len(leading[0]) - attached]
-        leading[0] = leading[0][len(leading[0]) - attached:]
-    elif not clauses:
+            attached += 1
+        cut = above - min(attached, above)
+        header, leading[first] = leading[first][:cut], leading[first][cut:]
+    else:
         header, footer = footer, []
     built = tuple(
         c.model_copy(update={"comments": tuple(leading[i]), "trailing": trailing[i]}) for i, c in enumerate(clauses)
     )
-    return ast.Policy.model_construct(
-        clauses=built,
-        comments=tuple(header),
-        trailing=tuple(footer),
-        span=ast.Span.model_construct(start=0, end=offsets(len(text)), source=clauses[0].span.source if clauses else "<policy>"),
-    )
+    return ast.Policy.model_construct(clauses=built, comments=tuple(header), trailing=tuple(footer))
 
 
-def _char_pos(byte_pos: int, offsets: _Offsets, text: str) -> int:
-    if offsets.ascii:
-        return byte_pos
-    import bisect
+def _depth_error(tree: Tree, offsets: _Offsets, name: str) -> Diagnostic | None:
+    """E010 on the clause whose parse tree nests deeper than :data:`MAX_DEPTH` (checked without recursion)."""
+    for clause in tree.children:
+        stack = [(clause, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                meta = clause.meta
+                span = ast.Span(start=offsets(meta.start_pos), end=offsets(meta.end_pos), source=name)
+                return Diagnostic("E010", "this expression is nested too deeply", span,
+                                  label="too many levels of operators, calls or brackets",
+                                  hints=("split it into `let` names and combine those",))
+            step = depth + _EXPRESSION_WEIGHT.get(node.data, 0)
+            stack.extend((child, step) for child in node.children if isinstance(child, Tree))
+    return None
 
-    return bisect.bisect_left(offsets.prefix, byte_pos)
+
+#: Parse-tree rules that become expression nodes, with the JSON levels each adds.
+_EXPRESSION_WEIGHT = {"binary": 1, "boolean": 1, "unary": 1, "kwarg": 1, "compare": 2, "call": 2, "list": 2}
 
 
-def _parse_once(text: str, name: str) -> ast.Policy:
+class _Failed(Exception):
+    """A parse that ended in diagnostics (internal: carries them to :func:`parse_diagnostics`)."""
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        super().__init__()
+        self.diagnostics = diagnostics
+
+
+def _parse_piece(text: str, name: str, start: int = 0, end: int | None = None, at_end: bool = True) -> ast.Policy:
+    """Parse ``text[start:end]`` with spans into the whole text; raise :class:`_Failed` with its diagnostics."""
+    from cbdsl.dsl.parse_errors import reserved_name_diagnostics, to_diagnostic
+
+    end = len(text) if end is None else end
+    piece = text[start:end]
     _CommentSink.tokens = []
-    tree = lark_parser().parse(text)
+    try:
+        tree = lark_parser().parse(piece)
+    except UnexpectedInput as err:
+        raise _Failed([to_diagnostic(err, piece, text, name, base=start, at_end=at_end)]) from None
     comments = list(_CommentSink.tokens)
-    offsets = _Offsets(text)
+    offsets = _Offsets(text, base=start)
+    deep = _depth_error(tree, offsets, name)
+    if deep is not None:
+        raise _Failed([deep])
     try:
         clauses = _Build(offsets, name).transform(tree)
-    except VisitError as err:  # a bug in the builder, not the user's input
-        raise err.orig_exc from err
+    except VisitError as err:
+        if isinstance(err.orig_exc, _OutOfRange):
+            meta = err.orig_exc.meta
+            span = ast.Span(start=offsets(meta.start_pos), end=offsets(meta.end_pos), source=name)
+            raise _Failed([Diagnostic("E011", "this number is too large", span, label="no finite value",
+                                      hints=("a float must stay below about 1.8e308 and an integer within "
+                                             f"{MAX_INT_DIGITS} digits",))]) from None
+        raise err.orig_exc from err  # a bug in the builder, not the user's input
     policy = _attach_comments(clauses, comments, text, offsets)
-    return policy.model_copy(update={"span": policy.span.model_copy(update={"source": name})})
+    policy = policy.model_copy(update={"span": ast.Span(start=offsets(0), end=offsets(len(piece)), source=name)})
+    reserved = reserved_name_diagnostics(policy)
+    if reserved:
+        raise _Failed(reserved)
+    return policy
+
+
+# A clause-sized chunk starts at a line whose first word is a clause keyword,
+# or a near miss of one (`fliter`), followed by what a clause could hold
+# (not `:`, `=` or `,`: those make it a mix key or a keyword argument).
+_LINE_WORD = re.compile(r"^[ \t]*([A-Za-z_][A-Za-z0-9_]*)(?![A-Za-z0-9_])(?=[ \t]*(?:[^:=,\s]|$))", re.MULTILINE)
+
+
+def _starts_clause(word: str) -> bool:
+    from cbdsl.dsl.parse_errors import close_keyword
+
+    return word in CLAUSE_KEYWORDS or (len(word) > 2 and close_keyword(word) is not None)
 
 
 def _chunks(text: str) -> list[tuple[int, int]]:
-    """Clause-sized pieces: each starts at a line that starts with a clause keyword."""
-    starts = [m.start() for m in _CHUNK_START.finditer(text)]
+    """Clause-sized pieces ``(start, end)`` of the text, in order, covering all of it."""
+    starts = [m.start() for m in _LINE_WORD.finditer(text) if _starts_clause(m.group(1))]
     if not starts or starts[0] != 0:
         starts.insert(0, 0)
-    ends = starts[1:] + [len(text)]
-    return list(zip(starts, ends))
+    return list(zip(starts, starts[1:] + [len(text)]))
 
 
 def parse_diagnostics(text: str, name: str = "<policy>") -> tuple[ast.Policy | None, list[Diagnostic]]:
-    """Parse, returning the AST or every syntax error that chunked re-parsing finds."""
-    from cbdsl.dsl.parse_errors import to_diagnostic
+    """Parse, returning ``(policy, [])`` or ``(None, diagnostics)`` with every syntax error found.
 
-    source = Source(text, name)
+    On a syntax error each clause-sized chunk is parsed on its own, so three
+    broken clauses give three diagnostics. A chunk that fails only because a
+    line inside a clause looked like the start of a new one (a mix key named
+    `pool`) is joined with the chunks after it until it parses.
+    """
     try:
-        return _parse_once(text, name), []
-    except UnexpectedInput as first:
-        first_diag = to_diagnostic(first, text, source)
+        return _parse_piece(text, name), []
+    except _Failed as failed:
+        whole = failed.diagnostics
+    pieces = _chunks(text)
     diags: list[Diagnostic] = []
-    for start, end in _chunks(text):
-        # Blank out everything but the chunk (newlines kept) so positions stay exact.
-        masked = re.sub(r"[^\n]", " ", text[:start]) + text[start:end] + re.sub(r"[^\n]", " ", text[end:])
+    i = 0
+    while i < len(pieces):
+        start, end = pieces[i]
         try:
-            _parse_once(masked, name)
-        except UnexpectedInput as err:
-            diags.append(to_diagnostic(err, masked, source))
-    if not diags or all(d != first_diag for d in diags) and first_diag.span is not None and not any(
-        d.span is not None and d.span.start == first_diag.span.start for d in diags
-    ):
-        diags.insert(0, first_diag)
+            _parse_piece(text, name, start, end, at_end=i == len(pieces) - 1)
+            i += 1
+            continue
+        except _Failed as failed:
+            found = failed.diagnostics
+        for j in range(i + 1, min(i + 4, len(pieces))):
+            try:
+                _parse_piece(text, name, start, pieces[j][1], at_end=j == len(pieces) - 1)
+            except _Failed:
+                continue
+            i, found = j, []  # pieces i..j are one clause after all, and it parses
+            break
+        diags.extend(found)
+        i += 1
+    if not diags:  # the pieces parse but the whole does not: trust the whole-text error
+        diags = whole
     unique: dict[tuple, Diagnostic] = {}
     for d in diags:
         unique.setdefault((d.code, d.span.start if d.span else -1), d)
-    return None, sorted(unique.values(), key=lambda d: d.span.start if d.span else -1)
+    return None, sorted(unique.values(), key=lambda d: (d.span.start if d.span else -1, d.code))
 
 
 def parse(text: str, name: str = "<policy>") -> ast.Policy:

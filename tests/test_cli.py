@@ -43,9 +43,12 @@ def test_check_json_shape(tmp_path):
     assert result.exit_code == 1
     report = json.loads(result.output)
     assert [f["ok"] for f in report["files"]] == [True, False]
-    diag = report["files"][1]["diagnostics"][0]
-    assert set(diag) == {"code", "severity", "message", "line", "column", "end_line", "end_column", "hints"}
-    assert diag["line"] == 3 and diag["column"] == 1
+    diags = report["files"][1]["diagnostics"]
+    for diag in diags:
+        assert set(diag) == {"code", "severity", "message", "line", "column", "end_line", "end_column", "hints"}
+    misspelled = next(d for d in diags if d["code"] == "E004")
+    assert misspelled["line"] == 3 and misspelled["column"] == 1
+    assert "did you mean `budget`?" in misspelled["hints"]
 
 
 def test_check_missing_file_is_a_usage_error(tmp_path):
