@@ -39,10 +39,11 @@ def _prec(e: ast.Node) -> int:
 
 
 def format_number(value: int | float) -> str:
+    """Integers of five or more digits are grouped by thousands (``10_000``) so budgets read at a glance."""
     if isinstance(value, bool):  # bool is an int; never a number literal here
         raise TypeError("bool is not a number literal")
     if isinstance(value, int):
-        return str(value)
+        return f"{value:_}" if abs(value) >= 10_000 else str(value)
     return repr(float(value))
 
 

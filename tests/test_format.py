@@ -69,7 +69,7 @@ def test_order_within_a_kind_is_kept():
 def test_spacing_is_normalised():
     assert fmt("filter   words( text )>2   and   x in[1,2]\n") == "filter words(text) > 2 and x in [1, 2]\n"
     assert fmt("let   clip=clip_score( model = 'ViT-L-14' , )\n") == 'let clip = clip_score(model="ViT-L-14")\n'
-    assert fmt("budget\n  10_000\n") == "budget 10000\n"
+    assert fmt("budget\n  10000\n") == "budget 10_000\n"
 
 
 def test_empty_policy_and_comment_only_policy():
@@ -174,7 +174,8 @@ def test_parentheses_for_hand_built_trees():
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("10_000", "10000"),
+    ("10000", "10_000"),
+    ("1234", "1234"),
     ("1e-4", "0.0001"),
     ("1e-05", "1e-05"),
     ("2.50", "2.5"),
