@@ -253,9 +253,10 @@ def compile_cmd(file: str, pool_opt: str | None, as_json: bool) -> None:
     from cbdsl.pipelines.execute import describe_step
 
     compiled, pool, _text, name = _compiled(file, pool_opt)
-    path = write_artifact(compiled.artifact, sandbox_dir())
+    artifact = {**compiled.artifact, "source_path": str(Path(file).resolve()) if file != "-" else None}
+    path = write_artifact(artifact, sandbox_dir())
     if as_json:
-        click.echo(json.dumps({**compiled.artifact, "artifact_path": str(path)}, indent=2))
+        click.echo(json.dumps({**artifact, "artifact_path": str(path)}, indent=2))
         return
     click.echo(f"compiled {name} against pool `{pool.name}` ({pool.card.rows} rows)  policy {compiled.artifact['policy_hash'][:12]}")
     for step in compiled.plan.steps:
@@ -497,6 +498,219 @@ def pool_import(kind: str, src: str, dest: str, name: str | None, id_column: str
     opts = {"id_column": id_column} if id_column else {}
     p = _pool_call(import_pool, kind, src, dest, name=name, overwrite=overwrite, **opts)
     click.echo(f"pool `{p.name}`: {p.card.rows} rows at {p.path}")
+
+
+# --- the loop: init, submit, ledger -------------------------------------------------------------
+
+
+def _sandbox():
+    from cbdsl.pipelines.sandbox import SandboxError, load
+
+    try:
+        return load()
+    except SandboxError as err:
+        raise click.UsageError(str(err)) from err
+
+
+@cli.command("init")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.option("--pool", "pool_name", default="demo", show_default=True, help="Pool name or directory.")
+@click.option("--budget", default=5000, show_default=True, type=click.IntRange(min=1), help="Rows to select.")
+@click.option("--backend", default="mini", show_default=True, type=click.Choice(["mini", "command", "ray"]))
+@click.option("--scaffold", default="open", show_default=True, type=click.Choice(["open", "guide", "cite", "adapt"]))
+@click.option("--iterations", default=10, show_default=True, type=click.IntRange(min=1))
+def init_cmd(directory: str, pool_name: str, budget: int, backend: str, scaffold: str, iterations: int) -> None:
+    """Make a sandbox: cbdsl.toml, policy.cur, PROTOCOL.md, POOL.md, METHODS.md (the demo pool is made if missing)."""
+    from cbdsl.pipelines.pool import Pool, PoolError
+    from cbdsl.pipelines.registry import resolve_pool, search_path
+    from cbdsl.pipelines.sandbox import SandboxError, init
+
+    try:
+        pool = Pool.open(resolve_pool(pool_name))
+    except PoolError:
+        if pool_name != "demo":
+            raise click.UsageError(f"no pool `{pool_name}`: import one with `cbdsl pool import` or give a directory")
+        from cbdsl.pipelines.demo import make_demo
+
+        target = Path(search_path()[0]) / "demo"
+        click.echo(f"making the demo pool at {target} (once; a few seconds)")
+        pool = Pool.open(_pool_call(make_demo, target))
+    try:
+        cfg = init(directory, pool=pool_name, budget=budget, backend=backend, scaffold=scaffold,
+                   iterations=iterations, pool_obj=pool)
+    except SandboxError as err:
+        raise click.UsageError(str(err)) from err
+    click.echo(f"sandbox ready in {cfg.root}: pool `{pool_name}` ({pool.card.rows} rows), budget {budget}, "
+               f"backend {backend}, scaffold {scaffold}, {iterations} iterations")
+    click.echo("next: read PROTOCOL.md, edit policy.cur, then `cbdsl compile policy.cur && cbdsl submit`")
+
+
+@cli.command("submit")
+@click.option("-m", "--message", default="", help="What this iteration changes, and why.")
+@click.option("--wait", is_flag=True, help="Wait for a submission in progress instead of refusing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable feedback.")
+def submit_cmd(message: str, wait: bool, as_json: bool) -> None:
+    """Run the last compiled policy, audit it, train and evaluate, record it, print the feedback."""
+    from cbdsl.pipelines.backends import BackendError
+    from cbdsl.pipelines.ledger import LedgerError
+    from cbdsl.pipelines.pool import PoolError
+    from cbdsl.pipelines.submit import SubmitError, render_feedback, submit
+
+    cfg = _sandbox()
+    log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    try:
+        fb = submit(cfg, message=message, wait=wait, log=log)
+    except (SubmitError, LedgerError, PoolError, BackendError) as err:
+        if as_json:
+            click.echo(json.dumps({"status": "not submitted", "error": str(err)}))
+        else:
+            click.echo(f"not submitted: {err}", err=True)
+        sys.exit(EXIT_POLICY)
+    if as_json:
+        click.echo(json.dumps(fb.to_json(), indent=2, default=str))
+    else:
+        click.echo(render_feedback(fb))
+    sys.exit(EXIT_OK if fb.entry.status == "scored" else EXIT_POLICY)
+
+
+def _ledger():
+    from cbdsl.pipelines.submit import ledger_for
+
+    return ledger_for(_sandbox())
+
+
+@cli.command("log")
+@click.option("--json", "as_json", is_flag=True)
+def log_cmd(as_json: bool) -> None:
+    """Every iteration of the sandbox: status, score, message."""
+    ledger = _ledger()
+    entries = ledger.entries()
+    ledger.close()
+    if as_json:
+        click.echo(json.dumps([{"iteration": e.n, "status": e.status, "aggregate": e.aggregate, "message": e.message,
+                                "policy_hash": e.policy_hash, "selection_hash": e.selection_hash, "error": e.error}
+                               for e in entries], indent=2))
+        return
+    if not entries:
+        click.echo("no submissions yet: `cbdsl compile policy.cur && cbdsl submit`")
+    for e in entries:
+        score = f"{e.aggregate:.4f}" if e.aggregate is not None else "-"
+        note = e.message if e.status == "scored" else (e.error or "")
+        click.echo(f"{e.n:>4}  {e.status:<8} {score:>8}  {e.policy_hash[:10]}  {note}")
+
+
+@cli.command("show")
+@click.argument("n", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def show_cmd(n: int, as_json: bool) -> None:
+    """One iteration in full: its policy, audit, metrics and timings."""
+    from cbdsl.pipelines.ledger import LedgerError
+
+    ledger = _ledger()
+    try:
+        e = ledger.get(n)
+    except LedgerError as err:
+        raise click.UsageError(str(err)) from err
+    finally:
+        ledger.close()
+    data = {k: getattr(e, k) for k in e.__dataclass_fields__ if k != "policy_ast"}
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"iteration {e.n}: {e.status}" + (f" - {e.message}" if e.message else ""))
+    if e.error:
+        click.echo(f"error: {e.error}")
+    click.echo(f"policy {e.policy_hash[:16]}  selection {(e.selection_hash or '-')[:16]}  rows {e.selected}")
+    if e.metrics:
+        for name, v in sorted(e.metrics.get("benchmarks", {}).items()):
+            click.echo(f"  {name:<28} {v:.4f}")
+        click.echo(f"  {'aggregate':<28} {e.aggregate:.4f}")
+    if e.audit:
+        click.echo(f"audit: {e.audit.get('verdict')} ({e.audit.get('flagged')} flagged)")
+    click.echo("\n" + e.policy_text)
+
+
+@cli.command("leaderboard")
+@click.option("--json", "as_json", is_flag=True)
+def leaderboard_cmd(as_json: bool) -> None:
+    """Scored iterations, best first."""
+    ledger = _ledger()
+    scored = sorted(ledger.scored(), key=lambda e: (-e.aggregate, e.n))
+    ledger.close()
+    if as_json:
+        click.echo(json.dumps([{"rank": i + 1, "iteration": e.n, "aggregate": e.aggregate, "message": e.message,
+                                "benchmarks": (e.metrics or {}).get("benchmarks")} for i, e in enumerate(scored)],
+                              indent=2))
+        return
+    if not scored:
+        click.echo("nothing scored yet")
+    for i, e in enumerate(scored):
+        label = "baseline" if e.n == 0 else (e.message or "")
+        click.echo(f"{i + 1:>3}. iteration {e.n:<4} {e.aggregate:.4f}  {label}")
+
+
+@cli.command("verify")
+def verify_cmd() -> None:
+    """Check the ledger's hash chain: an edited or deleted entry is reported (exit 1)."""
+    ledger = _ledger()
+    problems = ledger.verify()
+    count = len(ledger.entries())
+    ledger.close()
+    if problems:
+        for p in problems:
+            click.echo(f"ledger: {p}", err=True)
+        sys.exit(EXIT_POLICY)
+    click.echo(f"ledger intact: {count} entries, hash chain verified")
+
+
+@cli.command("reproduce")
+@click.argument("n", type=int)
+def reproduce_cmd(n: int) -> None:
+    """Re-run iteration N from the ledger alone and compare the selection hash."""
+    from cbdsl.pipelines.ledger import LedgerError
+    from cbdsl.pipelines.submit import reproduce
+
+    try:
+        same, recorded, new = reproduce(_sandbox(), n)
+    except LedgerError as err:
+        raise click.UsageError(str(err)) from err
+    if same:
+        click.echo(f"iteration {n} reproduced: selection {new[:16]} is identical")
+    else:
+        click.echo(f"iteration {n} NOT reproduced: recorded {recorded[:16]}, now {new[:16]}", err=True)
+        sys.exit(EXIT_POLICY)
+
+
+@cli.command("methods")
+@click.argument("method_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def methods_cmd(method_id: str | None, as_json: bool) -> None:
+    """The method catalogue: citations, families, canonical forms."""
+    from dataclasses import asdict
+
+    from cbdsl.scaffolds.catalogue import catalogue, get_method
+
+    if method_id:
+        m = get_method(method_id)
+        if m is None:
+            import difflib
+
+            close = difflib.get_close_matches(method_id, list(catalogue()), n=3)
+            raise click.UsageError(f"no method {method_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        if as_json:
+            click.echo(json.dumps(asdict(m), indent=2, default=str))
+            return
+        click.echo(f"{m.id}: {m.name}\n{m.citation}\nfamily {m.family}, bucket {m.bucket}, scorers "
+                   f"{', '.join(m.scorers) or '-'}\n{m.url}\n\n{m.canonical.strip()}")
+        for d in m.departures:
+            click.echo(f"- departs: {d}")
+        return
+    methods = list(catalogue().values())
+    if as_json:
+        click.echo(json.dumps([asdict(m) for m in methods], indent=2, default=str))
+        return
+    for m in methods:
+        click.echo(f"{m.id:<24} {m.family:<22} {m.bucket:<7} {m.citation}")
 
 
 def main() -> None:
