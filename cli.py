@@ -214,13 +214,13 @@ def _compiled(file: str, pool_opt: str | None):
         sys.exit(EXIT_POLICY)
 
 
-def _execute(compiled, pool, explain: bool = False):
+def _execute(compiled, pool, explain: bool = False, examples: int = 3):
     from cbdsl.compiler.lower import lower
     from cbdsl.pipelines.execute import RunError, execute
 
     low = lower(compiled.plan, pool.schema, lambda asset: _asset_ids(pool, asset))
     try:
-        return execute(low, pool, explain=explain)
+        return execute(low, pool, explain=explain, examples=examples)
     except RunError as err:
         click.echo(f"error: {err.message}", err=True)
         for hint in err.hints:
@@ -323,7 +323,7 @@ def explain_cmd(file: str, pool_opt: str | None, do_run: bool, examples: int, as
     steps = [{"cost": s.cost, "step": describe_step(s)} for s in compiled.plan.steps]
     report: dict = {"policy": name, "pool": pool.name, "plan": steps, "rules": list(compiled.plan.rules)}
     if do_run:
-        result = _execute(compiled, pool, explain=True)
+        result = _execute(compiled, pool, explain=True, examples=examples)
         report["funnel"] = [vars(f) for f in result.funnel or []]
         report["thresholds"] = result.thresholds
         report["dropped_examples"] = result.examples

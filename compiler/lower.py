@@ -67,10 +67,17 @@ class ExprLowering:
         if name in ("in", "not in"):
             value, container = args
             if isinstance(container, AssetIds):
-                items = self.asset_ids(container.name)
+                items = [str(v) for v in self.asset_ids(container.name)]
+                lhs = self(value).cast(pl.String)
             else:
                 items = container.value
-            out = self(value).is_in(pl.lit(pl.Series(items)) if items else pl.lit(pl.Series([], dtype=pl.String)))
+                lhs = self(value)
+            if items and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+                # 1 in [1.0] and 1.0 in [1]: compare numbers as numbers, whatever their width
+                out = lhs.cast(pl.Float64).is_in(pl.Series(items, dtype=pl.Float64).implode())
+            else:
+                dtype = pl.String if all(isinstance(v, str) for v in items) else None
+                out = lhs.is_in(pl.Series(items, dtype=dtype).implode())
             return out if name == "in" else ~out
         lowered = [self(a) for a in args]
         if name == "neg":

@@ -61,12 +61,17 @@ class Lit(_Frozen):
 
 
 class Apply(_Frozen):
-    """A row-local registry function or metadata scorer, lowered inline."""
+    """A row-local registry function or metadata scorer, lowered inline.
+
+    ``extra`` names pool columns the lowering reads besides its arguments (the
+    image scorers read ``width``/``height`` when the pool has them).
+    """
 
     op: Literal["apply"] = "apply"
     fn: str
     args: tuple[PExpr, ...] = ()
     params: dict[str, Any] = Field(default_factory=dict)
+    extra: tuple[str, ...] = ()
 
 
 class Op(_Frozen):
@@ -116,7 +121,8 @@ def columns_of(e: BaseModel) -> set[str]:
     if isinstance(e, Col):
         return {e.name}
     if isinstance(e, (Apply, Op)):
-        return set().union(*(columns_of(a) for a in e.args)) if e.args else set()
+        out = set().union(*(columns_of(a) for a in e.args)) if e.args else set()
+        return out | set(getattr(e, "extra", ()))
     return set()
 
 
@@ -321,10 +327,12 @@ class _Planner:
             case ast.String(value=v) | ast.Bool(value=v):
                 return Lit(value=v)
             case ast.ListExpr(items=items):
-                values = [self.expr(i) for i in items]
+                from cbdsl.compiler.rules.constant_folding import fold
+
+                values = [fold(self.expr(i)) for i in items]
                 if all(isinstance(v, Lit) for v in values):
                     return Lit(value=[v.value for v in values])
-                raise ValueError("list items must be constants")
+                raise ValueError("list items must be constants")  # resolve refuses non-constant items
             case ast.Name(name=n):
                 res = t.lookup(e)
                 if res is not None and res.kind == "let":
@@ -368,7 +376,15 @@ class _Planner:
             column = format_expr(c)
             self.computed.append(Score(column=column, scorer=res.id, args=args, params=params, cost=entry.cost))
             return Col(name=column)
-        return Apply(fn=res.id, args=args, params=params)
+        return Apply(fn=res.id, args=args, params=params, extra=self._extra(entry))
+
+    def _extra(self, entry) -> tuple[str, ...]:
+        """Pool columns an entry's lowering reads besides its arguments (see metadata.image_dimensions)."""
+        schema = self.typed.schema or {}
+        if any(i.expect == "image" for i in entry.inputs) and "width" in schema and "height" in schema:
+            self.pool_columns.update(("width", "height"))
+            return ("width", "height")
+        return ()
 
     def _is_column(self, ident: ast.Ident) -> bool:
         res = self.typed.names.get((ident.span.start, ident.span.end))
@@ -409,8 +425,11 @@ class _Planner:
                                 star=weights.get(None)))
         for b in policy.of_kind(ast.Budget):
             amount = b.amount.value
-            tail.append(BudgetStep(clause=format_clause(b, comments=False), unit=b.unit, amount=amount,
-                                   of=self.expr(b.of) if b.of is not None else None))
+            of = self.expr(b.of) if b.of is not None else None
+            if b.unit == "tokens" and of is None:  # `budget N tokens` counts the pool's n_tokens column
+                self.pool_columns.add("n_tokens")
+                of = Col(name="n_tokens")
+            tail.append(BudgetStep(clause=format_clause(b, comments=False), unit=b.unit, amount=amount, of=of))
         selects = policy.of_kind(ast.Select)
         if selects:
             s = selects[0]

@@ -141,7 +141,7 @@ def _funnel(full: pl.DataFrame, filters: list[FilterStep], plan, examples: int, 
         alive = alive & flag
         rows.append(FunnelRow(clause=f.clause, rows_in=before, rows_out=int(alive.sum()),
                               passed_alone=int(flag.sum())))
-        cols = [id_col, *sorted(c for c in f.reads if c in full.columns)]
+        cols = [id_col, *sorted(c for c in f.reads if c in full.columns and c != id_col)]
         dropped[f.clause] = full.filter(~flag).sort(HASH).head(examples).select(cols).to_dicts()
     thresholds: dict[str, Any] = {}
     from cbdsl.compiler.plan import Stat
@@ -263,8 +263,11 @@ def _budget_rows(low: Lowered, pool_rows: int) -> int | None:
         return None
     if b.unit == "rows":
         return int(b.amount)
-    if b.unit == "percent":
-        return int(math.floor(pool_rows * b.amount / 100 + 0.5))
+    if b.unit == "percent":  # exact decimal arithmetic: 1.15% of 3000 is 34.5, rounded half up to 35
+        from fractions import Fraction
+
+        share = Fraction(repr(b.amount)) * pool_rows / 100
+        return int(math.floor(share + Fraction(1, 2)))
     return int(b.amount)  # tokens: the quota is in tokens
 
 

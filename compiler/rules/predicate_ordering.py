@@ -37,10 +37,13 @@ def _expensive_columns(plan: Plan) -> set[str]:
 def order_predicates(plan: Plan) -> Plan:
     expensive = _expensive_columns(plan)
     stats_need_all = any(s.reads & expensive for s in plan.of(Stat))
-    cost_of = {s.writes: s.cost for s in plan.steps if s.writes}
+    cost_of: dict[str, str] = {}
+    for s in plan.steps:  # a derived column costs what its inputs cost (steps are in dependency order)
+        if s.writes:
+            cost_of[s.writes] = costliest(s.cost, *(cost_of.get(c, "metadata") for c in s.reads))
 
     def cost(f: FilterStep) -> str:
-        return costliest(*(cost_of.get(c, "metadata") for c in f.reads)) if f.reads & expensive else "metadata"
+        return costliest(*(cost_of.get(c, "metadata") for c in f.reads))
 
     filters = [
         f.model_copy(update={"early": bool(expensive) and not stats_need_all and not (f.reads & expensive),

@@ -14,9 +14,7 @@ from collections import Counter
 
 from pydantic import BaseModel
 
-from cbdsl.compiler.plan import (
-    Apply, Col, Derive, Plan, Score, Stat, map_pexpr, map_step_exprs, order_computed, pexpr_text,
-)
+from cbdsl.compiler.plan import Apply, Col, Derive, Op, Plan, Score, Stat, map_step_exprs, order_computed, pexpr_text
 
 
 def _key(e: BaseModel) -> str:
@@ -55,13 +53,17 @@ def share_subexpressions(plan: Plan) -> Plan:
     derived: dict[str, Derive] = {}
 
     def replace(e: BaseModel) -> BaseModel:
+        """Top-down: the outermost repeated call is hoisted whole; calls inside it are hoisted in its definition."""
         if isinstance(e, Apply) and _key(e) in hoist:
             name = pexpr_text(e)
-            derived.setdefault(name, Derive(column=name, expr=e))
+            if name not in derived:
+                inner = e.model_copy(update={"args": tuple(replace(a) for a in e.args)})
+                derived[name] = Derive(column=name, expr=inner)
             return Col(name=name)
+        if isinstance(e, (Apply, Op)):
+            return e.model_copy(update={"args": tuple(replace(a) for a in e.args)})
         return e
 
-    steps = [map_step_exprs(s, lambda e: map_pexpr(e, replace)) for s in steps]
-    # Hoisted calls nested in other hoisted calls were replaced inside them too.
+    steps = [map_step_exprs(s, replace) for s in steps]
     steps = [steps[0], *derived.values(), *steps[1:]]
     return order_computed(plan.model_copy(update={"steps": tuple(steps)}))
