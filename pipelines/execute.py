@@ -22,7 +22,7 @@ import polars as pl
 
 from cbdsl.compiler import kernels
 from cbdsl.compiler.lower import HASH, Lowered
-from cbdsl.compiler.plan import Col, DedupStep, FilterStep, Score, SelectStep, pexpr_text
+from cbdsl.compiler.plan import Col, DedupStep, FilterStep, Score, SelectStep, columns_of, pexpr_text
 
 KEY = "#key"  # per-row selection key: lower is better
 GROUP = "#group"
@@ -76,6 +76,30 @@ class RunResult:
 ScoreProvider = Any  # callable(frame: pl.LazyFrame, steps: list[Score]) -> pl.LazyFrame
 
 
+def model_scores(low: Lowered, pool) -> ScoreProvider:
+    """The score provider of a run: cached model scores, population scorers over the whole pool."""
+    from cbdsl.pipelines.scores import provide
+
+    definitions = {s.writes: s for s in low.plan.steps if s.writes}
+
+    def population(step: Score) -> pl.LazyFrame:
+        """The whole pool with every computed column the step's inputs need (dependencies first)."""
+        needed, frontier = set(), set().union(*(columns_of(a) for a in step.args)) if step.args else set()
+        while frontier:
+            col = frontier.pop()
+            if col in definitions and col not in needed:
+                needed.add(col)
+                frontier |= definitions[col].reads
+        deps = [s for s in low.plan.steps if s.writes in needed]
+        frame = pool.scan(list(low.plan.scan.columns)).with_columns(_hash_column(low.plan.scan.id_column))
+        return low.compute(frame, deps, provider)
+
+    def provider(frame: pl.LazyFrame, steps: list[Score]) -> pl.LazyFrame:
+        return provide(frame, steps, pool, low.exprs, definitions=definitions, population=population)
+
+    return provider
+
+
 def _hash_column(id_column: str) -> pl.Expr:
     return pl.col(id_column).cast(pl.String).map_batches(
         lambda s: pl.Series(HASH, kernels.hash_strings(s), dtype=pl.UInt64), return_dtype=pl.UInt64
@@ -88,10 +112,7 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
     plan = low.plan
     scan = plan.scan
     if score_columns is None:
-        from cbdsl.pipelines.scores import provide
-
-        def score_columns(f, steps):
-            return provide(f, steps, pool, low.exprs)
+        score_columns = model_scores(low, pool)
     id_col = scan.id_column
     frame = pool.scan(list(scan.columns)).with_columns(_hash_column(id_col))
     pool_rows = pool.card.rows
@@ -214,16 +235,22 @@ def _dedup(frame: pl.DataFrame, low: Lowered, id_col: str) -> pl.DataFrame:
 
 
 def _semantic_dedup(ordered: pl.DataFrame, column: str, params: dict) -> pl.DataFrame:
-    """SemDeDup: k-means clusters, then within-cluster pruning at cosine similarity > 1 - eps."""
+    """SemDeDup: spherical k-means (the faiss k-means of the geometry scorers), then within-cluster
+    pruning at cosine similarity > 1 - eps. Clusters are fitted on the rows in id-hash order, so they
+    depend on which rows reach the dedup, not on the select score that orders ``ordered``."""
+    from cbdsl.scorers.models import kmeans as km
+
     emb = _embeddings(ordered[column])
     n = emb.shape[0]
     if n == 0:
         return ordered
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    emb = emb / np.where(norms == 0, 1, norms)
+    emb = km.prepare(emb, spherical=True)  # unit float32 rows (zero rows stay zero)
     k = params.get("clusters") or max(1, int(round(math.sqrt(n / 2))))
-    labels, centroids = _kmeans(emb, min(k, n), seed=params.get("seed", 0))
-    similarity = (emb * centroids[labels]).sum(1)
+    by_hash = np.argsort(ordered[HASH].to_numpy(), kind="stable")
+    fitted = km.fit(emb[by_hash], min(k, n), seed=params.get("seed", 0), spherical=True, prepared=True)
+    labels = np.empty(n, dtype=np.int64)
+    labels[by_hash] = fitted.labels
+    similarity = km.similarity(emb, fitted.centroids, labels, normalized=True)
     if params.get("keep", "hard") == "hard":  # farthest from the centroid stays (the paper's default)
         order = np.argsort(similarity, kind="stable")
     elif params["keep"] == "easy":
@@ -232,23 +259,8 @@ def _semantic_dedup(ordered: pl.DataFrame, column: str, params: dict) -> pl.Data
         order = np.arange(n)  # preference order = id hash order already
     ranks = np.empty(n, dtype=np.int64)
     ranks[order] = np.arange(n)
-    keep = kernels.semdedup_keep(emb.astype(np.float32), labels.astype(np.int64), ranks, params["eps"])
+    keep = kernels.semdedup_keep(emb, labels, ranks, params["eps"])
     return ordered.filter(pl.Series(keep))
-
-
-def _kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic spherical k-means (seeded initial rows, fixed iterations)."""
-    rng = np.random.default_rng(seed)
-    centroids = x[np.sort(rng.choice(x.shape[0], size=k, replace=False))].astype(np.float64)
-    labels = np.zeros(x.shape[0], dtype=np.int64)
-    for _ in range(iterations):
-        labels = np.argmax(x @ centroids.T, axis=1)
-        for j in range(k):
-            members = x[labels == j]
-            if len(members):
-                c = members.sum(0)
-                centroids[j] = c / (np.linalg.norm(c) or 1)
-    return labels, centroids
 
 
 def _embeddings(series: pl.Series) -> np.ndarray:
@@ -413,10 +425,7 @@ def _shortfall(low: Lowered, pool, available: int, budget: int, tokens: bool) ->
 def _probe_funnel(low: Lowered, pool) -> list[FunnelRow]:
     scan = low.plan.scan
     frame = pool.scan(list(scan.columns)).with_columns(_hash_column(scan.id_column))
-    from cbdsl.pipelines.scores import provide
-
-    frame = low.compute(frame, [*low.early_compute, *low.late_compute],
-                        lambda f, steps: provide(f, steps, pool, low.exprs))
+    frame = low.compute(frame, [*low.early_compute, *low.late_compute], model_scores(low, pool))
     filters = [*low.early_filters, *low.late_filters]
     if not filters:
         return []

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,18 +58,39 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def cache_key(pool, step: Score, entry: Entry) -> str:
+def expand(e, definitions: Mapping[str, Any]) -> str:
+    """An input expression with every derived column replaced by its definition, as text.
+
+    ``let y = x * 2`` and ``let y = x * 3`` give different keys although both read ``y``.
+    """
+    from cbdsl.compiler.plan import Col, map_pexpr
+
+    def sub(node):
+        if isinstance(node, Col) and node.name in definitions:
+            step = definitions[node.name]
+            inner = getattr(step, "expr", None)
+            if inner is not None:
+                return Col(name=f"({expand(inner, definitions)})")
+            return Col(name=json.dumps(step.model_dump(mode="json"), sort_keys=True))
+        return node
+
+    return pexpr_text(map_pexpr(e, sub))
+
+
+def cache_key(pool, step: Score, entry: Entry, definitions: Mapping[str, Any] | None = None) -> str:
     params = entry.params.model_validate(step.params)
     version = entry.version(params) if entry.version is not None else ""
+    assets = {v: pool.card.assets[v].sha256 for v in step.params.values()
+              if isinstance(v, str) and v in pool.card.assets}  # a replaced asset invalidates the scores
     payload = {
-        "pool": pool.content_hash, "scorer": step.scorer, "params": step.params,
-        "inputs": [pexpr_text(a) for a in step.args], "version": version, "format": 1,
+        "pool": pool.content_hash, "scorer": step.scorer, "params": step.params, "assets": assets,
+        "inputs": [expand(a, definitions or {}) for a in step.args], "version": version, "format": 1,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def cache_path(pool, step: Score, entry: Entry) -> Path:
-    return Path(pool.scores_dir) / f"{step.scorer}-{cache_key(pool, step, entry)}.parquet"
+def cache_path(pool, step: Score, entry: Entry, definitions: Mapping[str, Any] | None = None) -> Path:
+    return Path(pool.scores_dir) / f"{step.scorer}-{cache_key(pool, step, entry, definitions)}.parquet"
 
 
 class Progress:
@@ -126,17 +147,27 @@ def _write_cache(path: Path, frame: pl.DataFrame, id_col: str) -> None:
     os.replace(tmp, path)
 
 
-def provide(frame: pl.LazyFrame, steps: Sequence[Score], pool, lower_expr, workdir: Path | None = None) -> pl.LazyFrame:
-    """Join each score step's column into ``frame``, computing only what the cache lacks."""
+def provide(frame: pl.LazyFrame, steps: Sequence[Score], pool, lower_expr, workdir: Path | None = None, *,
+            definitions: Mapping[str, Any] | None = None,
+            population: Callable[[Score], pl.LazyFrame] | None = None) -> pl.LazyFrame:
+    """Join each score step's column into ``frame``, computing only what the cache lacks.
+
+    ``definitions`` maps derived columns to their steps (for the cache key);
+    ``population(step)`` gives the whole pool with the columns the step's inputs
+    read, for population scorers (default: the pool's own columns).
+    """
     id_col = pool.id_column
     workdir = workdir or Path(pool.scores_dir) / "models"
     for step in steps:
         entry = registry().get(step.scorer, "expr")
         if entry is None or entry.compute is None:
             raise RuntimeError(f"scorer {step.scorer} has no batch function")
-        path = cache_path(pool, step, entry)
+        path = cache_path(pool, step, entry, definitions)
         cached = pl.read_parquet(path) if path.is_file() else None
-        source = pool.scan() if entry.population else frame
+        if entry.population:
+            source = population(step) if population is not None else pool.scan()
+        else:
+            source = frame
         wanted = source.select(pl.col(id_col).cast(pl.String),
                                *(lower_expr(a).alias(f"#in{i}") for i, a in enumerate(step.args)))
         if cached is not None:

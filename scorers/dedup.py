@@ -45,7 +45,7 @@ class SemanticParams(Params):
     keep: Literal["hard", "easy", "random"] = Field(
         default="hard", description="which row of a duplicate group stays: farthest from its cluster centroid, nearest, or random"
     )
-    seed: int = Field(default=0, ge=0, description="seed of the k-means initialisation and of keep=\"random\"")
+    seed: int = Field(default=0, ge=0, lt=2**31, description="seed of the k-means initialisation and of keep=\"random\"")
 
 
 for _entry in (

@@ -53,8 +53,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
 PENDING_OUTPUTS: dict[str, str] = {
     "clip_score": "float", "image_embedding": "embedding", "text_embedding": "embedding",
     "el2n": "float", "grand": "float", "loss": "float", "forgetting": "float", "perplexity": "float",
-    "ccnet_bucket": "str", "dsir": "float", "kmeans": "int", "centroid_distance": "float",
-    "prototypicality": "float", "density_weight": "float", "label_quality": "float", "influence": "float",
+    "ccnet_bucket": "str", "dsir": "float", 
+    "influence": "float",
     "lang": "str", "lang_score": "float", "token_count": "int", "dup_key": "str",
 }
 

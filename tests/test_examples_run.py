@@ -97,10 +97,6 @@ def _check_golden(stem: str, part: str, actual: dict) -> None:
 CHECK_BUGS = {  # examples that stopped checking when their scorers landed
     "ccnet_head": "BUG: E209: the perplexity scorer accepts only model=\"cbdsl-tiny-lm\"; the example (and CCNet) "
                   "asks for \"kenlm-wikipedia\"",
-    "confident_learning_clean": "BUG: E108: `label_quality` has no parameter `proxy`; it is now "
-                                "label_quality(features, label, folds=5, ...)",
-    "datacomp_image_based_and_clip": "BUG: E210: `kmeans(emb, centroids=asset(\"pool-centroids\"))` is refused: "
-                                     "an asset() is not accepted as a scorer parameter",
     "dsir_target": "BUG: E210: `dsir(text, target=asset(\"target-corpus\"), ...)` is refused: an asset() is not "
                    "accepted as a scorer parameter",
 }
