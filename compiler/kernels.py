@@ -954,9 +954,10 @@ def allocate_quotas(weights, available, budget: int) -> QuotaAllocation:
     (6, 1, 2) sum to 9; the one row left goes to the largest remainder, group
     2 (0.57 > 0.43). Quotas (6, 1, 3); shortfall (0, 2, 0).
 
-    Arithmetic is exact: float weights are binary fractions, converted to
-    integers over a common power-of-two denominator, so ties in remainders
-    are real ties and no rounding error can move a row. Groups of weight 0
+    Arithmetic is exact: each weight is read as the shortest decimal that
+    prints it (0.7 is 7/10, as the policy wrote it), and all are converted to
+    integers over a common denominator, so ties in remainders are real ties
+    and no rounding error can move a row. Groups of weight 0
     get nothing. Raises ValueError when the groups of positive weight hold
     fewer rows than the budget (the message names both totals).
 
@@ -989,8 +990,10 @@ def allocate_quotas(weights, available, budget: int) -> QuotaAllocation:
         raise ValueError(
             f"the mix groups hold {total} rows in total, fewer than the budget of {budget}"
         )
-    fracs = [Fraction(float(w[i])) for i in range(g)]
-    den = max(f.denominator for f in fracs)  # powers of two: the largest is a common denominator
+    # Weights as the decimals a policy wrote (0.7 is 7/10, not the binary float just below it),
+    # so a tie written in the policy is a real tie, broken by group order.
+    fracs = [Fraction(repr(float(w[i]))) for i in range(g)]
+    den = math.lcm(*(f.denominator for f in fracs))
     num = [f.numerator * (den // f.denominator) for f in fracs]
     a = [int(v) for v in avail]
     n_all = sum(num[i] for i in active)
@@ -999,7 +1002,7 @@ def allocate_quotas(weights, available, budget: int) -> QuotaAllocation:
     # unit weight are below the final level; capping raises the level, so in
     # increasing a/w order the capped groups come first.
     capped = set()
-    rest, n_rest = budget, n_all
+    rest, n_rest = int(budget), n_all  # Python ints: exact, no int64 overflow
     for i in sorted(active, key=lambda i: (Fraction(a[i], num[i]), i)):
         if rest * num[i] <= a[i] * n_rest:
             break
@@ -1015,7 +1018,7 @@ def allocate_quotas(weights, available, budget: int) -> QuotaAllocation:
     for i in sorted(remainder, key=lambda i: (-remainder[i], i))[:left]:
         quota[i] += 1
     for i in capped:
-        nominal = Fraction(budget * num[i], n_all)
+        nominal = Fraction(int(budget) * num[i], n_all)
         if nominal > a[i]:
             shortfall[i] = float(nominal - a[i])
     return QuotaAllocation(np.array(quota, dtype=np.int64), shortfall)

@@ -424,8 +424,6 @@ def test_mix_largest_remainder_by_hand(pools):
     assert _picked(result) == {"a": 11, "b": 7, "c": 5}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: mix weights are binary floats, so the equal remainders of "
-                                       "{a: 0.7, b: 0.3} at budget 5 (3.5, 1.5) are not a tie and b wins: 3/2, not 4/1")
 @pytest.mark.parametrize("weights", ["a: 0.7, b: 0.3", "a: 70%, b: 30%"])
 def test_mix_equal_decimal_remainders_go_to_the_first_group(pools, weights):
     # shares 3.5 and 1.5: floors 3 + 1 = 4, the remainders .5 and .5 tie -> the first group gets the row
@@ -434,8 +432,6 @@ def test_mix_equal_decimal_remainders_go_to_the_first_group(pools, weights):
     assert _picked(result) == {"a": 4, "b": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a group holding exactly its share (60 of budget 200 at 0.3) gets a "
-                                       "shortfall of 1e-15 and a warning '0.0 short of its share'")
 def test_mix_group_with_exactly_its_share_gets_no_warning(pools):
     pool = pools("mix-exact-share", _groups({"a": 60, "b": 300}))
     _c, result = run_policy(policy("mix by g { a: 0.3, *: 0.7 }", "budget 200"), pool)
