@@ -290,6 +290,12 @@ def make_demo(path: str | os.PathLike, rows: int = DEFAULT_ROWS, seed: int = 0, 
                 "shape, color, size, position, texture; for tests and the benchmark, never for policies"
             ),
         )
+        from cbdsl.pipelines.backends.mini import eval_asset
+
+        suite = Path(tmp) / "mini-eval.parquet"
+        eval_asset().write_parquet(suite, compression="zstd")
+        add_asset(path, "mini-eval", suite, kind="eval",
+                  description="the mini backend's held-out suite (captions and image hashes), for the audit")
     return Path(path)
 
 

@@ -52,10 +52,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
 #: goes when its scorer lands. A pending scorer missing here has type ``unknown``.
 PENDING_OUTPUTS: dict[str, str] = {
     "clip_score": "float", "image_embedding": "embedding", "text_embedding": "embedding",
-    "el2n": "float", "grand": "float", "loss": "float", "forgetting": "float", "perplexity": "float",
-    "ccnet_bucket": "str", "dsir": "float", 
-    "influence": "float",
-    "lang": "str", "lang_score": "float", "token_count": "int", "dup_key": "str",
+    "el2n": "float", "grand": "float", "loss": "float", "forgetting": "float", "influence": "float",
 }
 
 

@@ -94,12 +94,7 @@ def _check_golden(stem: str, part: str, actual: dict) -> None:
     assert actual == golden[part], f"tests/golden/runs/{stem}.json: `{part}` differs"
 
 
-CHECK_BUGS = {  # examples that stopped checking when their scorers landed
-    "ccnet_head": "BUG: E209: the perplexity scorer accepts only model=\"cbdsl-tiny-lm\"; the example (and CCNet) "
-                  "asks for \"kenlm-wikipedia\"",
-    "dsir_target": "BUG: E210: `dsir(text, target=asset(\"target-corpus\"), ...)` is refused: an asset() is not "
-                   "accepted as a scorer parameter",
-}
+CHECK_BUGS: dict[str, str] = {}  # examples that stopped checking: stem -> "BUG: ..." (strict xfail)
 
 
 @pytest.mark.parametrize("path", [_param(p, CHECK_BUGS) for p in EXAMPLES])
