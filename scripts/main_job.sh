@@ -1,14 +1,36 @@
 #!/usr/bin/env bash
-# The main job on the embedded default. Until the demo pool and the `mini`
-# backend exist (later issues), it checks and format-checks every example
-# policy. Policies that name scorers still pending (coming with the scorer
-# library) are reported as such; any other error fails the job.
+# The main job on the embedded default: the demo pool, every example checked,
+# a metadata policy run and explained, then the loop: a sandbox on the demo
+# pool with the `mini` backend, the random baseline and a curated policy
+# submitted (each really trains and evaluates a small CLIP), the leaderboard.
+#
+# Pools live in $CBDSL_POOLS (default: ~/.cbdsl/pools); the sandbox in
+# ${CBDSL_SANDBOX:-demo-sandbox}. Set CBDSL_MAIN_LOOP=0 to skip the training part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CBDSL=${CBDSL:-.venv/bin/cbdsl}
-PY=${PY:-.venv/bin/python}
+CBDSL=${CBDSL:-$PWD/.venv/bin/cbdsl}
+PY=${PY:-$PWD/.venv/bin/python}
+SANDBOX=${CBDSL_SANDBOX:-demo-sandbox}
+
+echo "== the demo pool"
+"$CBDSL" pool info demo >/dev/null 2>&1 || "$CBDSL" pool make-demo
 echo "== cbdsl fmt --check examples/*.cur"
 "$CBDSL" fmt --check examples/*.cur
 echo "== cbdsl check examples/*.cur"
-"$CBDSL" check examples/*.cur || true
 "$CBDSL" check --json examples/*.cur | "$PY" scripts/summarize_check.py
+echo "== cbdsl explain --run examples/demo_basic_quality.cur"
+"$CBDSL" explain --run examples/demo_basic_quality.cur
+echo "== cbdsl run examples/demo_basic_quality.cur"
+"$CBDSL" run examples/demo_basic_quality.cur --out "${TMPDIR:-/tmp}/cbdsl-selection"
+
+if [ "${CBDSL_MAIN_LOOP:-1}" = "1" ]; then
+  echo "== the loop: a sandbox with the mini backend in $SANDBOX"
+  rm -rf "$SANDBOX"
+  "$CBDSL" init "$SANDBOX" --budget 5000
+  cp examples/demo_basic_quality.cur "$SANDBOX/policy.cur"
+  cd "$SANDBOX"
+  "$CBDSL" compile policy.cur >/dev/null
+  "$CBDSL" submit -m "metadata quality filter, source mix"
+  "$CBDSL" leaderboard
+  "$CBDSL" verify
+fi
