@@ -13,6 +13,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# Byte-compile the package: with PYTHONDONTWRITEBYTECODE set (as on some
+# machines), an editable install would otherwise recompile every module on
+# every `cbdsl` start.
+.venv/bin/python -m compileall -q -x '(^|/)(\.venv|tests|examples|demo-sandbox)(/|$)' . >/dev/null
 echo "cbdsl $(.venv/bin/cbdsl --version | awk '{print $NF}') installed in .venv"
 if [ "${CBDSL_SETUP_ONLY:-0}" != "1" ]; then
   bash scripts/main_job.sh
