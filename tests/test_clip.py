@@ -1,0 +1,372 @@
+"""CLIP: cbdsl-tiny (tinyclip), its teacher, and the clip_score / image_embedding / text_embedding scorers.
+
+Fast tests use random or briefly trained weights and tiny configs; the ones
+that need the real teacher (trained once, about a minute, then cached under
+``$CBDSL_HOME/models``) are marked slow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+torch = pytest.importorskip("torch")
+open_clip = pytest.importorskip("open_clip")
+
+from cbdsl.compiler.artifact import compile_source  # noqa: E402
+from cbdsl.compiler.check import check_source  # noqa: E402
+from cbdsl.compiler.lower import lower  # noqa: E402
+from cbdsl.pipelines.demo import generate_clean, make_demo  # noqa: E402
+from cbdsl.pipelines.execute import RunError, execute  # noqa: E402
+from cbdsl.pipelines.pool import Pool  # noqa: E402
+from cbdsl.pipelines.scores import ScoreContext  # noqa: E402
+from cbdsl.scaffolds.catalogue import get_method  # noqa: E402
+from cbdsl.scorers import clip  # noqa: E402
+from cbdsl.scorers.models import tinyclip  # noqa: E402
+from cbdsl.scorers.registry import registry  # noqa: E402
+
+#: A config small enough that training it takes a second or two.
+MICRO = tinyclip.TinyConfig(embed_dim=16, patch_size=8, vision_width=32, vision_layers=1, vision_head_width=16,
+                            context_length=16, text_width=32, text_heads=1, text_layers=1)
+QUICK = tinyclip.Recipe(rows=256, steps=4, batch_size=64, warmup=2)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    """cbdsl-tiny weights after a few steps of training (random-ish, but a real checkpoint file)."""
+    data = generate_clean(256, 5, stream="teacher")
+    model = tinyclip.build(seed=3)
+    tinyclip.train(model, data["image"].to_list(), data["text"].to_list(), steps=3, batch_size=64, threads=1)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    tinyclip.save(model, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def rows() -> pl.DataFrame:
+    return generate_clean(96, 9, stream="eval")
+
+
+@pytest.fixture
+def small_teacher(tmp_path, monkeypatch):
+    """Make the default teacher a 4-step one under a private CBDSL_HOME, so policies can use it fast."""
+    monkeypatch.setenv("CBDSL_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(tinyclip, "TEACHER", QUICK)
+    return tmp_path / "home" / "models"
+
+
+def score(entry_id: str, columns: list[pl.Series], **params):
+    entry = registry().get(entry_id)
+    ctx = ScoreContext(params=entry.params.model_validate(params), pool=None, ids=pl.Series(range(len(columns[0]))))
+    return entry.compute(ctx, *columns)
+
+
+def independent(model, images: list[bytes], texts: list[str]) -> np.ndarray:
+    """The cosine computed apart from the scorer: open_clip's own transform per image, numpy normalization."""
+    transform = tinyclip.preprocess()
+    x = torch.stack([transform(tinyclip.decode(b)) for b in images])
+    with torch.no_grad():
+        a = model.encode_image(x).double().numpy()
+        b = model.encode_text(tinyclip.tokenize(texts)).double().numpy()
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(1)
+
+
+# ---------------------------------------------------------------- tinyclip
+
+
+def test_build_is_open_clip_and_seeded() -> None:
+    a, b = tinyclip.build(MICRO, seed=1), tinyclip.build(MICRO, seed=1)
+    assert isinstance(a, open_clip.CLIP)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    c = tinyclip.build(MICRO, seed=2)
+    assert not torch.equal(a.visual.conv1.weight, c.visual.conv1.weight)
+    tokens = tinyclip.tokenize(["a red circle"], MICRO)
+    assert tokens.shape == (1, MICRO.context_length) and tokens.dtype == torch.int64
+
+
+def test_tokenizer_needs_no_download() -> None:
+    tokens = tinyclip.tokenize(["a small red striped circle in the top left corner", "été"])
+    assert tokens.shape == (2, tinyclip.TINY.context_length)
+    assert int(tokens[0, 0]) == 49406 and 49407 in tokens[0].tolist()  # open_clip's start and end tokens
+
+
+def test_register_makes_open_clip_build_it(tmp_path) -> None:
+    name = tinyclip.register(MICRO, name="cbdsl-micro-test", directory=tmp_path)
+    model = open_clip.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in tinyclip.build(MICRO).parameters())
+
+
+def test_image_prep_equals_the_open_clip_transform() -> None:
+    """The split path (PIL steps on threads, normalize per batch) is the transform itself, up to rounding."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((32, 32), (20, 45), (7, 9), (64, 48))]
+    files = []
+    for p in pictures:
+        buf = io.BytesIO()
+        Image.fromarray(p).save(buf, format="PNG")
+        files.append(buf.getvalue())
+    for size, transform in ((32, tinyclip.preprocess()), (224, open_clip.image_transform(224, is_train=False))):
+        prep = tinyclip.ImagePrep.from_transform(transform, size)
+        pixels, ok = prep.batch([*files, b"not an image", None])
+        assert ok.tolist() == [True] * 4 + [False, False]
+        fast = prep.normalize(torch.from_numpy(pixels[:4]))
+        slow = torch.stack([transform(tinyclip.decode(f)) for f in files])
+        assert fast.shape == slow.shape and torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_train_callback_sees_per_sample_losses() -> None:
+    data = generate_clean(100, 4, stream="teacher")
+    model = tinyclip.build(MICRO)
+    steps = []
+    tinyclip.train(model, data["image"].to_list(), data["text"].to_list(), steps=5, batch_size=40, lr=1e-3,
+                   threads=1, callback=steps.append)
+    assert [s.step for s in steps] == list(range(5))
+    assert [s.epoch for s in steps] == [0, 0, 1, 1, 2] and [s.epoch_end for s in steps] == [False, True, False, True, True]
+    first = steps[0]
+    assert first.losses.shape == (40,) and first.indices.shape == (40,)
+    assert abs(float(first.losses.mean()) - first.loss) < 1e-5  # the mean of the per-sample losses is CLIP's loss
+    assert len(set(first.indices.tolist())) == 40 and not model.training
+
+
+def test_train_is_deterministic_and_restores_global_state() -> None:
+    data = generate_clean(64, 4, stream="teacher")
+    x, t = tinyclip.load_images(data["image"].to_list(), MICRO), tinyclip.tokenize(data["text"].to_list(), MICRO)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    models = [tinyclip.train(tinyclip.build(MICRO, seed=7), x, t, steps=3, batch_size=32, seed=5, threads=1)
+              for _ in range(2)]
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), before)  # build's seeding does not leak into the caller's RNG
+    assert not torch.are_deterministic_algorithms_enabled()
+    for p, q in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        assert torch.equal(p, q)
+
+
+def test_encoders_give_unit_vectors(rows) -> None:
+    model = tinyclip.build(MICRO)
+    img = tinyclip.encode_images(model, rows["image"].to_list(), batch_size=40)
+    txt = tinyclip.encode_texts(model, rows["text"].to_list(), batch_size=40)
+    assert img.shape == txt.shape == (len(rows), MICRO.embed_dim) and img.dtype == torch.float32
+    assert torch.allclose(img.norm(dim=1), torch.ones(len(rows)), atol=1e-5)
+    assert torch.allclose(txt.norm(dim=1), torch.ones(len(rows)), atol=1e-5)
+
+
+def test_teacher_is_deterministic_and_reused(tmp_path) -> None:
+    """Two fresh trainings (tiny config) give the same file; a present checkpoint is reused, not retrained."""
+    runs = [tinyclip.teacher(tmp_path / name, config=MICRO, recipe=QUICK) for name in ("a", "b")]
+    (_, path_a, sha_a), (_, path_b, sha_b) = runs
+    assert sha_a == sha_b == tinyclip.file_sha256(path_a)
+    assert path_a.name == path_b.name and path_a.name.startswith("cbdsl-tiny-teacher-")
+    mtime = path_a.stat().st_mtime_ns
+    model, path, sha = tinyclip.teacher(tmp_path / "a", config=MICRO, recipe=QUICK)
+    assert (path, sha) == (path_a, sha_a) and path.stat().st_mtime_ns == mtime
+    meta = path.with_suffix(".json").read_text()
+    assert '"zero_shot_accuracy"' in meta and '"seconds"' in meta
+    other = tinyclip.teacher_path(tmp_path / "a", config=MICRO, recipe=dataclasses.replace(QUICK, steps=5))
+    assert other != path  # the recipe is part of the key
+
+
+# ---------------------------------------------------------------- the scorers
+
+
+def test_entries_are_registered_once_as_gpu_model_scorers() -> None:
+    reg = registry()
+    for name, output in (("clip_score", "float"), ("image_embedding", "embedding"), ("text_embedding", "embedding")):
+        entry = reg.get(name)
+        assert entry is not None and entry.compute is not None and entry.cost == "gpu_model"
+        assert entry.output == output and entry.method == "clip_score" and entry.version is not None
+    assert reg.get("clip_score").signature() == (
+        'clip_score(image, text, model="cbdsl-tiny", pretrained="", checkpoint="", batch_size=auto, prefix="", '
+        'scale="cosine")')
+
+
+def test_clip_score_equals_an_independent_computation(checkpoint, rows) -> None:
+    images, texts = rows["image"].to_list(), rows["text"].to_list()
+    got = score("clip_score", [rows["image"], rows["text"]], checkpoint=checkpoint, batch_size=40)
+    assert got.dtype == pl.Float32 and got.null_count() == 0
+    expected = independent(tinyclip.load(checkpoint), images, texts)
+    np.testing.assert_allclose(got.to_numpy(), expected, atol=2e-5)
+    scaled = score("clip_score", [rows["image"], rows["text"]], checkpoint=checkpoint, scale="clipscore")
+    np.testing.assert_allclose(scaled.to_numpy(), 2.5 * np.maximum(expected, 0), atol=5e-5)
+    prefixed = score("clip_score", [rows["image"], rows["text"]], checkpoint=checkpoint, prefix="A photo depicts")
+    np.testing.assert_allclose(prefixed.to_numpy(),
+                               independent(tinyclip.load(checkpoint), images, [f"A photo depicts {t}" for t in texts]),
+                               atol=2e-5)
+
+
+def test_embeddings_are_unit_float32_arrays_and_bad_rows_are_null(checkpoint, rows) -> None:
+    images = rows["image"].to_list()
+    images[3] = b"\x89PNG broken"
+    texts = rows["text"].to_list()
+    texts[5] = None
+    image_series, text_series = pl.Series(images, dtype=pl.Binary), pl.Series(texts, dtype=pl.String)
+    img = score("image_embedding", [image_series], checkpoint=checkpoint)
+    txt = score("text_embedding", [text_series], checkpoint=checkpoint)
+    for series in (img, txt):
+        assert series.dtype == pl.Array(pl.Float32, tinyclip.TINY.embed_dim) and len(series) == len(rows)
+    assert img.is_null().to_list().index(True) == 3 and img.null_count() == 1
+    assert txt.is_null().to_list().index(True) == 5 and txt.null_count() == 1
+    for series in (img.drop_nulls(), txt.drop_nulls()):
+        np.testing.assert_allclose(np.linalg.norm(series.to_numpy(), axis=1), 1.0, atol=1e-5)
+    cos = score("clip_score", [image_series, text_series], checkpoint=checkpoint)
+    assert cos.is_null().to_list()[3] and cos.is_null().to_list()[5] and cos.null_count() == 2
+    both = (img.to_numpy() * txt.to_numpy()).sum(1)
+    keep = [i for i in range(len(rows)) if i not in (3, 5)]
+    np.testing.assert_allclose(cos.to_numpy()[keep], both[keep], atol=2e-5)
+
+
+def test_inputs_are_required_and_params_are_checked() -> None:
+    def errors(text: str) -> list[tuple[str, str]]:
+        _, diags = check_source(text, "p.cur", {"id": "str", "image": "binary", "text": "str"})
+        return [(d.code, d.message) for d in diags if d.is_error]
+
+    assert errors("let c = clip_score(image, text)\nfilter c > 0.2") == []
+    assert errors('let c = clip_score(image, text, model="ViT-L-14", pretrained="openai", scale="clipscore")\n'
+                  "filter c > 0.2") == []
+    assert errors("let c = clip_score()\nfilter c > 0.2")[0][0] == "E211"
+    assert errors("let c = clip_score(text, image)\nfilter c > 0.2")[0][0] == "E207"
+    code, message = errors('let c = clip_score(image, text, model="ViT-B-32")\nfilter c > 0.2')[0]
+    assert code == "E209" and 'pretrained="openai"' in message and "checkpoint" in message
+    assert errors('let c = clip_score(image, text, pretrained="openai")\nfilter c > 0.2')[0][0] == "E209"
+    assert errors('let c = clip_score(image, text, scale="cos")\nfilter c > 0.2')[0][0] == "E209"
+    assert errors("dedup semantic(image_embedding(image), eps=0.05)") == []
+
+
+@pytest.mark.parametrize("method", ["clip_score", "datacomp_clip_score", "laion_clip_threshold"])
+def test_catalogue_canonical_forms_check_clean(method: str) -> None:
+    _, diags = check_source(get_method(method).canonical, f"{method}.canonical")
+    assert [d.message for d in diags if d.is_error] == []
+
+
+# ---------------------------------------------------------------- a policy, end to end
+
+
+@pytest.fixture
+def demo_pool(tmp_path) -> Pool:
+    return Pool.open(make_demo(tmp_path / "demo", rows=500, seed=3))
+
+
+def run(text: str, pool: Pool):
+    compiled = compile_source(text, "policy.cur", pool)
+    return execute(lower(compiled.plan, pool.schema), pool)
+
+
+POLICY = "let clip = clip_score(image, text)\nfilter clip >= quantile(clip, 0.3)\n"
+
+
+def test_policy_runs_and_the_second_run_computes_nothing(demo_pool, small_teacher, monkeypatch) -> None:
+    calls: list[int] = []
+    original = clip._run
+
+    def counting(ctx, images, texts):
+        calls.append(len(images if images is not None else texts))
+        return original(ctx, images, texts)
+
+    monkeypatch.setattr(clip, "_run", counting)
+    first = run(POLICY, demo_pool)
+    assert calls == [500] and first.selection.height == 350  # the 30% quantile keeps 70% (no ties, no nulls)
+    files = sorted(Path(demo_pool.scores_dir).glob("clip_score-*.parquet"))
+    assert len(files) == 1 and any(small_teacher.glob("cbdsl-tiny-teacher-*.safetensors"))
+    mtime = files[0].stat().st_mtime_ns
+    second = run(POLICY, demo_pool)
+    assert calls == [500], "the second run must read the score file, not compute"
+    assert files[0].stat().st_mtime_ns == mtime
+    assert second.selection_hash() == first.selection_hash()
+    cached = pl.read_parquet(files[0])
+    assert cached.height == 500 and cached["value"].dtype == pl.Float32
+
+    run(POLICY.replace("clip_score(image, text)", 'clip_score(image, text, scale="clipscore")'), demo_pool)
+    assert calls == [500, 500]
+    assert len(list(Path(demo_pool.scores_dir).glob("clip_score-*.parquet"))) == 2  # a parameter changes the key
+
+
+def test_teacher_identity_is_in_the_cache_key(demo_pool, small_teacher, monkeypatch) -> None:
+    run(POLICY, demo_pool)
+    monkeypatch.setattr(tinyclip, "TEACHER", dataclasses.replace(QUICK, steps=5))  # another teacher
+    run(POLICY, demo_pool)
+    assert len(list(Path(demo_pool.scores_dir).glob("clip_score-*.parquet"))) == 2
+
+
+def test_a_bogus_pretrained_tag_is_a_clear_error(demo_pool) -> None:
+    text = 'let clip = clip_score(image, text, model="ViT-B-32", pretrained="no-such-tag")\nfilter clip > 0.2\n'
+    with pytest.raises(RunError) as err:
+        run(text, demo_pool)
+    assert "no pretrained tag `no-such-tag` for model `ViT-B-32`" in err.value.message
+    assert any("openai" in h for h in err.value.hints) and any("checkpoint=" in h for h in err.value.hints)
+
+
+def test_an_unknown_model_and_a_missing_checkpoint_are_clear_errors(demo_pool, tmp_path) -> None:
+    with pytest.raises(RunError) as err:
+        run('let c = clip_score(image, text, model="ViT-B-23", pretrained="openai")\nfilter c > 0.2\n', demo_pool)
+    assert "no model `ViT-B-23`" in err.value.message and any("ViT-B-32" in h for h in err.value.hints)
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(RunError) as err:
+        run(f'let c = clip_score(image, text, checkpoint="{missing}")\nfilter c > 0.2\n', demo_pool)
+    assert str(missing) in err.value.message and "does not exist" in err.value.message
+
+
+def test_known_tag_without_weights_says_which_and_how(demo_pool, monkeypatch) -> None:
+    """Offline, a known tag fails at once (no minute of retries), naming the weights and the checkpoint way out."""
+    hub = pytest.importorskip("huggingface_hub")
+    cfg = open_clip.get_pretrained_cfg("RN50", "openai")
+    model_id, filename = os.path.split(cfg["hf_hub"])  # as open_clip reads it
+    if isinstance(hub.try_to_load_from_cache(model_id, filename or "open_clip_pytorch_model.bin"), str):
+        pytest.skip("these weights are in the local Hugging Face cache")
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(RunError) as err:
+        run('let c = clip_score(image, text, model="RN50", pretrained="openai")\nfilter c > 0.2\n', demo_pool)
+    assert "could not load the `openai` weights of open_clip model `RN50`" in err.value.message
+    assert any("checkpoint=" in h and "without internet" in h for h in err.value.hints)
+
+
+def test_open_clip_model_with_a_local_checkpoint(demo_pool, tmp_path) -> None:
+    """Any open_clip architecture takes a local weights file; its sha256 is the score's version."""
+    tinyclip.register(MICRO, name="cbdsl-micro-ckpt", directory=tmp_path)
+    path = tmp_path / "micro.safetensors"
+    tinyclip.save(tinyclip.build(MICRO, seed=4), path)
+    result = run(f'let c = clip_score(image, text, model="cbdsl-micro-ckpt", checkpoint="{path}")\n'
+                 "filter c >= quantile(c, 0.5)\n", demo_pool)
+    assert result.selection.height == 250
+    entry = registry().get("clip_score")
+    version = entry.version(entry.params(model="cbdsl-micro-ckpt", checkpoint=str(path)))
+    assert version.endswith(tinyclip.file_sha256(path))
+
+
+# ---------------------------------------------------------------- the real teacher (slow)
+
+
+@pytest.mark.slow
+def test_teacher_is_reused_and_knows_the_attributes() -> None:
+    model, path, sha = tinyclip.teacher()
+    again, path2, sha2 = tinyclip.teacher()
+    assert (path2, sha2) == (path, sha)
+    acc = tinyclip.zero_shot_accuracy(model, rows=500)
+    assert acc["captions"]["mean"] > 2 * acc["captions"]["chance"]
+    assert acc["words"]["mean"] > 1.5 * acc["words"]["chance"]
+    assert acc["mismatch_auc"] > 0.9
+
+
+@pytest.mark.slow
+def test_teacher_scores_mismatched_captions_lower(tmp_path) -> None:
+    pool = Pool.open(make_demo(tmp_path / "demo", rows=600, seed=0))
+    compiled = compile_source("let clip = clip_score(image, text)\nfilter clip > -2\n", "p.cur", pool)
+    result = execute(lower(compiled.plan, pool.schema), pool)
+    assert result.selection.height == 600
+    scores = pl.read_parquet(next(Path(pool.scores_dir).glob("clip_score-*.parquet")))
+    labels = pool.read_asset("demo-defects")
+    joined = scores.join(labels, on="id")
+    mismatched = joined.filter(pl.col("mismatched"))["value"].mean()
+    clean = joined.filter(~pl.col("mismatched") & ~pl.col("spam") & ~pl.col("blank"))["value"].mean()
+    assert mismatched < clean - 0.1, (mismatched, clean)
+    spam = joined.filter(pl.col("spam"))["value"].mean()
+    assert spam < clean
