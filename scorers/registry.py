@@ -51,7 +51,6 @@ BUILTIN_MODULES: tuple[str, ...] = (
 #: implemented yet (pending), so a policy using them still type-checks; an entry
 #: goes when its scorer lands. A pending scorer missing here has type ``unknown``.
 PENDING_OUTPUTS: dict[str, str] = {
-    "clip_score": "float", "image_embedding": "embedding", "text_embedding": "embedding",
     "el2n": "float", "grand": "float", "loss": "float", "forgetting": "float", "influence": "float",
 }
 

@@ -49,8 +49,8 @@ CASES = [
     ("E101", "filter words(txt) > 2", "txt", "filter words(text) > 2"),
     ("E101", "filter words > 2", "words", "filter words(text) > 2"),
     ("E102", "filter word(text) > 2", "word", "filter words(text) > 2"),
-    ("E103", 'let clip = clip_score(model="ViT-L-14")\nfilter clip > 0.3', "clip_score",
-     "let clip = score\nfilter clip > 0.3"),
+    ("E103", 'let loss = el2n(proxy="tiny")\nfilter loss > 0.3', "el2n",
+     "let loss = score\nfilter loss > 0.3"),
     ("E104", "let a = b + 1\nlet b = a * 2\nfilter a > 0", "a", "let a = width + 1\nlet b = a * 2\nfilter b > 0"),
     ("E104", "let n = n + 1\nfilter n > 0", "n", "let n = width + 1\nfilter n > 0"),
     ("E105", "let n = len(text)\nlet n = words(text)\nfilter n > 1", "n",
@@ -158,8 +158,8 @@ def test_messages_pinned() -> None:
     def message(text: str, code: str) -> str:
         return next(d.message for d in diagnose(text) if d.code == code)
 
-    assert message('let clip = clip_score(model="ViT-L-14")\nfilter clip > 0.3', "E103") == (
-        "`clip_score` is not available yet: it comes with the scorer library (pending)"
+    assert message('let loss = el2n(proxy="tiny")\nfilter loss > 0.3', "E103") == (
+        "`el2n` is not available yet: it comes with the scorer library (pending)"
     )
     assert message("let a = b + 1\nlet b = c\nlet c = a\nfilter a > 0", "E104") == (
         "`a` is defined in terms of itself: a -> b -> c -> a"
@@ -176,7 +176,7 @@ def test_hints_say_what_to_do() -> None:
         return next(d.hints for d in diagnose(text) if d.code == code)
 
     assert "did you mean `text`?" in hints("filter words(txt) > 2", "E101")
-    assert any("clip_score()" in h for h in hints("filter clip_score > 0.3", "E101"))
+    assert any("el2n()" in h for h in hints("filter el2n > 0.3", "E101"))
     assert "did you mean `words`?" in hints("filter word(text) > 2", "E102")
     assert "did you mean `clip_score` or `datacomp_clip_score`?" in hints("cite clipscore", "E107")
     assert "did you mean `method`?" in hints('filter score >= quantile(score, 0.3, metod="lower")', "E108")
@@ -188,8 +188,8 @@ def test_hints_say_what_to_do() -> None:
         "filter score >= quantile(score, 0.7) among words(text) > 2", "E217"))
     assert any("line 1" in h for h in hints("budget 10\nbudget 5", "E301"))
     assert any("`budget 50%`" in h for h in hints("budget 0.5", "E305"))
-    assert any("methods that use it" in h and "datacomp_clip_score" in h
-               for h in hints("filter clip_score() > 0.3", "E103"))
+    assert any("methods that use it" in h and "el2n" in h
+               for h in hints("filter el2n() > 0.3", "E103"))
 
 
 def test_percent_counts_as_fraction() -> None:
@@ -234,7 +234,7 @@ def test_unknown_name_has_no_follow_up_errors(text: str) -> None:
 
 @pytest.mark.parametrize(("text", "code"), [
     ("filter foo(text) > 1 and foo(text)", "E102"),
-    ("let c = clip_score()\nlet d = c * 2 + el2n()\nfilter d > quantile(d, 0.5)\nselect top c", "E103"),
+    ("let c = grand()\nlet d = c * 2 + el2n()\nfilter d > quantile(d, 0.5)\nselect top c", "E103"),
     ("let a = b\nlet b = a\nfilter a + 1 > 2 and b\nselect top a", "E104"),
     ("let text = lower(text)\nfilter text == \"x\"", "E106"),
     ("filter quantile(score, quantile=0.3) <= score", "E108"),
