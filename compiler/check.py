@@ -65,10 +65,10 @@ def check(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source
 def analyze(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None
             ) -> tuple[TypedPolicy, list[Diagnostic]]:
     """Resolve, type-check and apply the clause rules: the typed policy and every diagnostic, sorted."""
-    from cbdsl.scaffolds.catalogue import method_ids, pending_scorers, scorer_users
+    from cbdsl.scaffolds.catalogue import method_ids, scorer_ids, scorer_users
     from cbdsl.scorers.registry import registry
 
-    resolver = Resolver(policy, schema, registry(), pending_scorers(), methods_using=scorer_users(), source=source)
+    resolver = Resolver(policy, schema, registry(), scorer_ids(), methods_using=scorer_users(), source=source)
     typed = resolver.run()
     diags = resolver.diags + clause_rules(policy, source=source, method_ids=method_ids())
     diags.sort(key=sort_key)

@@ -231,7 +231,8 @@ class Resolver:
         self.schema = dict(schema) if schema is not None else None
         self.column_types = {k: T.parse_type(v) for k, v in schema.items()} if schema is not None else {}
         self.registry = registry
-        self.pending = frozenset(pending) - registry.all_ids()
+        self._pending_named = frozenset(pending)
+        self._pending: frozenset[str] | None = None
         self.methods_using = methods_using or {}
         self.source = source
         self.diags: list[Diagnostic] = []
@@ -248,6 +249,13 @@ class Resolver:
         self.params: dict[SpanKey, Params] = {}
 
     # -- diagnostics ------------------------------------------------------------
+
+    @property
+    def pending(self) -> frozenset[str]:
+        """Catalogue scorers the registry lacks (computed on first need: it imports every scorer module)."""
+        if self._pending is None:
+            self._pending = self._pending_named - self.registry.all_ids()
+        return self._pending
     def error(self, code: str, message: str, node: ast.Node | ast.Span | None, label: str = "",
               hints: Iterable[str] = (), severity: str = "error") -> None:
         span = node.span if isinstance(node, ast.Node) else node

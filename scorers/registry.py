@@ -209,6 +209,14 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], Entry] = {}
+        #: Imports the remaining scorer modules; run on the first lookup that misses or listing
+        #: (``cbdsl check`` of a policy that names only builtins never imports the model scorers).
+        self._complete: Callable[[], None] | None = None
+
+    def _load_rest(self) -> None:
+        complete, self._complete = self._complete, None
+        if complete is not None:
+            complete()
 
     def add(self, entry: Entry) -> Entry:
         key = (entry.space, entry.id)
@@ -218,21 +226,30 @@ class Registry:
         return entry
 
     def get(self, id: str, space: Space = "expr") -> Entry | None:
-        return self._entries.get((space, id))
+        found = self._entries.get((space, id))
+        if found is None and self._complete is not None:
+            self._load_rest()
+            found = self._entries.get((space, id))
+        return found
 
     def ids(self, space: Space = "expr") -> tuple[str, ...]:
+        self._load_rest()
         return tuple(sorted(i for s, i in self._entries if s == space))
 
     def entries(self, space: Space | None = None) -> list[Entry]:
+        self._load_rest()
         return [e for (s, _), e in sorted(self._entries.items()) if space is None or s == space]
 
     def all_ids(self) -> frozenset[str]:
+        self._load_rest()
         return frozenset(i for _, i in self._entries)
 
     def __contains__(self, id: str) -> bool:
+        self._load_rest()
         return any(i == id for _, i in self._entries)
 
     def __len__(self) -> int:
+        self._load_rest()
         return len(self._entries)
 
 
@@ -250,8 +267,9 @@ def registry() -> Registry:
     global _loaded
     if not _loaded:
         _loaded = True
-        for module in (*BUILTIN_MODULES, *_discovered()):
+        for module in BUILTIN_MODULES:
             importlib.import_module(module)
+        _REGISTRY._complete = lambda: [importlib.import_module(m) for m in _discovered()]
     return _REGISTRY
 
 
