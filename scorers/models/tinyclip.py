@@ -521,11 +521,10 @@ def load(path: str | os.PathLike, config: TinyConfig = TINY) -> torch.nn.Module:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The sha256 of a checkpoint file (the identity of its weights)."""
+    from cbdsl.pipelines.pool import sha256_file
+
+    return sha256_file(path)
 
 
 # ---------------------------------------------------------------- the teacher
