@@ -249,7 +249,8 @@ def run_duckdb(pool_dir: str, out: str, threads: int | None) -> dict:
 SKETCH_WORDS_GT_2 = r"\S\s+\S+\s+\S"  # words(text) > 2, as one regex search (Rust regex, Unicode \s)
 
 
-def run_sketch(pool_dir: str, out_dir: str) -> dict:
+def run_sketch(pool_dir: str, out_dir: str, mark=None) -> dict:
+    """The sketch; ``mark(label)``, when given, is called at the end of each phase (``--profile``)."""
     import math
 
     import numpy as np
@@ -259,32 +260,40 @@ def run_sketch(pool_dir: str, out_dir: str) -> dict:
     from cbdsl.compiler.artifact import compile_source
     from cbdsl.pipelines.pool import Pool
 
+    mark = mark or (lambda label: None)
     pool = Pool.open(pool_dir)
     compile_source(POLICY, "policy.cur", pool)  # the same front end cost as `cbdsl run`
+    mark("open the pool, compile the policy")
     files = [str(p) for p in pool.shard_paths]
     # 1. statistics first, each from the columns it reads only, eagerly: top()'s threshold
     score = pl.scan_parquet(files).select(KEY).collect().get_column(KEY).drop_nulls()
     index = min(math.floor(len(score) * FRACTION), len(score) - 1)
     values = score.to_numpy()
     threshold = np.partition(values, len(values) - 1 - index)[len(values) - 1 - index]  # = descending[index]
+    mark("top() threshold: decode the score column, np.partition")
     # 2. the row-local filters with the threshold as a literal: numeric ones pushed into the scan,
     #    string ones on their survivors only, words(text) > 2 as one regex search
     mn, mx = pl.min_horizontal("width", "height"), pl.max_horizontal("width", "height")
     numeric = (mn >= 200) & (mx.cast(pl.Float64) / mn.cast(pl.Float64) <= 3) & (pl.col(KEY) >= threshold)
     strings = (pl.col("text").str.len_chars() > 5) & pl.col("text").str.contains(SKETCH_WORDS_GT_2)
-    ids = (pl.scan_parquet(files).filter(numeric).select("id", "text").collect()
-           .filter(strings).get_column("id"))
+    survivors = pl.scan_parquet(files).filter(numeric).select("id", "text").collect()
+    mark(f"scan with the numeric filters pushed down, id and text of the {survivors.height} survivors")
+    ids = survivors.filter(strings).get_column("id")
+    mark("len(text) > 5 and words(text) > 2 (one regex search) on them")
     # 3. the tail as the executor does it for a policy without select (random(seed=0)): id hashes of
     #    the survivors only
     h = kernels.hash_strings(ids)
     key = kernels.hash_u64(h, 0).astype(np.float64)
+    mark("id hashes and random keys of the selected rows (Numba kernels)")
     manifest = (pl.DataFrame({"id": ids, "#key": key, "#hash": h}).sort(["#key", "#hash", "id"])
                 .with_row_index("rank", offset=1)
                 .select("id", pl.lit(None, pl.String).alias("group"), pl.lit(None, pl.Float64).alias("score"),
                         pl.col("rank").cast(pl.Int64)))
+    mark("rank order: sort by (key, hash, id)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest.write_parquet(out / "selection.parquet", compression="zstd")
+    mark("write selection.parquet (zstd)")
     # 4. the DataComp export: the uids' 16 bytes straight from hex (big-endian halves), sorted as two
     #    u64 columns by Polars (NumPy's sort of a structured array compares field by field in Python's
     #    generic void comparison, and str.to_integer(base=16) is slow)
@@ -300,6 +309,7 @@ def run_sketch(pool_dir: str, out_dir: str) -> dict:
     arr["f1"] = pairs.get_column("lo").to_numpy()
     with open(out / "subset.npy", "wb") as fh:
         np.save(fh, arr)
+    mark("subset.npy: hex decode, sort (hi, lo), save")
     return {"selected": int(len(arr)), "threshold": float(threshold)}
 
 
@@ -314,9 +324,10 @@ def measure(cmd: list[str], cwd: str, env: dict | None = None) -> dict:
 
     The command runs under ``/usr/bin/time -f "%M %U %S"``: its "maximum
     resident set size" is the largest single process of the tree, and user +
-    system time counts every process of the tree (pandas' workers too). (``wait4`` on a direct
-    child of this process would report this process's own RSS from before the
-    child's exec, which is why GNU time, a tiny process, is the launcher.)
+    system time counts every process of the tree (pandas' workers too).
+    (``wait4`` on a direct child of this process would report this process's
+    own RSS from before the child's exec, which is why GNU time, a tiny
+    process, is the launcher.)
     """
     import psutil
 
@@ -528,43 +539,57 @@ def profile(args) -> dict:
         from cbdsl.pipelines.exports import export, uid_pairs
         from cbdsl.pipelines.pool import Pool
 
+        # the sketch of the proposed plan, phase by phase (first: it pays Numba's first-call cost, as a
+        # cold process does)
+        last = [time.perf_counter(), _cpu()]
+
+        def mark(label: str) -> None:
+            w, c = time.perf_counter(), _cpu()
+            times[f"sketch: {label}"] = [round(w - last[0], 3), round(c - last[1], 3)]
+            print(f"  sketch: {label:<67} wall {w - last[0]:7.3f}s  cpu {c - last[1]:7.3f}s", file=sys.stderr)
+            last[0], last[1] = w, c
+
+        run_sketch(str(pool.path), str(tmp_path / "sketch-out"), mark)
+
         pool = Pool.open(pool.path)
-        compiled = _timed("compile_s", times, lambda: compile_source(POLICY, "policy.cur", pool))
+        compiled = _timed("cbdsl: compile (parse, resolve, plan, optimize)", times,
+                          lambda: compile_source(POLICY, "policy.cur", pool))
         low = lower(compiled.plan, pool.schema)
         cols = list(compiled.plan.scan.columns)
-        frame = _timed("parquet_decode_s (" + ", ".join(cols) + ")", times,
+        frame = _timed("cbdsl: parquet decode, the scanned columns (" + ", ".join(cols) + ")", times,
                        lambda: pool.scan(cols).collect())
-        _timed("parquet_decode_text_only_s", times, lambda: pool.scan(["text"]).collect())
-        _timed("parquet_decode_numeric_only_s", times,
+        _timed("  of which text", times, lambda: pool.scan(["text"]).collect())
+        _timed("  of which width, height, score", times,
                lambda: pool.scan(["width", "height", KEY]).collect())
-        _timed("parquet_decode_id_only_s", times, lambda: pool.scan(["id"]).collect())
+        _timed("  of which id", times, lambda: pool.scan(["id"]).collect())
         exprs = {}
         for step in compiled.plan.of(FilterStep):
             exprs[step.clause] = low.exprs(step.predicate)
         frame = frame.with_columns(low.compute(frame.lazy(), low.late_compute, None).collect()
                                    .select(pl.exclude(frame.columns)))
         for clause, e in exprs.items():
-            _timed(f"filter: {clause}", times, lambda e=e: frame.select(e.sum()))
+            _timed(f"cbdsl: {clause} (on the decoded frame)", times, lambda e=e: frame.select(e.sum()))
         text = frame.get_column("text")
-        _timed("words alone: str.count_matches(\\S+)", times, lambda: text.str.count_matches(r"\S+"))
-        _timed("words > 2 as one regex: str.contains(\\S\\s+\\S+\\s+\\S)", times,
+        _timed("  words(text) alone: str.count_matches(\\S+)", times, lambda: text.str.count_matches(r"\S+"))
+        _timed("  words(text) > 2 as one search: str.contains(\\S\\s+\\S+\\s+\\S)", times,
                lambda: text.str.contains(r"\S\s+\S+\s+\S"))
-        _timed("len alone: str.len_chars", times, lambda: text.str.len_chars())
+        _timed("  len(text) alone: str.len_chars", times, lambda: text.str.len_chars())
         score = frame.get_column(KEY)
-        _timed("top threshold: full sort descending", times, lambda: score.drop_nulls().sort(descending=True))
-        _timed("top threshold alternative: top_k(k+1).min()", times,
+        _timed("cbdsl: top() threshold as lowered: full sort, descending", times,
+               lambda: score.drop_nulls().sort(descending=True))
+        _timed("  alternative: Series.top_k(k + 1).min()", times,
                lambda: score.top_k(int(len(score) * FRACTION) + 1).min())
-        _timed("id hash: kernels.hash_strings over every row", times,
+        _timed("cbdsl: id hash (kernels.hash_strings) of every row, before the filters", times,
                lambda: kernels.hash_strings(frame.get_column("id")))
-        result = _timed("execute() in process (scan, filters, tail)", times, lambda: execute(low, pool))
+        result = _timed("cbdsl: execute() in process (scan, filters, tail)", times, lambda: execute(low, pool))
         out = tmp_path / "prof-out"
-        _timed("export parquet manifest (incl. selection check)", times,
+        _timed("cbdsl: export selection.parquet (with the selection check)", times,
                lambda: export(pool, result.selection, out, "parquet"))
-        _timed("export datacomp subset.npy (incl. selection check)", times,
+        _timed("cbdsl: export subset.npy (with the selection check again)", times,
                lambda: export(pool, result.selection, out, "datacomp"))
         ids = result.selection.get_column(pool.id_column)
-        arr = _timed("  of which uid_pairs", times, lambda: uid_pairs(ids))
-        _timed("  of which structured sort of u8,u8", times, lambda: arr.copy().sort())
+        arr = _timed("  of which uid_pairs (str.to_integer(base=16) twice)", times, lambda: uid_pairs(ids))
+        _timed("  of which NumPy sort of the u8,u8 array", times, lambda: arr.copy().sort())
         _timed("  of which selection check (anti-join against the pool ids)", times,
                lambda: pl.DataFrame({"id": ids}).lazy().join(pool.scan(["id"]), on="id", how="anti").collect())
         full = measure(engine_command("cbdsl", str(pool.path), tmp_path / "cold-out", policy, 1), cwd=tmp)
