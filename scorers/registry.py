@@ -288,48 +288,34 @@ def _discovered() -> list[str]:
             if not m.ispkg and not m.name.startswith("_") and m.name not in skip]
 
 
-def _decorator(kind: Kind) -> Callable[..., Callable[[Callable], Callable]]:
-    def make(
-        id: str,
-        *,
-        inputs: Iterable[Input] = (),
-        params: type[Params] = Params,
-        output: OutputSpec = "float",
-        cost: CostClass = "metadata",
-        method: str | None = None,
-    ) -> Callable[[Callable], Callable]:
-        def wrap(fn: Callable) -> Callable:
-            summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-            register(Entry(id=id, kind=kind, inputs=tuple(inputs), params=params, output=output,
-                           cost=cost, method=method, lower=fn, summary=summary))
-            return fn
+def _registering(kind: Kind, role: str, **fields: Any) -> Callable[[Callable], Callable]:
+    """A decorator that registers the function as the entry's ``role`` (``lower`` or ``compute``)."""
 
-        return wrap
+    def wrap(fn: Callable) -> Callable:
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        fields["inputs"] = tuple(fields.get("inputs", ()))
+        register(Entry(kind=kind, summary=summary, **{role: fn}, **fields))
+        return fn
+
+    return wrap
+
+
+def _decorator(kind: Kind) -> Callable[..., Callable[[Callable], Callable]]:
+    def make(id: str, *, inputs: Iterable[Input] = (), params: type[Params] = Params, output: OutputSpec = "float",
+             cost: CostClass = "metadata", method: str | None = None) -> Callable[[Callable], Callable]:
+        return _registering(kind, "lower", id=id, inputs=inputs, params=params, output=output, cost=cost,
+                            method=method)
 
     make.__doc__ = f"Register the decorated lowering function as a {kind}."
     return make
 
 
-def model_scorer(
-    id: str,
-    *,
-    inputs: Iterable[Input] = (),
-    params: type[Params] = Params,
-    output: OutputSpec = "float",
-    cost: CostClass = "cpu_model",
-    method: str | None = None,
-    population: bool = False,
-    version: Callable[..., str] | None = None,
-) -> Callable[[Callable], Callable]:
+def model_scorer(id: str, *, inputs: Iterable[Input] = (), params: type[Params] = Params, output: OutputSpec = "float",
+                 cost: CostClass = "cpu_model", method: str | None = None, population: bool = False,
+                 version: Callable[..., str] | None = None) -> Callable[[Callable], Callable]:
     """Register the decorated batch function as a model scorer (see :attr:`Entry.compute`)."""
-
-    def wrap(fn: Callable) -> Callable:
-        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        register(Entry(id=id, kind="scorer", inputs=tuple(inputs), params=params, output=output, cost=cost,
-                       method=method, compute=fn, summary=summary, population=population, version=version))
-        return fn
-
-    return wrap
+    return _registering("scorer", "compute", id=id, inputs=inputs, params=params, output=output, cost=cost,
+                        method=method, population=population, version=version)
 
 
 scorer = _decorator("scorer")
