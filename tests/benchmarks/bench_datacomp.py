@@ -17,33 +17,43 @@ schema and realistic values; see ``datacomp_pool.py``, cached under
    with ``np.save`` as dtype ``u8,u8`` (what running ``apply_filter`` twice and
    intersecting the two subsets gives), in a cold process;
 3. with hand-written DuckDB SQL over the shards (``read_parquet`` with a
-   glob): the threshold by ``ORDER BY score DESC LIMIT 1 OFFSET floor(n * 0.3)``,
-   the filters in ``WHERE``, the uid halves parsed and sorted in SQL, saved with
-   NumPy, in a cold process.
+   glob): the threshold by ``ORDER BY score DESC LIMIT 1 OFFSET floor(n * 0.3)``
+   in a scalar subquery, the filters in ``WHERE`` ("more than two words" as one
+   RE2 search with Python's whitespace set), the uid halves parsed and sorted
+   in SQL, saved with NumPy, in a cold process.
 
-Each runs ``--runs`` times (default 3), in a rotating order, each time a new
-process; the report gives the median wall time and peak memory. Memory is
-measured two ways: ``peak_rss_tree_mb``, the largest sum of the resident set
-sizes of the process and all its descendants (psutil, sampled every 50 ms;
-this is the number that counts pandas' worker processes), and
-``max_rss_one_process_mb``, GNU time's "maximum resident set size" (the
-command runs under ``/usr/bin/time -f %M``; it is the largest single process
-of the tree).
+Before timing, the shards are read once (the page cache is warm for every
+engine) and each engine runs once on a 1,000-row pool. Then each runs
+``--runs`` times (default 3), in a rotating order, each time a new process;
+the report gives the median (and every run) of the wall time, the CPU time
+(user + system of the whole process tree, from GNU time; a busy machine skews
+it much less than the wall time) and the peak memory, measured two ways:
+``peak_rss_tree_mb``, the largest sum of the resident set sizes of the
+process and all its descendants (psutil, sampled every 50 ms; this is the
+number that counts pandas' worker processes), and ``max_rss_one_process_mb``,
+GNU time's "maximum resident set size" (the largest single process of the
+tree). Ratios are of the median wall times (and CPU times).
 
 The three ``subset.npy`` files must be identical byte for byte (and are,
-across runs too): ``identical`` in the output.
+across runs too): ``identical`` and ``stable_across_runs`` in the output.
 
     .venv/bin/python tests/benchmarks/bench_datacomp.py --pool-dir /tmp/dc12m [--rows 12800000] [--runs 3]
-    .venv/bin/python tests/benchmarks/bench_datacomp.py --pool-dir /tmp/dc200k --rows 200000   # quick check
-    .venv/bin/python tests/benchmarks/bench_datacomp.py --pool-dir /tmp/dc12m --profile        # where cbdsl's time goes
+    .venv/bin/python tests/benchmarks/bench_datacomp.py --pool-dir /tmp/dc200k --rows 200000 --runs 1  # quick
+    .venv/bin/python tests/benchmarks/bench_datacomp.py --pool-dir /tmp/dc12m --profile  # where the time goes
 
-``--profile`` runs cbdsl's pipeline in this process, phase by phase
-(imports, compile, parquet decode, each filter expression, the threshold,
-id hashing, the tail, the export), and times a cold ``cbdsl run`` on a
-1,000-row pool of the same schema (the fixed cost of a process).
+``--profile`` runs cbdsl's pipeline in this process, phase by phase (compile,
+parquet decode, each filter expression, the threshold, id hashing,
+``execute()`` as a whole, the two exports and their parts), the sketch below
+phase by phase, a cold ``cbdsl run`` on a 1,000-row pool of the same schema
+(the fixed cost of a process) and on the pool; each as [wall, CPU] seconds.
 
-Prints one JSON object. Other engineers' jobs skew wall times on a shared
-2-core machine; the load average before and after is printed.
+``--engines cbdsl,pandas,duckdb,sketch`` adds an opt-in fourth contender that
+is not cbdsl: ``run_sketch``, the plan ``cbdsl run`` would run with the fixes
+proposed in ``tests/benchmarks/README.md``, written by hand from the same
+pieces; its manifest must equal cbdsl's (``sketch_manifest_equals_cbdsl``).
+
+Prints one JSON object (progress on stderr). Other engineers' jobs skew wall
+times on a shared 2-core machine; the load average before and after is printed.
 
 Note on ``words``: cbdsl's ``words(text)`` counts ``\\S+`` matches (Rust
 regex, Unicode White_Space), DataComp's ``len(text.split())`` splits on
@@ -405,7 +415,12 @@ def benchmark(args) -> dict:
         tmp_path = Path(tmp)
         policy = tmp_path / "policy.cur"
         policy.write_text(POLICY)
-        # warm-up, untimed: each engine once on a 1,000-row pool (Numba's kernel cache, the OS file cache)
+        # warm-up, untimed: the pool's shards into the OS page cache (every engine then reads from memory,
+        # whichever runs first), and each engine once on a 1,000-row pool (Numba's kernel cache, libraries)
+        for shard in pool.shard_paths:
+            with open(shard, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
         tiny = make_pool(tmp_path / "tiny", rows=1000, seed=args.seed)
         for engine in engines:
             (tmp_path / f"warm-{engine}").mkdir()

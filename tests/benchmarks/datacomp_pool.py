@@ -25,8 +25,8 @@ Distributions, chosen to exercise what DataComp's basic filter tests:
   ~40k generated ones; ~8% European non-English (accents), ~4% CJK (often
   without spaces, sometimes with U+3000), ~2% Cyrillic, ~1% Arabic; numbers,
   separators (``|``, ``-``) and a few emoji. Words are separated by a space,
-  sometimes by two spaces, NO-BREAK SPACE (U+00A0), a tab or a newline; 2% of
-  the captions have leading or trailing whitespace. Every whitespace used is
+  sometimes by two spaces, NO-BREAK SPACE (U+00A0), a tab or a newline; ~3%
+  of the captions have leading or trailing whitespace. Every whitespace used is
   whitespace both for Python's ``str.split()`` and for Rust's regex ``\\s``
   (Unicode White_Space), so cbdsl's ``words()`` equals ``len(text.split())``
   on every caption. (They differ only on U+001C..U+001F, which Python splits
@@ -39,10 +39,13 @@ Distributions, chosen to exercise what DataComp's basic filter tests:
   rounding bucket shared by thousands of rows, so ties at the threshold matter.
 
 Generation is vectorised (NumPy + Arrow compute kernels, no Python loop per
-row) and streams one shard at a time, so memory stays at a few hundred MB
-per shard whatever the pool size. The card is computed column by column from
-the written shards with cbdsl's own ``column_stats``: the result is a valid
-pool (``Pool.open`` reads it; ``cbdsl pool info`` shows it).
+row) and streams shards, one per thread and a thread per core; the card is
+then computed column by column from the written shards with cbdsl's own
+``column_stats``. Memory is two shards in flight, then one column: 12.8M rows
+take 63 s and 2.7 GB at peak on 2 idle cores. The same seed gives the same
+pool byte for byte (the same content hash), and the result is a valid pool
+(``Pool.open`` reads it, ``cbdsl pool info`` shows it); for one shard it is
+exactly what ``write_pool`` writes for the same frame.
 
     python tests/benchmarks/datacomp_pool.py DEST [--rows 12800000] [--shards N] [--seed 0] [--overwrite]
 
