@@ -109,7 +109,7 @@ def _repeats(policy: ast.Policy, source: Source | None) -> list[Diagnostic]:
         if clause.kind not in first:
             first[clause.kind] = clause
             continue
-        keyword = ast.Span(start=clause.span.start, end=clause.span.start + len(clause.kind), source=clause.span.source)
+        keyword = ast.Span.at(start=clause.span.start, end=clause.span.start + len(clause.kind), source=clause.span.source)
         extra = {
             "mix": "a policy mixes by one column; put every group in one `mix`",
             "select": "a policy has one selection strategy",

@@ -33,8 +33,7 @@ import difflib
 import re
 from decimal import Decimal, InvalidOperation
 
-from lark import Token
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from cbdsl.dsl.lark_tables import Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from cbdsl.dsl import ast
 from cbdsl.dsl.ast import Span
@@ -169,16 +168,16 @@ def bracket_problem(text: str) -> Diagnostic | None:
             opener, at = stack[-1]
             want = _OPEN[opener]
             return Diagnostic(
-                "E007", f"`{ch}` does not close the `{opener}` opened before it", Span(start=i, end=i + 1),
+                "E007", f"`{ch}` does not close the `{opener}` opened before it", Span.at(start=i, end=i + 1),
                 label=f"expected `{want}` here",
                 hints=(f"{_opener_name(text, at)} needs `{want}`: close it first, or remove this `{ch}`",))
         else:
-            return Diagnostic("E007", f"`{ch}` closes nothing", Span(start=i, end=i + 1),
+            return Diagnostic("E007", f"`{ch}` closes nothing", Span.at(start=i, end=i + 1),
                               label=f"no `{_CLOSE[ch]}` is open here",
                               hints=(f"remove this `{ch}`, or add the `{_CLOSE[ch]}` it should close",))
     if stack:
         ch, pos = stack[-1]
-        return Diagnostic("E007", f"this `{ch}` is never closed", Span(start=pos, end=pos + 1),
+        return Diagnostic("E007", f"this `{ch}` is never closed", Span.at(start=pos, end=pos + 1),
                           label=f"needs a matching `{_OPEN[ch]}`",
                           hints=(f"add `{_OPEN[ch]}` where the {_bracket_kind(ch)} ends",))
     return None
@@ -258,7 +257,7 @@ def to_diagnostic(err: UnexpectedInput, piece: str, text: str | None = None, nam
         return diag
     start, end = base + diag.span.start, base + diag.span.end
     byte_start = len(text[:start].encode("utf-8"))
-    span = Span(start=byte_start, end=byte_start + len(text[start:end].encode("utf-8")), source=name)
+    span = Span.at(start=byte_start, end=byte_start + len(text[start:end].encode("utf-8")), source=name)
     return Diagnostic(diag.code, diag.message, span, diag.severity, diag.hints, diag.label)
 
 
@@ -273,7 +272,7 @@ def _classify(err: UnexpectedInput, text: str, at_end: bool) -> Diagnostic:
     expected = {e for e in accepts if e not in ("WS", "COMMENT")}
     start = tok.start_pos
     end = tok.end_pos if tok.end_pos is not None else start + len(tok)
-    span = Span(start=start, end=max(end, start + 1))
+    span = Span.at(start=start, end=max(end, start + 1))
     for recognise in (_equals, _closer, _missing_comma, _unknown_clause, _reserved_before):
         found = recognise(tok, expected, span, text)
         if found is not None:
@@ -283,11 +282,11 @@ def _classify(err: UnexpectedInput, text: str, at_end: bool) -> Diagnostic:
 
 def _bad_character(pos: int, text: str) -> Diagnostic:
     ch = text[pos]
-    span = Span(start=pos, end=pos + 1)
+    span = Span.at(start=pos, end=pos + 1)
     if ch in "\"'":
         end = text.find("\n", pos)
         end = len(text) if end < 0 else end
-        return Diagnostic("E008", "this string is never closed", Span(start=pos, end=end),
+        return Diagnostic("E008", "this string is never closed", Span.at(start=pos, end=end),
                           label=f"no closing {ch} on this line",
                           hints=(f"end the string with {ch} on the same line; write \\{ch} for a {ch} inside it",))
     two = text[pos:pos + 2]
@@ -297,7 +296,7 @@ def _bad_character(pos: int, text: str) -> Diagnostic:
     }
     if two in special:
         message, hint = special[two]
-        return Diagnostic("E001", message, Span(start=pos, end=pos + 2), hints=(hint,))
+        return Diagnostic("E001", message, Span.at(start=pos, end=pos + 2), hints=(hint,))
     single = {
         "!": ("`!` alone is not an operator", "write `not x` to negate, or `!=` for 'not equal'"),
         "&": ("`&` is not an operator", "write `and` to require both conditions"),
@@ -313,7 +312,7 @@ def _bad_character(pos: int, text: str) -> Diagnostic:
             written = format(Decimal(number.replace("_", "")), "f")
         except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
             written = "0.001"
-        return Diagnostic("E001", "a percentage cannot have an exponent", Span(start=exponent.start(), end=pos + 1),
+        return Diagnostic("E001", "a percentage cannot have an exponent", Span.at(start=exponent.start(), end=pos + 1),
                           hints=(f"write it out: `{written}%`",))
     if ch in single:
         message, hint = single[ch]
@@ -342,7 +341,7 @@ def _ended_early(err: UnexpectedInput, text: str, at_end: bool) -> Diagnostic:
     else:
         end = len(text.rstrip())
         start = max(end - 1, 0)
-    span = Span(start=start, end=max(end, start + 1) if text else start)
+    span = Span.at(start=start, end=max(end, start + 1) if text else start)
     clause = _clause_at(text, start)
     if at_end:
         message, hint = "the policy ended early", "finish the last clause, or delete it"
@@ -366,7 +365,7 @@ def _equals(tok: Token, expected: set[str], span: Span, text: str) -> Diagnostic
         word = reserved.group(1)
         at = reserved.start(1)
         return Diagnostic("E009", f"`{word}` is a reserved word and cannot name a keyword argument",
-                          Span(start=at, end=at + len(word)), label="reserved",
+                          Span.at(start=at, end=at + len(word)), label="reserved",
                           hints=(_reserved_hint(word),))
     if "COLON" in expected:
         return Diagnostic("E002", "a mix entry separates its key and weight with `:`", span,
@@ -375,7 +374,7 @@ def _equals(tok: Token, expected: set[str], span: Span, text: str) -> Diagnostic
         return None
     after = text[span.end:span.end + 1]
     if after in ("<", ">"):
-        both = Span(start=span.start, end=span.end + 1)
+        both = Span.at(start=span.start, end=span.end + 1)
         return Diagnostic("E005", f"`={after}` is not an operator", both, label=f"did you mean `{after}=`?",
                           hints=(f"write `{after}=`: the `=` comes second",))
     return Diagnostic("E005", "`=` is not a comparison", span, label="did you mean `==`?",
@@ -427,7 +426,7 @@ def _reserved_before(tok: Token, expected: set[str], span: Span, text: str) -> D
             or tok.type not in _OPERATORS | {"EQUAL", "COMMA", "RPAR", "RSQB"}:
         return None
     at = before.start()
-    return Diagnostic("E009", "`not` is a reserved word and cannot be used as a name", Span(start=at, end=at + 3),
+    return Diagnostic("E009", "`not` is a reserved word and cannot be used as a name", Span.at(start=at, end=at + 3),
                       label="reserved", hints=(_reserved_hint("not"),))
 
 

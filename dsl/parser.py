@@ -1,7 +1,9 @@
 """Text to AST: the parser front end.
 
 Lark parses with the grammar in ``grammar/curation.lark`` (LALR, strict,
-cached, positions on); :class:`_Build` then maps each rule to one AST node,
+positions on), through the stand-alone tables generated from it
+(:mod:`cbdsl.dsl.lark_tables`, rebuilt by :mod:`cbdsl.dsl.generate_parser`),
+which load in a third of the time of Lark itself; :class:`_Build` then maps each rule to one AST node,
 turning Lark's character positions into byte spans. Comments are collected by
 the lexer and attached to clauses afterwards (:func:`_attach_comments`), so the
 formatter can keep them with their clause.
@@ -19,10 +21,8 @@ from __future__ import annotations
 import bisect
 import functools
 import re
-from importlib import resources
 
-from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedInput, VisitError
+from cbdsl.dsl.lark_tables import Lark, Lark_StandAlone, Token, Transformer, Tree, UnexpectedInput, VisitError, v_args
 
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import Diagnostic, PolicyError, Source
@@ -48,21 +48,8 @@ class _CommentSink:
 
 
 @functools.cache
-def grammar_text() -> str:
-    return (resources.files("cbdsl") / "grammar" / "curation.lark").read_text()
-
-
-@functools.cache
 def lark_parser() -> Lark:
-    return Lark(
-        grammar_text(),
-        parser="lalr",
-        strict=True,
-        cache=True,
-        propagate_positions=True,
-        maybe_placeholders=True,
-        lexer_callbacks={"COMMENT": _CommentSink.collect},
-    )
+    return Lark_StandAlone(lexer_callbacks={"COMMENT": _CommentSink.collect})
 
 
 class _Offsets:
@@ -322,7 +309,7 @@ def _depth_error(tree: Tree, offsets: _Offsets, name: str) -> Diagnostic | None:
             node, depth = stack.pop()
             if depth > MAX_DEPTH:
                 meta = clause.meta
-                span = ast.Span(start=offsets(meta.start_pos), end=offsets(meta.end_pos), source=name)
+                span = ast.Span.at(start=offsets(meta.start_pos), end=offsets(meta.end_pos), source=name)
                 return Diagnostic("E010", "this expression is nested too deeply", span,
                                   label="too many levels of operators, calls or brackets",
                                   hints=("split it into `let` names and combine those",))
@@ -364,13 +351,13 @@ def _parse_piece(text: str, name: str, start: int = 0, end: int | None = None, a
     except VisitError as err:
         if isinstance(err.orig_exc, _OutOfRange):
             meta = err.orig_exc.meta
-            span = ast.Span(start=offsets(meta.start_pos), end=offsets(meta.end_pos), source=name)
+            span = ast.Span.at(start=offsets(meta.start_pos), end=offsets(meta.end_pos), source=name)
             raise _Failed([Diagnostic("E011", "this number is too large", span, label="no finite value",
                                       hints=("a float must stay below about 1.8e308 and an integer within "
                                              f"{MAX_INT_DIGITS} digits",))]) from None
         raise err.orig_exc from err  # a bug in the builder, not the user's input
     policy = _attach_comments(clauses, comments, text, offsets)
-    policy = policy.model_copy(update={"span": ast.Span(start=offsets(0), end=offsets(len(piece)), source=name)})
+    policy = policy.model_copy(update={"span": ast.Span.at(start=offsets(0), end=offsets(len(piece)), source=name)})
     reserved = reserved_name_diagnostics(policy)
     if reserved:
         raise _Failed(reserved)

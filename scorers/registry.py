@@ -56,9 +56,12 @@ PENDING_OUTPUTS: dict[str, str] = {
 
 
 class Params(BaseModel):
-    """Base of every parameter model: frozen, no unknown fields, no silent coercion (``"3"`` is not 3)."""
+    """Base of every parameter model: frozen, no unknown fields, no silent coercion (``"3"`` is not 3).
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    ``defer_build``: a model's validator is built when a policy first uses its scorer, so a
+    cold ``cbdsl check`` pays only for the scorers it calls."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, defer_build=True)
 
 
 @dataclass(frozen=True)
