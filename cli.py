@@ -83,6 +83,10 @@ def check(files: tuple[str, ...], as_json: bool, pool: str | None, explain_code:
     for path in files:
         text, name = _read(path)
         _policy, diags = check_source(text, name, schema)
+        if _policy is not None and not any(d.is_error for d in diags):
+            from cbdsl.compiler.check import sandbox_scaffold_warnings
+
+            diags = diags + sandbox_scaffold_warnings(_policy, path)
         source = Source(text, name)
         ok = not any(d.is_error for d in diags)
         failed |= not ok
@@ -104,14 +108,16 @@ def check(files: tuple[str, ...], as_json: bool, pool: str | None, explain_code:
 
 def _explain(code: str, as_json: bool) -> None:
     from cbdsl.dsl.codes import CODES, explain
+    from cbdsl.scaffolds.modes import RULES
 
-    found = explain(code)
+    found = explain(code) or RULES.get(code.strip().upper())
     if found is None:
         import difflib
 
-        close = difflib.get_close_matches(code.upper(), CODES, n=3, cutoff=0.5)
+        known = sorted({*CODES, *RULES})
+        close = difflib.get_close_matches(code.upper(), known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise click.UsageError(f"no diagnostic code {code!r}.{hint} Known codes: {', '.join(sorted(CODES))}")
+        raise click.UsageError(f"no diagnostic code {code!r}.{hint} Known codes: {', '.join(known)}")
     if as_json:
         click.echo(json.dumps({"code": found.code, "title": found.title, "explanation": found.explanation}))
     else:
@@ -683,6 +689,90 @@ def reproduce_cmd(n: int) -> None:
     else:
         click.echo(f"iteration {n} NOT reproduced: recorded {recorded[:16]}, now {new[:16]}", err=True)
         sys.exit(EXIT_POLICY)
+
+
+# --- research tools: diff, trajectory ----------------------------------------------------------
+
+
+def _diff_side(ref: str) -> tuple[str, str, frozenset[str]]:
+    """(text, name, families of earlier iterations) of a policy file or a ledger iteration `@N`."""
+    from cbdsl.pipelines.trajectory import TrajectoryError, iteration_policy
+
+    if ref.startswith("@") and not Path(ref).exists():
+        try:
+            return iteration_policy(ref)
+        except TrajectoryError as err:
+            raise click.UsageError(str(err)) from err
+    return (*_read(ref), frozenset())
+
+
+@cli.command("diff")
+@click.argument("old")
+@click.argument("new")
+@click.option("--json", "as_json", is_flag=True, help="The edits and classes as JSON.")
+def diff_cmd(old: str, new: str, as_json: bool) -> None:
+    """AST diff of two policies: files, or ledger iterations (`cbdsl diff @3 @4`, `cbdsl diff @4 policy.cur`).
+
+    Each edit (insert, remove, update, move) and the whole diff is classed: metadata, literal (only
+    numbers), structural, or new-family (a catalogue family no earlier iteration used).
+    """
+    from cbdsl.dsl.diagnostics import Source, render_all
+    from cbdsl.dsl.diff import diff_policies
+    from cbdsl.dsl.parser import parse_diagnostics
+
+    sides = []
+    for ref in (old, new):
+        text, name, prior = _diff_side(ref)
+        policy, diags = parse_diagnostics(text, name)
+        if policy is None:
+            click.echo(render_all(diags, Source(text, name)), err=True)
+            click.echo(f"{name}: cannot diff: fix the syntax errors first", err=True)
+            sys.exit(EXIT_POLICY)
+        sides.append((policy, Source(text, name), prior))
+    (a, source_a, _), (b, source_b, prior) = sides
+    result = diff_policies(a, b, prior_families=prior)
+    if as_json:
+        click.echo(json.dumps({"old": source_a.name, "new": source_b.name, **result.to_json()}, indent=2))
+        return
+    from rich.console import Console
+
+    from cbdsl.dsl.diff_view import render_diff
+
+    console = Console(highlight=False, soft_wrap=True)
+    for line in render_diff(result, source_a, source_b):
+        console.print(line)
+
+
+@cli.command("trajectory")
+@click.argument("runs", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--compare", is_flag=True, help="Put the RUNS (sandbox folders) side by side.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write score vs iteration to this PNG.")
+@click.option("--json", "as_json", is_flag=True)
+def trajectory_cmd(runs: tuple[str, ...], compare: bool, plot_path: str | None, as_json: bool) -> None:
+    """A run's iterations: change class, families used and introduced, citations, score, delta, best so far.
+
+    The summary gives the share of iterations that introduce a new method family, that are literal-only,
+    that improve the best, and the iteration of the best. RUNS default to the current sandbox;
+    `--compare A B ...` shows several runs (agents, scaffolds) side by side.
+    """
+    from cbdsl.pipelines import trajectory as tj
+
+    if len(runs) > 1 and not compare:
+        raise click.UsageError("several runs given: add --compare to put them side by side")
+    if compare and len(runs) < 2:
+        raise click.UsageError("--compare needs at least two run folders (sandboxes)")
+    try:
+        loaded = [tj.load_run(r) for r in runs or (".",)]
+    except tj.TrajectoryError as err:
+        raise click.UsageError(str(err)) from err
+    if plot_path:
+        tj.plot(loaded, plot_path)
+    if as_json:
+        click.echo(tj.to_json(loaded))
+    else:
+        click.echo(tj.render_compare(loaded) if compare else tj.render(loaded[0]))
+        if plot_path:
+            click.echo(f"plot: {plot_path}")
 
 
 @cli.command("methods")

@@ -76,6 +76,50 @@ def analyze(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, sour
     return typed, diags
 
 
+# --- scaffold rules ----------------------------------------------------------------
+
+
+def scaffold_warnings(policy: ast.Policy, scaffold: str, history) -> list[Diagnostic]:
+    """The scaffold rules `cbdsl submit` would refuse on, as warnings, so no submission is spent to learn them.
+
+    ``history`` is the run's scored iterations, ``(iteration, policy)`` in order.
+    """
+    from cbdsl.scaffolds.modes import RULES, check_policy
+
+    return [Diagnostic(v.code, f"scaffold `{scaffold}`: {v.message}", v.span, "warning",
+                       (v.fix, f"`cbdsl submit` refuses this: {RULES[v.code].title} "
+                               f"(`cbdsl check --explain {v.code}`)"))
+            for v in check_policy(scaffold, policy, history)]
+
+
+def sandbox_scaffold_warnings(policy: ast.Policy, path: str) -> list[Diagnostic]:
+    """:func:`scaffold_warnings` for a policy file inside a sandbox, against its ledger; [] outside one."""
+    from pathlib import Path
+
+    from cbdsl.pipelines.sandbox import SandboxError, find_root, load
+
+    root = find_root(Path(path).resolve().parent if path != "-" else Path.cwd())
+    if root is None:
+        return []
+    try:
+        cfg = load(root)
+    except SandboxError:
+        return []  # `cbdsl submit` reports a broken cbdsl.toml; check is about the policy
+    if cfg.scaffold in ("open", "guide"):
+        return []
+    history = []
+    if (cfg.state / "ledger.sqlite").is_file():
+        from cbdsl.pipelines.ledger import Ledger
+        from cbdsl.scaffolds.modes import history_of
+
+        ledger = Ledger(cfg.state / "ledger.sqlite")
+        try:
+            history = history_of(ledger.entries())
+        finally:
+            ledger.close()
+    return scaffold_warnings(policy, cfg.scaffold, history)
+
+
 # --- clause rules ------------------------------------------------------------------
 
 

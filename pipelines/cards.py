@@ -59,16 +59,30 @@ def methods_md() -> str:
 
 
 def strategy_guide() -> str:
-    from cbdsl.scaffolds.catalogue import catalogue
+    """The `guide` scaffold's strategy guide: each catalogue family, when it helps, its methods and scorers.
 
-    families: dict[str, list[str]] = {}
+    Written from the catalogue (families, buckets, the scorers that belong to a family alone), so a method
+    added to the catalogue shows up here without an edit.
+    """
+    from cbdsl.scaffolds.catalogue import FAMILIES, FAMILY_GUIDE, catalogue, family_tools
+
+    methods: dict[str, list] = {}
     for m in catalogue().values():
-        families.setdefault(m.family, []).append(m.id)
-    lines = ["## Strategy guide", "", "Method families of the catalogue; a new family is a new direction, "
-             "a changed number is local tuning.", ""]
-    for fam, ids in sorted(families.items()):
-        lines.append(f"- **{fam}**: {', '.join(f'`{i}`' for i in sorted(ids))}")
-    return "\n".join(lines) + "\n"
+        methods.setdefault(m.family, []).append(m)
+    tools = family_tools()
+    lines = ["## Strategy guide", "",
+             "The method catalogue falls into families. A new family is a new direction; a changed number is "
+             "local tuning (`cbdsl diff` classes every change, `cbdsl trajectory` shows your run so far). When "
+             "tuning stops paying off, try a family you have not used.", ""]
+    for family in FAMILIES:
+        if family not in methods:
+            continue
+        ids = ", ".join(f"`{m.id}` ({m.bucket})" for m in sorted(methods[family], key=lambda m: m.id))
+        lines += [f"### {family}", "", f"When it helps: {FAMILY_GUIDE[family]}.", "", f"Methods: {ids}.  "]
+        if tools.get(family):
+            lines.append(f"Its scorers and strategies: {', '.join(f'`{t}`' for t in tools[family])}.")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def protocol_md(cfg, pool) -> str:

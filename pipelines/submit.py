@@ -138,11 +138,12 @@ def _submit_one(cfg, ledger: Ledger, pool, backend, text: str, name: str, messag
         if selected != cfg.budget:
             raise Refused("budget", f"the policy selected {selected} rows; the sandbox's budget is exactly "
                           f"{cfg.budget}: write `budget {cfg.budget}` in the policy")
-        from cbdsl.scaffolds.modes import check_submission
+        if n != 0:  # the baseline is the scaffold's reference, not an iteration it judges
+            from cbdsl.scaffolds.modes import check_submission
 
-        reasons = check_submission(cfg.scaffold, compiled.policy, [e for e in ledger.entries() if e.n != n])
-        if reasons:
-            raise Refused("scaffold", f"scaffold `{cfg.scaffold}` refuses this policy: " + "; ".join(reasons))
+            reasons = check_submission(cfg.scaffold, compiled.policy, [e for e in ledger.entries() if e.n < n])
+            if reasons:
+                raise Refused("scaffold", f"scaffold `{cfg.scaffold}` refuses this policy: " + " ".join(reasons))
         t = time.perf_counter()
         verdict = audit(pool, result.selection, AuditPolicy(**cfg.audit))
         timings["audit_s"] = time.perf_counter() - t

@@ -26,6 +26,28 @@ FAMILIES: tuple[str, ...] = (
 )
 BUCKETS: tuple[str, ...] = ("filter", "select", "dedup", "mix")
 
+#: When each family helps: the `guide` scaffold's strategy guide (PROTOCOL.md) is written from this
+#: and the catalogue, so an agent learns what directions exist, not only which knobs.
+FAMILY_GUIDE: dict[str, str] = {
+    "heuristic filter": "cheap rules on metadata (caption length, image size, aspect ratio, language): removes "
+                        "broken or tiny images and empty or foreign captions; the first thing to try on a raw pool",
+    "text statistics": "a language model or token statistics of the caption (perplexity, token counts): finds "
+                       "spam, boilerplate and run-on text that simple length rules miss",
+    "embedding geometry": "a model's view of the pair (CLIP image-text agreement, clusters, prototypes, "
+                          "k-center coverage): removes mismatched captions and keeps a diverse, balanced set",
+    "training dynamics": "how a small proxy model learns each example (loss, EL2N, GraNd, forgetting): separates "
+                         "easy, hard and mislabelled rows; helps when noise survives the metadata filters",
+    "importance resampling": "weights rows by how much they resemble a target distribution (DSIR): helps when the "
+                             "evaluation domain differs from the bulk of the pool",
+    "label noise": "confident learning over a classifier's out-of-sample predictions: finds rows whose label "
+                   "(caption or class) disagrees with their content",
+    "influence": "gradient similarity to a target set (LESS, ICONS): selects the rows that most help a target "
+                 "task; costly, for a final, targeted selection",
+    "dedup": "exact, MinHash or semantic duplicate removal: frees budget taken by copies and near-copies, so "
+             "the same budget covers more distinct data",
+    "baseline": "no filtering or a uniform random sample: the reference every other family must beat",
+}
+
 _REQUIRED = ("id", "name", "authors", "venue", "year", "family", "bucket", "scorers", "canonical", "url")
 
 
@@ -157,3 +179,56 @@ def scorer_users() -> dict[str, tuple[str, ...]]:
 def methods_using(scorer_id: str) -> tuple[str, ...]:
     """Ids of the methods whose scorers include ``scorer_id``."""
     return scorer_users().get(scorer_id, ())
+
+
+@functools.cache
+def is_generic(callable_id: str) -> bool:
+    """A statistic or function (quantile, top, min, len of a list): a tool of every method, the mark of none."""
+    from cbdsl.scorers.registry import registry
+
+    entry = registry().get(callable_id)
+    return entry is not None and entry.kind in ("statistic", "function")
+
+
+def method_tools(method: Method) -> frozenset[str]:
+    """The scorers and strategies that instantiate ``method``: its catalogue scorers less the generic ones."""
+    return frozenset(s for s in method.scorers if not is_generic(s))
+
+
+@functools.cache
+def family_of(callable_id: str, space: str = "expr") -> str | None:
+    """The catalogue family a use of ``callable_id`` belongs to, or None for a shared tool.
+
+    "A new method family" is the research's unit of a new direction, so it
+    must come from the catalogue, not from a list kept beside it. A callable
+    is a family's when every method that lists it is of that one family; a
+    strategy counts only methods of the select bucket and a dedup method only
+    dedup ones (`select top` is no method, `top(x, 30%)` is a statistic).
+    Statistics, functions and tools several families share (quantile, lang,
+    kmeans, image_embedding) belong to none: using them is no new direction.
+    """
+    if space == "expr" and is_generic(callable_id):
+        return None
+    bucket = {"select": "select", "dedup": "dedup"}.get(space)
+    families = {m.family for m in catalogue().values()
+                if callable_id in m.scorers and (bucket is None or m.bucket == bucket)}
+    return families.pop() if len(families) == 1 else None
+
+
+def families_of(uses) -> frozenset[str]:
+    """The families of some uses (``(callable id, space)`` pairs, see :mod:`cbdsl.dsl.uses`)."""
+    return frozenset(f for f in (family_of(i, space) for i, space in uses) if f is not None)
+
+
+def family_tools() -> dict[str, tuple[str, ...]]:
+    """For each family, the callables that belong to it alone (what the strategy guide names)."""
+    from cbdsl.scorers.registry import registry
+
+    reg = registry()
+    out: dict[str, set[str]] = {f: set() for f in FAMILIES}
+    for m in catalogue().values():
+        for tool in m.scorers:
+            space = next((s for s in ("dedup", "select") if reg.get(tool, s) and not reg.get(tool)), "expr")
+            if family_of(tool, space) == m.family:
+                out[m.family].add(tool)
+    return {f: tuple(sorted(t)) for f, t in out.items()}
