@@ -583,6 +583,34 @@ def submit_cmd(message: str, wait: bool, as_json: bool) -> None:
     sys.exit(EXIT_OK if fb.entry.status == "scored" else EXIT_POLICY)
 
 
+@cli.command("search")
+@click.option("--iterations", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Proposals to submit (at most the iterations the sandbox has left).")
+@click.option("--strategy", type=click.Choice(["mutate", "random"]), default="mutate", show_default=True,
+              help="mutate: hill climbing from the best policy so far; random: independent random policies.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Same seed, same search.")
+@click.option("--max-cost", type=click.Choice(["metadata", "cpu_model", "gpu_model"]), default="gpu_model",
+              show_default=True, help="The most expensive scorers a proposal may use.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def search_cmd(iterations: int, strategy: str, seed: int, max_cost: str, as_json: bool) -> None:
+    """Propose policies by mutating the AST, submit each through the loop, keep the best (a non-LLM baseline)."""
+    from cbdsl.pipelines.backends import BackendError
+    from cbdsl.pipelines.ledger import LedgerError
+    from cbdsl.pipelines.pool import PoolError
+    from cbdsl.pipelines.search import SearchError, render, search
+    from cbdsl.pipelines.submit import SubmitError
+
+    cfg = _sandbox()
+    log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    try:
+        result = search(cfg, iterations=iterations, strategy=strategy, seed=seed, max_cost=max_cost, log=log)
+    except (SearchError, SubmitError, LedgerError, PoolError, BackendError) as err:
+        click.echo(f"search not run: {err}", err=True)
+        sys.exit(EXIT_POLICY)
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else render(result))
+    sys.exit(EXIT_OK if result.steps else EXIT_POLICY)
+
+
 def _ledger():
     from cbdsl.pipelines.submit import ledger_for
 
