@@ -83,14 +83,18 @@ class Node(BaseModel):
     # -- generic traversal ---------------------------------------------------
     def children(self) -> Iterator[Node]:
         """Direct child nodes, in field order."""
+        return (child for _slot, child in self.slots())
+
+    def slots(self) -> Iterator[tuple[tuple[str, int | None], Node]]:
+        """Direct children with their place: ``(field, None)`` for a single child, ``(field, index)`` in a tuple."""
         for name in type(self).model_fields:
-            if name == "span":
+            if name in _META_FIELDS:
                 continue
             value = getattr(self, name)
             if isinstance(value, Node):
-                yield value
+                yield (name, None), value
             elif isinstance(value, tuple):
-                yield from (v for v in value if isinstance(v, Node))
+                yield from (((name, i), v) for i, v in enumerate(value) if isinstance(v, Node))
 
     def walk(self) -> Iterator[Node]:
         """This node and all its descendants, depth first, pre-order."""

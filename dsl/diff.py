@@ -273,20 +273,13 @@ def _flatten(root: ast.Node) -> list[_Item]:
 
 def _child_slots(node: ast.Node) -> Iterable[tuple[tuple, ast.Node]]:
     """Children with their slots; keywords and mix entries are keyed by name, since their order means nothing."""
-    for name in type(node).model_fields:
-        if name in ("span", "comments", "trailing"):
-            continue
-        value = getattr(node, name)
-        if isinstance(value, ast.Node):
-            yield (name, None), value
-        elif isinstance(value, tuple):
-            for i, v in enumerate(value):
-                if isinstance(v, ast.Keyword):
-                    yield (name, v.name.name), v
-                elif isinstance(v, ast.MixEntry):
-                    yield (name, "*" if v.key_text is None else v.key_text), v
-                elif isinstance(v, ast.Node):
-                    yield (name, i), v
+    for (name, index), child in node.slots():
+        if isinstance(child, ast.Keyword):
+            yield (name, child.name.name), child
+        elif isinstance(child, ast.MixEntry):
+            yield (name, "*" if child.key_text is None else child.key_text), child
+        else:
+            yield (name, index), child
 
 
 def _is_leaf(node: ast.Node) -> bool:

@@ -99,6 +99,8 @@ def protocol_md(cfg, pool) -> str:
         "cbdsl compile policy.cur        # check and plan; remembered for submit",
         "cbdsl submit -m \"why\"           # run, audit, train + evaluate, record, feedback",
         "cbdsl log | cbdsl show N | cbdsl leaderboard",
+        "cbdsl diff @N policy.cur        # what changed since iteration N: literal, structural or new-family",
+        "cbdsl trajectory                # your run: each iteration's change class, families, score",
         "cbdsl methods [ID]              # the method catalogue (also METHODS.md)",
         "```", "",
         "## Rules", "",

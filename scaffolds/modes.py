@@ -56,7 +56,7 @@ form that `cbdsl methods ID` shows.
 
 Fix: change how the method is used (inputs, parameters, thresholds, the
 clauses it works with) and say how in `adapt ID "..."`."""),
-    Code("S105", "shallow move: only numbers changed", """
+    Code("S105", "shallow move: no structural change", """
 Scaffold `adapt`: an iteration whose AST diff to the previous iteration
 changes only numbers (thresholds, weights, seeds, the budget split), or
 nothing that shapes the selection, is local tuning, not method research.
