@@ -41,9 +41,45 @@ class ScoreContext:
     device: str = "cpu"
     workdir: Path = field(default_factory=lambda: Path("."))  # where a scorer keeps models it trains
     progress: Callable[[int], None] = lambda n: None  # advance by n rows
+    columns: tuple[str | None, ...] = ()  # the pool column behind each input, None for an expression
 
-    def asset(self, name: str):
-        return self.pool.read_asset(name)
+    def asset(self, name: str, kinds: Sequence[str] = (), who: str = "this scorer"):
+        """A pool asset a parameter names, parsed; a RunError saying where, why and what to do when it is
+        missing or of another kind than ``kinds`` (an ``eval`` asset is never a policy's input)."""
+        from cbdsl.pipelines.execute import RunError
+        from cbdsl.pipelines.pool import PoolError
+
+        pool_asset(self.pool, name, kinds, who)
+        try:
+            return self.pool.read_asset(name)
+        except PoolError as err:
+            raise RunError(str(err), ((err.hint,) if err.hint else ())) from err
+
+    def expect(self, total: int) -> None:
+        """Say how many units ``progress`` will count in all (rows x passes, for a scorer that trains)."""
+        setter = getattr(self.progress, "expect", None)
+        if setter is not None:
+            setter(total)
+
+
+def pool_asset(pool, name: str, kinds: Sequence[str], who: str):
+    """The card entry of the asset ``name`` that ``who`` (e.g. "`dsir` parameter `target`") needs, of one of
+    ``kinds`` (any when empty), or a RunError with the fix."""
+    from cbdsl.pipelines.execute import RunError
+
+    info = pool.card.assets.get(name)
+    wanted = " or ".join(f"`{k}`" for k in kinds) or "any"
+    if info is None:
+        known = ", ".join(f"`{a}` ({i.kind})" for a, i in pool.card.assets.items()) or "none"
+        raise RunError(f"{who} names the asset `{name}`, which pool `{pool.name}` does not have (its assets: {known})",
+                       (f"register it with `cbdsl pool add-asset {pool.name} {name} FILE"
+                        + (f" --kind {kinds[0]}`" if kinds else "`"),))
+    if kinds and info.kind not in kinds:
+        raise RunError(f"{who} needs an asset of kind {wanted}, but `{name}` is of kind `{info.kind}`",
+                       ("evaluation sets are never a policy's input; register the data as an asset of its own",)
+                       if info.kind == "eval" else
+                       (f"register the file with `cbdsl pool add-asset {pool.name} NAME FILE --kind {kinds[0]}`",))
+    return info
 
 
 def device() -> str:
@@ -80,7 +116,8 @@ def expand(e, definitions: Mapping[str, Any]) -> str:
 def cache_key(pool, step: Score, entry: Entry, definitions: Mapping[str, Any] | None = None) -> str:
     params = entry.params.model_validate(step.params)
     version = entry.version(params) if entry.version is not None else ""
-    assets = {v: pool.card.assets[v].sha256 for v in step.params.values()
+    named = [n for v in step.params.values() for n in (v if isinstance(v, list) else [v])]
+    assets = {v: pool.card.assets[v].sha256 for v in named
               if isinstance(v, str) and v in pool.card.assets}  # a replaced asset invalidates the scores
     payload = {
         "pool": pool.content_hash, "scorer": step.scorer, "params": step.params, "assets": assets,
@@ -101,6 +138,11 @@ class Progress:
         self.start = time.monotonic()
         self._bar = None
         self._task = None
+
+    def expect(self, total: int) -> None:
+        self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
 
     def __call__(self, n: int) -> None:
         self.done += n
@@ -128,8 +170,11 @@ class Progress:
 def _compute(entry: Entry, step: Score, pool, inputs: pl.DataFrame, id_col: str, workdir: Path) -> pl.DataFrame:
     ids = inputs.get_column(id_col)
     progress = Progress(f"scoring {step.column}", inputs.height)
+    from cbdsl.compiler.plan import Col
+
     ctx = ScoreContext(params=entry.params.model_validate(step.params), pool=pool, ids=ids,
-                       device=device(), workdir=workdir, progress=progress)
+                       device=device(), workdir=workdir, progress=progress,
+                       columns=tuple(a.name if isinstance(a, Col) else None for a in step.args))
     try:
         values = entry.compute(ctx, *(inputs.get_column(f"#in{i}") for i in range(len(step.args))))
     finally:

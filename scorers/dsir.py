@@ -69,7 +69,7 @@ def dsir(ctx, text):
     import polars as pl
 
     p = ctx.params
-    target = target_texts(ctx.pool, p.target)
+    target = ctx.asset(p.target, ("corpus",), "`dsir` parameter `target`").get_column("text")
     raw_counts = np.zeros(p.buckets, dtype=np.int64)
     pool_features = []
     for lo in range(0, len(text), CHUNK_ROWS):
@@ -88,29 +88,6 @@ def dsir(ctx, text):
     logw[text.is_null().to_numpy()] = np.nan
     out = logw if p.log else scaled_weights(logw)
     return pl.Series("dsir", out, dtype=pl.Float64).fill_nan(None)
-
-
-def target_texts(pool, name: str):
-    """The texts of a ``corpus`` asset, as a Polars Series."""
-    from cbdsl.pipelines.execute import RunError
-    from cbdsl.pipelines.pool import PoolError
-
-    info = pool.card.assets.get(name)
-    if info is None:
-        known = ", ".join(f"`{a}` ({i.kind})" for a, i in pool.card.assets.items()) or "none"
-        raise RunError(f"`dsir` needs the target corpus asset `{name}`, which pool `{pool.name}` does not have "
-                       f"(its assets: {known})",
-                       (f"register it with `cbdsl pool add-asset {pool.name} {name} FILE` (a .txt, one text a line)",))
-    if info.kind != "corpus":
-        raise RunError(f"asset `{name}` is of kind `{info.kind}`, but `dsir` needs a target `corpus`",
-                       ("evaluation sets are never a policy's target; register the target texts as a corpus",)
-                       if info.kind == "eval" else
-                       (f"register the target texts with `cbdsl pool add-asset {pool.name} NAME FILE --kind corpus`",))
-    try:
-        frame = pool.read_asset(name)
-    except PoolError as err:
-        raise RunError(str(err), ((err.hint,) if err.hint else ())) from err
-    return frame.get_column("text")
 
 
 def features(texts, ngrams: int, buckets: int):

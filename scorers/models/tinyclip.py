@@ -335,6 +335,8 @@ class TrainStep:
     loss: float
     lr: float
     model: torch.nn.Module
+    #: bool [batch]: the pair retrieves itself both ways in its batch (the forgetting scorer's "learned").
+    correct: torch.Tensor | None = None
 
 
 def per_sample_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -342,6 +344,13 @@ def per_sample_loss(image_features: torch.Tensor, text_features: torch.Tensor, l
     logits = logit_scale * image_features @ text_features.T
     labels = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, labels, reduction="none") + F.cross_entropy(logits.T, labels, reduction="none")) / 2
+
+
+def in_batch_hits(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """bool [n]: row i's caption is its image's best in-batch match and its image the caption's best."""
+    sim = image_features @ text_features.T
+    rows = torch.arange(len(sim), device=sim.device)
+    return (sim.argmax(1) == rows) & (sim.argmax(0) == rows)
 
 
 def train(
@@ -416,7 +425,7 @@ def train(
             if callback is not None:
                 callback(TrainStep(step=step, epoch=epoch, epoch_end=slot == per_epoch - 1 or step == steps - 1,
                                    indices=idx, losses=losses.detach().float().cpu(), loss=float(loss.detach()), lr=rate,
-                                   model=model))
+                                   model=model, correct=in_batch_hits(img.detach(), txt.detach()).cpu()))
     return model.eval()
 
 

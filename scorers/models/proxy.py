@@ -1,0 +1,459 @@
+"""Proxy models for the training-dynamics and influence scorers: train one on the pool, measure every row.
+
+Why: EL2N, GraNd, forgetting, per-sample loss and LESS/ICONS influence all
+read how a model learns each example. No large model runs here, so cbdsl
+trains a small proxy of the pool's kind, picked by the scorer's inputs
+(:func:`make_proxy`):
+
+- ``(image, text)`` -> :class:`ContrastiveProxy`: cbdsl-tiny
+  (:mod:`~cbdsl.scorers.models.tinyclip`) trained with CLIP's InfoNCE.
+  Its "classifier" is the in-batch similarity: a pair's image->text and
+  text->image softmax over the logits of its batch, the one-hot at itself.
+- ``(features, label)`` -> :class:`ClassifierProxy`: a one-hidden-layer MLP
+  on a standardised embedding, or on hashed word uni+bigram counts of a text
+  (:mod:`~cbdsl.scorers.models.classifier`).
+- ``(text)`` -> :class:`LanguageProxy`: a byte-level GPT-2 of
+  :mod:`~cbdsl.scorers.models.lm`'s kind; each next token is a classification.
+
+Rows are used in id-hash order (:func:`~cbdsl.scorers.models.kmeans.canonical_order`),
+so results do not depend on the pool's row order. A proxy measures rows in
+*scoring batches*: that order cut into consecutive batches of ``batch_size``
+(for the contrastive proxy the batch is also the set of candidates).
+
+A measurement gives per row the loss, EL2N (``||softmax - onehot||_2``),
+whether the model gets it right, and its last-layer gradient as a sum of
+outer products ``sum_t g_t h_t^T`` (``blocks``): ``g`` the loss gradient at
+the layer's output, ``h`` its input (with a 1 for the bias). That is what
+DeepCore's GraNd computes (``[g, g * h]`` for a classifier) and what the
+influence scorer projects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+StepHook = Callable[[torch.Tensor, torch.Tensor, float, bool, Any], None]  # (indices, correct, lr, epoch_end, model)
+
+
+@dataclass
+class Measure:
+    """Per-row measurements of one scoring batch (see the module docstring)."""
+
+    loss: np.ndarray  # float64 [b]
+    el2n: np.ndarray  # float64 [b]
+    correct: np.ndarray  # bool [b]
+    blocks: list[tuple[torch.Tensor, torch.Tensor]]  # (g [b, T, a], h [b, T, c]); gradient = sum_t g_t h_t^T
+
+
+def grad_norm(blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+    """Frobenius norm of each row's last-layer gradient ``sum_t g_t h_t^T`` over every block."""
+    total = 0
+    for g, h in blocks:
+        if g.shape[1] == 1:  # ||g h^T|| = ||g|| ||h||
+            total = total + (g[:, 0].norm(dim=1) * h[:, 0].norm(dim=1)) ** 2
+        else:
+            total = total + torch.einsum("bta,btc->bac", g, h).pow(2).sum(dim=(1, 2))
+    return torch.sqrt(total).double().numpy()
+
+
+# ---------------------------------------------------------------- training loop (classifier, LM)
+
+
+def fit(model: torch.nn.Module, batch_loss: Callable, n: int, *, epochs: int, batch_size: int, lr: float, seed: int,
+        hook: StepHook | None = None, weight_decay: float = 0.0) -> None:
+    """AdamW over ``epochs`` seeded shuffles of rows ``0..n-1``; the last short batch is kept, so every row is
+    presented once an epoch (forgetting counts presentations). Linear warm-up over the first 10% of steps,
+    then cosine decay. ``batch_loss(model, idx) -> (losses [b], correct [b])`` before the step."""
+    per_epoch = max(1, math.ceil(n / batch_size))
+    steps, warmup = epochs * per_epoch, max(1, epochs * per_epoch // 10)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    step = 0
+    for _epoch in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for slot in range(per_epoch):
+            idx = order[slot * batch_size:(slot + 1) * batch_size]
+            rate = lr * (step + 1) / warmup if step < warmup else \
+                0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))) * lr
+            for group in opt.param_groups:
+                group["lr"] = rate
+            losses, correct = batch_loss(model, idx)
+            opt.zero_grad(set_to_none=True)
+            losses.mean().backward()
+            opt.step()
+            if hook is not None:
+                hook(idx, correct.cpu(), rate, slot == per_epoch - 1, model)
+            step += 1
+    model.eval()
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model in eval mode without gradients, its mode restored after (measuring inside a training hook)."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was)
+
+
+def _softmax_stats(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row of ``logits`` [m, k]: (cross-entropy, ||softmax - onehot||_2, softmax - onehot)."""
+    p = logits.float().softmax(-1)
+    g = p.clone()
+    g[torch.arange(len(target)), target] -= 1
+    return F.cross_entropy(logits.float(), target, reduction="none"), g.norm(dim=-1), g
+
+
+# ---------------------------------------------------------------- the proxies
+
+
+class ContrastiveProxy:
+    """cbdsl-tiny on (image bytes, caption) pairs; trained by :func:`tinyclip.train`, one CPU thread."""
+
+    kind = "contrastive"
+
+    def __init__(self, batch_size: int, lr: float):
+        from cbdsl.scorers.models import tinyclip
+
+        self.tc = tinyclip
+        self.batch_size, self.lr = batch_size, lr
+
+    def prepare(self, images, texts) -> tuple[tuple[torch.Tensor, torch.Tensor], np.ndarray]:
+        """((pixels, tokens) of the usable rows, bool mask of them): an undecodable image or null caption is out."""
+        prep = self.tc.image_prep()
+        pixels, ok = prep.batch(images.to_list())
+        ok &= (~texts.is_null()).to_numpy()
+        tokens = self.tc.tokenize(texts.fill_null("").to_list())
+        keep = torch.from_numpy(np.flatnonzero(ok))
+        return (prep.normalize(torch.from_numpy(pixels)[keep]), tokens[keep]), ok
+
+    def key(self) -> dict:
+        return {"proxy": "cbdsl-tiny", "config": self.tc.TINY.digest()}
+
+    def build(self, seed: int):
+        return self.tc.build(self.tc.TINY, seed)
+
+    def size(self, data) -> int:
+        return len(data[0])
+
+    def train(self, model, data, *, epochs: int, seed: int, hook: StepHook | None = None) -> None:
+        n = len(data[0])
+        if epochs == 0 or n < 2:
+            return
+        steps = epochs * max(1, n // min(self.batch_size, n))
+
+        def callback(step) -> None:
+            if hook is not None:
+                hook(step.indices, step.correct, step.lr, step.epoch_end, step.model)
+
+        self.tc.train(model, data[0], data[1], steps=steps, batch_size=self.batch_size, lr=self.lr,
+                      warmup=max(1, steps // 10), seed=seed, threads=1, callback=callback)
+
+    def measure(self, model, data, rows: np.ndarray) -> Measure:
+        """In-batch InfoNCE of the pairs ``rows`` (one scoring batch), and its own-path projection gradients.
+
+        For pair i with unit embeddings u_i, v_i, logits s u V^T (image->text) and s v U^T (text->image):
+        P, Q their softmaxes; loss = (CE_P + CE_Q) / 2, EL2N = (||P_i - e_i|| + ||Q_i - e_i||) / 2, and
+        dloss/du_i = s/2 ((P_i - e_i) V + (Q_ii - 1) v_i) (the other rows held fixed), through the
+        normalisation to the embedding e = h @ proj, so the projection's gradient is g (x) h.
+        """
+        idx = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        with evaluating(model), _unprojected(model):
+            hv = model.encode_image(data[0][idx]).float()
+            ht = model.encode_text(data[1][idx]).float()
+            scale = model.logit_scale.exp().float()
+        e, f = hv @ model.visual.proj.detach().float(), ht @ model.text_projection.detach().float()
+        u, v = F.normalize(e, dim=-1), F.normalize(f, dim=-1)
+        logits = scale * u @ v.T
+        target = torch.arange(len(idx))
+        ce_p, el_p, gp = _softmax_stats(logits, target)
+        ce_q, el_q, gq = _softmax_stats(logits.T, target)
+        diag_p, diag_q = gp.diagonal(), gq.diagonal()  # P_ii - 1, Q_ii - 1
+        du = scale / 2 * (gp @ v + diag_q[:, None] * v)
+        dv = scale / 2 * (gq @ u + diag_p[:, None] * u)
+        de = (du - (du * u).sum(-1, keepdim=True) * u) / e.norm(dim=-1, keepdim=True)
+        df = (dv - (dv * v).sum(-1, keepdim=True) * v) / f.norm(dim=-1, keepdim=True)
+        correct = self.tc.in_batch_hits(u, v).numpy()
+        return Measure(loss=((ce_p + ce_q) / 2).double().numpy(), el2n=((el_p + el_q) / 2).double().numpy(),
+                       correct=correct, blocks=[(de[:, None], hv[:, None]), (df[:, None], ht[:, None])])
+
+
+@contextlib.contextmanager
+def _unprojected(model) -> Iterator[None]:
+    """open_clip's encoders without their final projections: they return the pooled features h."""
+    proj, text_proj = model.visual.proj, model.text_projection
+    model.visual.proj, model.text_projection = None, None
+    try:
+        yield
+    finally:
+        model.visual.proj, model.text_projection = proj, text_proj
+
+
+class ClassifierProxy:
+    """A one-hidden-layer MLP classifier of the label from the features (:mod:`.classifier`)."""
+
+    kind = "classifier"
+
+    def __init__(self, batch_size: int, lr: float, features=None, labels=None):
+        from cbdsl.scorers.models import classifier
+
+        self.clf = classifier
+        self.batch_size, self.lr = batch_size, lr
+        self.encoder = classifier.Encoder.fit(features, labels)
+
+    def prepare(self, features, labels):
+        return self.encoder.encode(features, labels)
+
+    def key(self) -> dict:
+        return {"proxy": "mlp", "hidden": self.clf.HIDDEN, "encoder": self.encoder.key()}
+
+    def build(self, seed: int):
+        return self.clf.build(self.encoder.width, len(self.encoder.classes), seed)
+
+    def size(self, data) -> int:
+        return len(data[1])
+
+    def train(self, model, data, *, epochs: int, seed: int, hook: StepHook | None = None) -> None:
+        x, y = data
+
+        def batch_loss(m, idx):
+            logits = m(x[idx])
+            return F.cross_entropy(logits, y[idx], reduction="none"), logits.argmax(1) == y[idx]
+
+        fit(model, batch_loss, len(y), epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=seed, hook=hook)
+
+    def measure(self, model, data, rows: np.ndarray) -> Measure:
+        x, y = data
+        idx = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        with evaluating(model):
+            h = model.hidden(x[idx])
+            logits = model.head(h)
+        ce, el2n, g = _softmax_stats(logits, y[idx])
+        h1 = torch.cat([torch.ones(len(h), 1), h], dim=1)  # the bias's input is 1
+        return Measure(loss=ce.double().numpy(), el2n=el2n.double().numpy(),
+                       correct=(logits.argmax(1) == y[idx]).numpy(), blocks=[(g[:, None], h1[:, None])])
+
+
+class LanguageProxy:
+    """A byte-level GPT-2 half as wide as cbdsl-tiny-lm, 128 bytes of context (it trains seeds x epochs
+    times); a text is "right" when most of its next bytes are predicted."""
+
+    kind = "language"
+
+    def __init__(self, batch_size: int, lr: float):
+        self.batch_size, self.lr = batch_size, lr
+        from dataclasses import replace
+
+        from cbdsl.scorers.models.lm import SPEC
+
+        self.spec = replace(SPEC, n_embd=64, n_head=2, n_positions=128)
+
+    def prepare(self, texts):
+        from cbdsl.scorers.models.lm import byte_sequences
+
+        seqs = byte_sequences(texts.to_list(), self.spec.n_positions)
+        ok = np.asarray([s is not None and len(s) >= 2 for s in seqs], dtype=bool)
+        return [s for s, good in zip(seqs, ok) if good], ok
+
+    def key(self) -> dict:
+        from dataclasses import asdict
+
+        return {"proxy": "byte-gpt2", "spec": asdict(self.spec)}
+
+    def build(self, seed: int):
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        from cbdsl.scorers.models.lm import BYTE_VOCAB, EOS, PAD
+
+        s = self.spec
+        config = GPT2Config(vocab_size=BYTE_VOCAB, n_positions=s.n_positions, n_embd=s.n_embd, n_layer=s.n_layer,
+                            n_head=s.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                            bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return GPT2LMHeadModel(config).eval()
+
+    def size(self, data) -> int:
+        return len(data)
+
+    def _forward(self, model, data, idx):
+        """(final hidden states [b, L-1, d], logits [b, L-1, V], targets [b, L-1], mask [b, L-1])."""
+        from cbdsl.scorers.models.lm import _pad
+
+        ids, mask = _pad([data[int(i)] for i in idx])
+        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+        hidden = model.transformer(input_ids=ids_t, attention_mask=mask_t).last_hidden_state[:, :-1]
+        return hidden, model.lm_head(hidden), ids_t[:, 1:], mask_t[:, 1:].float()
+
+    def _per_text(self, logits, target, mask):
+        nll = F.cross_entropy(logits.transpose(1, 2).float(), target, reduction="none") * mask
+        count = mask.sum(1)
+        hits = ((logits.argmax(-1) == target).float() * mask).sum(1)
+        return nll.sum(1) / count, hits / count > 0.5, count
+
+    def train(self, model, data, *, epochs: int, seed: int, hook: StepHook | None = None) -> None:
+        def batch_loss(m, idx):
+            _h, logits, target, mask = self._forward(m, data, idx)
+            loss, correct, _count = self._per_text(logits, target, mask)
+            return loss, correct
+
+        with torch.random.fork_rng(devices=[]):  # no dropout, but keep the caller's RNG untouched
+            fit(model, batch_loss, len(data), epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=seed,
+                hook=hook, weight_decay=0.01)
+
+    def measure(self, model, data, rows: np.ndarray) -> Measure:
+        """Mean token NLL, mean token EL2N; the head's gradient of the mean NLL is sum_t (p_t - y_t) h_t^T / T."""
+        with evaluating(model):
+            hidden, logits, target, mask = self._forward(model, data, rows)
+        loss, correct, count = self._per_text(logits, target, mask)
+        p = logits.float().softmax(-1)
+        g = p - F.one_hot(target, p.shape[-1]).float()
+        el2n = (g.norm(dim=-1) * mask).sum(1) / count
+        g = g * (mask / count[:, None])[..., None]
+        return Measure(loss=loss.double().numpy(), el2n=el2n.double().numpy(), correct=correct.numpy(),
+                       blocks=[(g, hidden.float())])
+
+
+def make_proxy(inputs: list, batch_size: int, lr: float | None = None):
+    """The proxy for these input columns (Polars Series), or a RunError saying which inputs fit."""
+    import polars as pl
+
+    from cbdsl.pipelines.execute import RunError
+
+    dtypes = [s.dtype for s in inputs]
+    if len(inputs) == 2 and dtypes[0] == pl.Binary and dtypes[1] == pl.String:
+        return ContrastiveProxy(batch_size, lr or 2e-3)
+    if len(inputs) == 1 and dtypes[0] == pl.String:
+        return LanguageProxy(batch_size, lr or 3e-3)
+    if len(inputs) == 2 and (dtypes[0] == pl.String or isinstance(dtypes[0], (pl.Array, pl.List))) \
+            and not dtypes[1].is_float() and not isinstance(dtypes[1], (pl.Array, pl.List, pl.Binary)):
+        return ClassifierProxy(batch_size, lr or 1e-2, inputs[0], inputs[1])
+    raise RunError(
+        "a proxy model needs (image, text) for an image-text pool, (features, label) for a labelled pool "
+        f"(an embedding or a text, and a class), or (text) for a text pool; got ({', '.join(map(str, dtypes))})",
+        ("e.g. `el2n(image, text)`, `el2n(image_embedding(image), label)` or `el2n(text)`",))
+
+
+# ---------------------------------------------------------------- pool rows in canonical order
+
+
+@dataclass
+class Prepared:
+    """A proxy and its data: the usable rows of the input, in id-hash order."""
+
+    proxy: Any
+    data: Any
+    order: np.ndarray  # int64 [n]: input row of each canonical position
+    valid: np.ndarray  # bool [n] in canonical order: the proxy could use the row
+
+    @property
+    def rows(self) -> int:
+        return int(self.valid.sum())
+
+    def column(self, values, name: str):
+        """Values of the usable rows (canonical order) -> a Float64 Series in the input's row order, null elsewhere."""
+        import polars as pl
+
+        full = np.full(len(self.valid), np.nan)
+        full[self.valid] = values
+        out = np.empty_like(full)
+        out[self.order] = full
+        return pl.Series(name, out, dtype=pl.Float64).fill_nan(None)
+
+    def batches(self, batch_size: int) -> list[np.ndarray]:
+        """The scoring batches: the usable rows cut into near-equal consecutive batches of at most ``batch_size``."""
+        m = self.rows
+        return [b for b in np.array_split(np.arange(m), max(1, math.ceil(m / batch_size))) if len(b)]
+
+    def digest(self, **options) -> str:
+        """A content hash of the prepared data and ``options`` (the key of cached traces)."""
+        from cbdsl.scorers.models.kmeans import digest
+
+        return digest(*_arrays(self.data), self.valid, kind=self.proxy.kind, **self.proxy.key(), **options)
+
+
+def _arrays(data) -> list[np.ndarray]:
+    if isinstance(data, torch.Tensor):
+        return [data.numpy()]
+    if isinstance(data, tuple):
+        return [a for part in data for a in _arrays(part)]
+    lengths = np.asarray([len(s) for s in data], dtype=np.int64)
+    return [lengths, np.concatenate(data) if len(data) else np.zeros(0, np.int64)]
+
+
+def prepare(ids, inputs: list, batch_size: int, lr: float | None = None) -> Prepared:
+    """The proxy for ``inputs`` (Series aligned with ``ids``) and its data in id-hash order."""
+    import polars as pl
+
+    from cbdsl.scorers.models.kmeans import canonical_order
+
+    order = canonical_order(ids)
+    take = pl.Series(order)
+    inputs = [s.gather(take) for s in inputs]
+    proxy = make_proxy(inputs, batch_size, lr)
+    data, valid = proxy.prepare(*inputs)
+    return Prepared(proxy, data, order, np.asarray(valid, dtype=bool))
+
+
+def subset(data, idx: np.ndarray):
+    """The rows ``idx`` of a proxy's data (tensors, tuples of them, or a list of sequences)."""
+    if isinstance(data, torch.Tensor):
+        return data[torch.from_numpy(np.asarray(idx, dtype=np.int64))]
+    if isinstance(data, tuple):
+        return tuple(subset(part, idx) for part in data)
+    return [data[int(i)] for i in idx]
+
+
+class Projector:
+    """Random projection of last-layer gradients ``sum_t g_t h_t^T`` to about ``dims`` numbers per row.
+
+    Each block gets ``dims // blocks`` numbers. A block whose gradient is no
+    larger is kept exact (flattened); a larger one (a x c) is projected by
+    a Kronecker product of two seeded Rademacher matrices R1 (k1 x a) and
+    R2 (k2 x c), scaled by 1/sqrt(k): (R1 (x) R2) vec(sum g h^T) =
+    vec(sum (R1 g)(R2 h)^T), computed without forming the gradient. As for a
+    dense Johnson-Lindenstrauss projection (TRAK's, which LESS uses), inner
+    products are preserved in expectation.
+    """
+
+    def __init__(self, dims: int, seed: int):
+        self.dims, self.seed = dims, seed
+        self._mats: dict[tuple, tuple] = {}
+
+    def _matrices(self, block: int, a: int, c: int, budget: int):
+        key = (block, a, c, budget)
+        if key not in self._mats:
+            if a * c <= budget:
+                self._mats[key] = (None, None)
+            else:
+                k1 = min(a, max(1, math.isqrt(budget)))
+                k2 = min(c, max(1, budget // k1))
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + block)
+                self._mats[key] = tuple(
+                    None if k == n else (torch.randint(0, 2, (k, n), generator=gen).float() * 2 - 1) / math.sqrt(k)
+                    for k, n in ((k1, a), (k2, c)))
+        return self._mats[key]
+
+    def __call__(self, blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        budget = max(1, self.dims // len(blocks))
+        parts = []
+        for b, (g, h) in enumerate(blocks):
+            r1, r2 = self._matrices(b, g.shape[2], h.shape[2], budget)
+            if r1 is not None:
+                g = g @ r1.T
+            if r2 is not None:
+                h = h @ r2.T
+            parts.append(torch.einsum("bta,btc->bac", g, h).flatten(1))
+        return torch.cat(parts, dim=1)
