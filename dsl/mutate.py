@@ -27,6 +27,7 @@ from typing import Any
 
 from cbdsl.dsl import ast
 from cbdsl.dsl.format import format_clause, format_expr
+from cbdsl.dsl.uses import SELECTION_CLAUSES, ids, lets_of, live_lets, node_uses
 
 COSTS: tuple[str, ...] = ("metadata", "cpu_model", "gpu_model")
 QUANTILES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -266,23 +267,9 @@ def drop_filter(policy: ast.Policy, rng: random.Random, vocab: Vocabulary) -> Mu
     return Mutation(prune_lets(with_clauses(policy, kept), before=policy), "drop-filter", f"drop `{_text(gone)}`")
 
 
-def _referenced(policy: ast.Policy) -> set[str]:
-    """Let names that clauses other than lets use, directly or through other lets."""
-    lets = {c.name.name: c.value for c in policy.of_kind(ast.Let)}
-    names = {n.name for c in policy.clauses if not isinstance(c, ast.Let)
-             for n in c.walk() if isinstance(n, (ast.Name, ast.Ident)) and n.name in lets}
-    todo = list(names)
-    while todo:
-        for n in lets[todo.pop()].walk():
-            if isinstance(n, ast.Name) and n.name in lets and n.name not in names:
-                names.add(n.name)
-                todo.append(n.name)
-    return names
-
-
 def prune_lets(policy: ast.Policy, before: ast.Policy) -> ast.Policy:
     """Drop the lets that ``before`` used and ``policy`` no longer does (a let unused from the start stays)."""
-    dropped = _referenced(before) - _referenced(policy)
+    dropped = live_lets(before) - live_lets(policy)
     return with_clauses(policy, [c for c in policy.clauses if not (isinstance(c, ast.Let) and c.name.name in dropped)])
 
 
@@ -367,23 +354,6 @@ def with_frame(policy: ast.Policy, *, name: str, pool: str, budget: int) -> ast.
     return policy.model_copy(update={"clauses": (*fixed, *kept), "comments": (), "trailing": ()})
 
 
-def used_tools(policy: ast.Policy) -> set[str]:
-    """Callables of the clauses that shape the selection (filters, dedup, select, mix), through lets."""
-    lets = {c.name.name: c.value for c in policy.of_kind(ast.Let)}
-    shaping = [c for c in policy.clauses if isinstance(c, (ast.Filter, ast.Dedup, ast.Select, ast.Mix))]
-    tools: set[str] = {c.strategy.name for c in shaping if isinstance(c, ast.Select)}
-    seen: set[str] = set()
-    todo: list[ast.Node] = list(shaping)
-    while todo:
-        for n in todo.pop().walk():
-            if isinstance(n, ast.Call):
-                tools.add(n.func.name)
-            elif isinstance(n, (ast.Name, ast.Ident)) and n.name in lets and n.name not in seen:
-                seen.add(n.name)
-                todo.append(lets[n.name])
-    return tools
-
-
 def with_citations(policy: ast.Policy, note: str, vocab: Vocabulary) -> ast.Policy:
     """Cite the catalogue methods the policy instantiates; one ``adapt`` each quotes its clauses after ``note``.
 
@@ -391,10 +361,10 @@ def with_citations(policy: ast.Policy, note: str, vocab: Vocabulary) -> ast.Poli
     on and how it uses them; a searcher can only say what it wrote.
     """
     kept = [c for c in policy.clauses if not isinstance(c, (ast.Cite, ast.Adapt))]
-    shaping = [c for c in kept if isinstance(c, (ast.Filter, ast.Dedup, ast.Select, ast.Mix))]
+    lets = lets_of(policy)
     uses: dict[str, list[str]] = {}
-    for clause in shaping:
-        for tool in sorted(used_tools(with_clauses(policy, [*policy.of_kind(ast.Let), clause]))):
+    for clause in (c for c in kept if isinstance(c, SELECTION_CLAUSES)):
+        for tool in sorted(ids(node_uses(clause, lets))):
             if tool in vocab.methods and _text(clause) not in uses.get(vocab.methods[tool], []):
                 uses.setdefault(vocab.methods[tool], []).append(_text(clause))
     if not uses:

@@ -179,7 +179,6 @@ def _frame(cfg, policy: ast.Policy, strategy: str, seed: int) -> ast.Policy:
 def _parent(cfg, entries, strategy: str) -> ast.Policy:
     """What the next proposal mutates: the best scored policy (mutate) or the minimal policy (random)."""
     from cbdsl.dsl.parser import parse_diagnostics
-    from cbdsl.pipelines.submit import BASELINE
 
     best = _best(entries) if strategy == "mutate" else None
     if best is not None:
@@ -188,7 +187,15 @@ def _parent(cfg, entries, strategy: str) -> ast.Policy:
         policy, _ = parse_diagnostics((cfg.root / "policy.cur").read_text(encoding="utf-8"), "policy.cur")
         if policy is not None:
             return policy
-    return parse_diagnostics(BASELINE.format(pool=cfg.pool, budget=cfg.budget), "<baseline>")[0]
+    return _baseline(cfg)
+
+
+def _baseline(cfg) -> ast.Policy:
+    """The random baseline that ``submit`` runs as iteration 0."""
+    from cbdsl.dsl.parser import parse
+    from cbdsl.pipelines.submit import BASELINE
+
+    return parse(BASELINE.format(pool=cfg.pool, budget=cfg.budget), "<baseline>")
 
 
 def _key(policy: ast.Policy) -> str:
@@ -209,11 +216,14 @@ def _propose(cfg, pool, vocab, parent: ast.Policy, entries, strategy: str, seed:
     from cbdsl.dsl.mutate import mutate, random_policy, with_citations
     from cbdsl.dsl.parser import parse_diagnostics
     from cbdsl.pipelines.execute import RunError
-    from cbdsl.scaffolds.modes import check_submission
+    from cbdsl.scaffolds.modes import check_policy, history_of
 
     seen_policies = {_key(p) for p in (parse_diagnostics(e.policy_text)[0] for e in entries) if p is not None}
     seen_selections = {e.selection_hash for e in entries if e.selection_hash}
     parent = _frame(cfg, parent, strategy, seed)
+    history = history_of(entries)
+    if not any(n == 0 for n, _ in history):  # submit runs the baseline first; the scaffold compares with it
+        history.insert(0, (0, _baseline(cfg)))
     last = "no operator applies to the policy"
     for draw in range(max_draws):
         rng = random.Random(f"{seed}/{strategy}/{position}/{draw}")
@@ -233,7 +243,7 @@ def _propose(cfg, pool, vocab, parent: ast.Policy, entries, strategy: str, seed:
         if checked is None or errors:
             last = f"proposals do not check ({errors[0].code}: {errors[0].message})" if errors else "parse error"
             continue
-        refusal = check_submission(cfg.scaffold, checked, entries)
+        refusal = [v.text for v in check_policy(cfg.scaffold, checked, history)]
         if refusal:
             last = f"scaffold `{cfg.scaffold}` refuses the proposals: {'; '.join(refusal)}"
             continue

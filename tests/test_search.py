@@ -132,6 +132,22 @@ def test_cite_scaffold_gets_citations_and_nothing_is_refused(pools, tmp_path, mo
         assert r["policy_text"].splitlines()[1].startswith("cite ")
 
 
+def test_adapt_scaffold_accepts_what_the_search_submits(pools, tmp_path, monkeypatch):
+    """Under `adapt` proposals cite, instantiate and adapt a method, and literal-only moves are redrawn."""
+    monkeypatch.setenv("CBDSL_POOLS", str(pools))
+    root = make_sandbox(tmp_path / "d", pools, "--iterations", "3", "--scaffold", "adapt")
+    monkeypatch.chdir(root)
+    out = search(root, "--iterations", "3", "--seed", "2", "--json")
+    rows = ledger(root)[1:]
+    assert [r["status"] for r in rows] == ["scored"] * 3
+    assert "literal" not in {s["kind"] for s in out["steps"]}, "a numbers-only move is refused by adapt (S105)"
+    for r in rows:
+        lines = r["policy_text"].splitlines()
+        cited = lines[1].removeprefix("cite ").split(", ")
+        assert {line.split()[1] for line in lines if line.startswith("adapt ")} == set(cited)
+        assert all("cbdsl search (mutate, seed 2) wrote: " in line for line in lines if line.startswith("adapt "))
+
+
 def test_bad_options_are_usage_errors(pools, tmp_path, monkeypatch):
     monkeypatch.setenv("CBDSL_POOLS", str(pools))
     monkeypatch.chdir(tmp_path)
