@@ -683,7 +683,7 @@ def leaderboard_cmd(as_json: bool) -> None:
     if not scored:
         click.echo("nothing scored yet")
     for i, e in enumerate(scored):
-        label = "baseline" if e.n == 0 else (e.message or "")
+        label = "baseline" if e.is_baseline else (e.message or "")
         click.echo(f"{i + 1:>3}. iteration {e.n:<4} {e.aggregate:.4f}  {label}")
 
 

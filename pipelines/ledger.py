@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 GENESIS = "0" * 64
+
+#: The message of a baseline entry: the random selection a suite's scores are compared with. It is
+#: iteration 0 of a sandbox, or the next number when that run failed or the suite changed since.
+BASELINE_MESSAGE = "baseline: random selection"
 _HASHED = ("n", "status", "message", "policy_text", "policy_hash", "pool_hash", "selection_hash", "selected",
            "audit", "backend", "suite", "metrics", "aggregate", "error", "started_at", "finished_at", "prev_hash")
 
@@ -87,6 +91,10 @@ class Entry:
     timings: dict | None
     prev_hash: str | None
     entry_hash: str | None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.message == BASELINE_MESSAGE
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Entry:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cbdsl.pipelines.ledger import Entry, Ledger, LedgerError
+from cbdsl.pipelines.ledger import BASELINE_MESSAGE, Entry, Ledger, LedgerError
 
 
 class Refused(Exception):
@@ -97,12 +97,17 @@ def submit(cfg, *, message: str = "", wait: bool = False, log: Callable[[str], N
     try:
         with ledger.submit_lock(wait=wait):
             scored = ledger.scored(backend.suite)
-            if not any(e.n == 0 for e in scored):
-                log(f"iteration 0: the baseline (random {cfg.budget} rows)")
+            if not any(e.is_baseline for e in scored):
+                log(f"iteration {ledger.next_number()}: the baseline (random {cfg.budget} rows)")
                 base_text = BASELINE.format(pool=cfg.pool, budget=cfg.budget)
-                _submit_one(cfg, ledger, pool, backend, base_text, "<baseline>", "baseline: random selection",
-                            log, n=0)
-            used = len([e for e in ledger.scored(backend.suite) if e.n != 0])
+                base = _submit_one(cfg, ledger, pool, backend, base_text, "<baseline>", BASELINE_MESSAGE, log)
+                if base.status == "failed":  # the run or the backend is broken: the policy would fail the same way
+                    raise SubmitError(f"the baseline (iteration {base.n}) failed: {base.error}; your policy was not "
+                                      "submitted and no iteration was used: fix the cause and submit again")
+                if base.status == "refused":
+                    log(f"the baseline was refused ({base.error}); deltas to the baseline stay empty "
+                        "until a later submission scores it")
+            used = len([e for e in ledger.scored(backend.suite) if not e.is_baseline])
             if used >= cfg.iterations:
                 raise SubmitError(f"no iterations left: all {cfg.iterations} are used "
                                   "(`cbdsl leaderboard` shows your best)")
@@ -113,7 +118,7 @@ def submit(cfg, *, message: str = "", wait: bool = False, log: Callable[[str], N
 
 
 def _submit_one(cfg, ledger: Ledger, pool, backend, text: str, name: str, message: str,
-                log: Callable[[str], None], n: int | None = None) -> Entry:
+                log: Callable[[str], None]) -> Entry:
     from cbdsl.compiler.artifact import compile_source
     from cbdsl.compiler.lower import lower
     from cbdsl.pipelines.audit import AuditPolicy, audit
@@ -124,7 +129,7 @@ def _submit_one(cfg, ledger: Ledger, pool, backend, text: str, name: str, messag
     compiled = compile_source(text, name, pool)
     n = ledger.start(policy_text=compiled.artifact["canonical_text"], policy_ast=json.dumps(compiled.artifact["ast"]),
                      policy_hash=compiled.artifact["policy_hash"], pool_hash=pool.content_hash,
-                     backend=backend.name, suite=backend.suite, message=message, n=n)
+                     backend=backend.name, suite=backend.suite, message=message)
     timings: dict[str, float] = {}
     run_dir = cfg.state / "runs" / f"{n:04d}"
     try:
@@ -138,7 +143,7 @@ def _submit_one(cfg, ledger: Ledger, pool, backend, text: str, name: str, messag
         if selected != cfg.budget:
             raise Refused("budget", f"the policy selected {selected} rows; the sandbox's budget is exactly "
                           f"{cfg.budget}: write `budget {cfg.budget}` in the policy")
-        if n != 0:  # the baseline is the scaffold's reference, not an iteration it judges
+        if message != BASELINE_MESSAGE:  # the baseline is the scaffold's reference, not an iteration it judges
             from cbdsl.scaffolds.modes import check_submission
 
             reasons = check_submission(cfg.scaffold, compiled.policy, [e for e in ledger.entries() if e.n < n])
@@ -188,16 +193,16 @@ def _ids(pool, name: str):
 
 def feedback(cfg, ledger: Ledger, entry: Entry, suite: str) -> Feedback:
     scored = [e for e in ledger.scored(suite)]
-    baseline = next((e for e in scored if e.n == 0), None)
+    baseline = next((e for e in scored if e.is_baseline), None)
     others = [e for e in scored if e.n != entry.n]
     best_before = max((e.aggregate for e in others if e.n < entry.n), default=None)
     fb = Feedback(entry=entry, of=len(scored),
-                  iterations_left=max(0, cfg.iterations - len([e for e in scored if e.n != 0])))
+                  iterations_left=max(0, cfg.iterations - len([e for e in scored if not e.is_baseline])))
     if entry.status == "scored":
         fb.benchmarks = dict(entry.metrics.get("benchmarks", {}))
         fb.aggregate = entry.aggregate
         fb.delta_best = None if best_before is None else entry.aggregate - best_before
-        fb.delta_baseline = None if baseline is None or entry.n == 0 else entry.aggregate - baseline.aggregate
+        fb.delta_baseline = None if baseline is None or entry.is_baseline else entry.aggregate - baseline.aggregate
         fb.rank = 1 + sum(1 for e in others if e.aggregate > entry.aggregate)
     return fb
 

@@ -90,7 +90,7 @@ def check_policy(scaffold: str, policy: ast.Policy, history: Sequence[tuple[int,
     """The rules ``policy`` breaks as the next iteration after ``history``.
 
     ``history`` is the run's scored iterations in order, ``(iteration, policy)``,
-    the baseline (iteration 0) included.
+    the baseline first (iteration 0, or later when its first run failed).
     """
     if scaffold in ("open", "guide"):
         return []
@@ -166,7 +166,7 @@ def _shallow(policy: ast.Policy, history: Sequence[tuple[int, ast.Policy]]) -> l
 def _streak(policy: ast.Policy, history: Sequence[tuple[int, ast.Policy]]) -> list[Violation]:
     from cbdsl.dsl.diff import policy_families
 
-    recent = [(n, p) for n, p in history if n != 0][-STREAK:]
+    recent = list(history[1:])[-STREAK:]  # the baseline (first) is no family's iteration
     if len(recent) < STREAK:
         return []
     common = frozenset.intersection(*(policy_families(p) for _n, p in recent))

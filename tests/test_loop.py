@@ -179,6 +179,22 @@ def test_backend_crash_and_timeout_are_failed_entries(sandbox):
     assert "hash chain verified" in cli_ok("verify")
 
 
+def test_a_failed_baseline_stops_the_submit_and_is_retried_under_the_next_number(sandbox):
+    write_policy(sandbox, "budget 200\nselect random(seed=1)\n")
+    cli_ok("compile", "policy.cur")
+    set_backend(sandbox, crash="1")
+    out = cli_ok("submit", code=1)
+    assert "baseline (iteration 0) failed" in out and "no iteration was used" in out
+    assert [(r["n"], r["status"]) for r in ledger_rows(sandbox)] == [(0, "failed")]
+    set_backend(sandbox)
+    out = cli_ok("submit", "--json")
+    fb = json.loads(out[out.index("{"):])
+    assert fb["iteration"] == 2 and fb["status"] == "scored" and fb["delta_baseline"] is not None
+    assert fb["iterations_left"] == 2
+    assert [(r["n"], r["status"]) for r in ledger_rows(sandbox)] == [(0, "failed"), (1, "scored"), (2, "scored")]
+    assert "hash chain verified" in cli_ok("verify")
+
+
 def test_iteration_limit(sandbox):
     for seed in (1, 2, 3):
         write_policy(sandbox, f"budget 200\nselect random(seed={seed})\n")
