@@ -131,7 +131,10 @@ def cache_path(pool, step: Score, entry: Entry, definitions: Mapping[str, Any] |
 
 
 class Progress:
-    """A rich progress bar with rows/s and ETA, shown only for work that takes more than a second."""
+    """A rich progress bar with rows/s and ETA, shown only for work that takes more than a second.
+
+    It draws on stderr, so ``--json`` output on stdout stays clean, and only where rich finds a terminal
+    (``TTY_COMPATIBLE=1 TTY_INTERACTIVE=1`` force one); ``CBDSL_PROGRESS=0`` turns it off."""
 
     def __init__(self, label: str, total: int):
         self.label, self.total, self.done = label, total, 0
@@ -147,6 +150,7 @@ class Progress:
     def __call__(self, n: int) -> None:
         self.done += n
         if self._bar is None and time.monotonic() - self.start > 1.0 and os.environ.get("CBDSL_PROGRESS", "1") != "0":
+            from rich.console import Console
             from rich.progress import (
                 BarColumn, MofNCompleteColumn, Progress as RichProgress, TaskProgressColumn, TextColumn,
                 TimeRemainingColumn,
@@ -155,6 +159,7 @@ class Progress:
             self._bar = RichProgress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                 TextColumn("{task.fields[rate]} rows/s"), TimeRemainingColumn(), transient=True,
+                console=Console(stderr=True),
             )
             self._bar.start()
             self._task = self._bar.add_task(self.label, total=self.total, rate="-")
