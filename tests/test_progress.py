@@ -20,8 +20,8 @@ CBDSL = Path(sys.executable).parent / "cbdsl"
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    texts = [f"row {i} tells a story of {'many ' * (i % 7)}words and ends here" for i in range(400)]
-    return make_pool(tmp_path_factory.mktemp("progress") / "t", {"id": [f"r{i:04d}" for i in range(400)], "text": texts})
+    texts = [f"row {i} tells a story of {'many ' * (i % 7)}words and ends here" for i in range(120)]
+    return make_pool(tmp_path_factory.mktemp("progress") / "t", {"id": [f"r{i:04d}" for i in range(120)], "text": texts})
 
 
 def _run(pool, tmp_path, body: str) -> str:
@@ -36,11 +36,11 @@ def _run(pool, tmp_path, body: str) -> str:
 
 
 def test_a_slow_scorer_shows_rows_per_second_and_eta(pool, tmp_path):
-    out = _run(pool, tmp_path, "let s = loss(text, epochs=2, batch_size=16)\nselect top s")
+    out = _run(pool, tmp_path, "let s = loss(text, epochs=1, batch_size=16)\nselect top s")
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
     assert "scoring loss(text" in plain
     assert re.search(r"\d+ rows/s \d:\d\d", plain), plain[-400:]  # the rate, then the time remaining
-    assert "selected 400 of 400 rows" in out
+    assert "selected 120 of 120 rows" in out
 
 
 def test_a_metadata_only_run_shows_no_bar(pool, tmp_path):
