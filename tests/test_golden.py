@@ -80,7 +80,8 @@ def test_bad_policy_diagnostics(path: Path) -> None:
 
 def test_every_code_has_a_bad_policy() -> None:
     covered = {p.stem.split("_")[0] for p in BAD}
-    missing = sorted(c for c in CODES if c not in covered and c != "E900")
+    # E900 is an internal error; E103 needs a catalogue scorer without code (tests/test_resolve.py adds one)
+    missing = sorted(c for c in CODES if c not in covered and c not in ("E900", "E103"))
     assert not missing, f"codes without a tests/bad/ policy: {missing}"
 
 

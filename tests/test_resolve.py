@@ -30,6 +30,20 @@ BAD_DIR = Path(__file__).resolve().parent / "bad"
 MY_PREFIXES = ("E1", "E2", "E3", "W", "N")
 
 
+#: A scorer a method catalogue names before its code lands (E103). The builtin catalogue implements
+#: every scorer it names, so the tests add this one to the ids the catalogue reports.
+FUTURE = "sieve_score"
+
+
+@pytest.fixture(autouse=True)
+def future_scorer(monkeypatch):
+    from cbdsl.scaffolds import catalogue
+
+    ids, users = catalogue.scorer_ids(), catalogue.scorer_users()
+    monkeypatch.setattr(catalogue, "scorer_ids", lambda: ids | {FUTURE})
+    monkeypatch.setattr(catalogue, "scorer_users", lambda: {**users, FUTURE: ("sieve",)})
+
+
 def diagnose(text: str, schema=SCHEMA):
     policy, diags = check_source(text, "t.cur", schema)
     assert policy is not None, diags
@@ -49,7 +63,7 @@ CASES = [
     ("E101", "filter words(txt) > 2", "txt", "filter words(text) > 2"),
     ("E101", "filter words > 2", "words", "filter words(text) > 2"),
     ("E102", "filter word(text) > 2", "word", "filter words(text) > 2"),
-    ("E103", 'let loss = el2n(proxy="tiny")\nfilter loss > 0.3', "el2n",
+    ("E103", 'let loss = sieve_score(proxy="tiny")\nfilter loss > 0.3', "sieve_score",
      "let loss = score\nfilter loss > 0.3"),
     ("E104", "let a = b + 1\nlet b = a * 2\nfilter a > 0", "a", "let a = width + 1\nlet b = a * 2\nfilter b > 0"),
     ("E104", "let n = n + 1\nfilter n > 0", "n", "let n = width + 1\nfilter n > 0"),
@@ -158,8 +172,8 @@ def test_messages_pinned() -> None:
     def message(text: str, code: str) -> str:
         return next(d.message for d in diagnose(text) if d.code == code)
 
-    assert message('let loss = el2n(proxy="tiny")\nfilter loss > 0.3', "E103") == (
-        "`el2n` is not available yet: it comes with the scorer library (pending)"
+    assert message('let loss = sieve_score(proxy="tiny")\nfilter loss > 0.3', "E103") == (
+        "`sieve_score` is not available yet: it comes with the scorer library (pending)"
     )
     assert message("let a = b + 1\nlet b = c\nlet c = a\nfilter a > 0", "E104") == (
         "`a` is defined in terms of itself: a -> b -> c -> a"
@@ -176,7 +190,7 @@ def test_hints_say_what_to_do() -> None:
         return next(d.hints for d in diagnose(text) if d.code == code)
 
     assert "did you mean `text`?" in hints("filter words(txt) > 2", "E101")
-    assert any("el2n()" in h for h in hints("filter el2n > 0.3", "E101"))
+    assert any("call it with parentheses, `el2n(" in h for h in hints("filter el2n > 0.3", "E101"))
     assert "did you mean `words`?" in hints("filter word(text) > 2", "E102")
     assert "did you mean `clip_score` or `datacomp_clip_score`?" in hints("cite clipscore", "E107")
     assert "did you mean `method`?" in hints('filter score >= quantile(score, 0.3, metod="lower")', "E108")
@@ -188,8 +202,8 @@ def test_hints_say_what_to_do() -> None:
         "filter score >= quantile(score, 0.7) among words(text) > 2", "E217"))
     assert any("line 1" in h for h in hints("budget 10\nbudget 5", "E301"))
     assert any("`budget 50%`" in h for h in hints("budget 0.5", "E305"))
-    assert any("methods that use it" in h and "el2n" in h
-               for h in hints("filter el2n() > 0.3", "E103"))
+    assert any("methods that use it" in h and "sieve" in h
+               for h in hints("filter sieve_score() > 0.3", "E103"))
 
 
 def test_percent_counts_as_fraction() -> None:
@@ -234,7 +248,7 @@ def test_unknown_name_has_no_follow_up_errors(text: str) -> None:
 
 @pytest.mark.parametrize(("text", "code"), [
     ("filter foo(text) > 1 and foo(text)", "E102"),
-    ("let c = grand()\nlet d = c * 2 + el2n()\nfilter d > quantile(d, 0.5)\nselect top c", "E103"),
+    ("let c = sieve_score()\nlet d = c * 2 + sieve_score(x=1)\nfilter d > quantile(d, 0.5)\nselect top c", "E103"),
     ("let a = b\nlet b = a\nfilter a + 1 > 2 and b\nselect top a", "E104"),
     ("let text = lower(text)\nfilter text == \"x\"", "E106"),
     ("filter quantile(score, quantile=0.3) <= score", "E108"),
@@ -446,7 +460,7 @@ def test_bad_policy_file(path: Path) -> None:
 
 def test_bad_corpus_covers_my_codes() -> None:
     covered = {p.stem.split("_")[0] for p in MY_BAD}
-    mine = {c for c in CODES if c.startswith(MY_PREFIXES)}
+    mine = {c for c in CODES if c.startswith(MY_PREFIXES)} - {"E103"}  # needs a catalogue scorer not built yet
     assert mine <= covered, sorted(mine - covered)
     assert len(MY_BAD) >= 30
 
