@@ -6,7 +6,7 @@ A pool is a directory::
       pool.json              the card: id column, schema, statistics, hashes, lineage, assets
       shards/part-00000.parquet ...
       scores/                the score cache (filled by scorers, keyed by the content hash)
-      assets/                named files a policy may refer to: asset("icons-133k")
+      assets/                named files a policy may refer to: asset("icons-133k"), checkpoint="my-clip"
 
 The card is what agents read (POOL.md is made from it) and what the checker
 types a policy against, so it is written last and atomically: a directory
@@ -45,8 +45,8 @@ ASSETS_DIR = "assets"
 
 TypeName = Literal["str", "int", "float", "bool", "embedding", "list[str]", "binary", "any"]
 TYPE_NAMES: tuple[str, ...] = ("str", "int", "float", "bool", "embedding", "list[str]", "binary", "any")
-AssetKind = Literal["ids", "corpus", "centroids", "eval", "labels", "table"]
-ASSET_KINDS: tuple[str, ...] = ("ids", "corpus", "centroids", "eval", "labels", "table")
+AssetKind = Literal["ids", "corpus", "centroids", "eval", "labels", "table", "model"]
+ASSET_KINDS: tuple[str, ...] = ("ids", "corpus", "centroids", "eval", "labels", "table", "model")
 ASSET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 QUANTILES = (0.01, 0.5, 0.99)
 MAX_VALUE_COUNTS = 50
@@ -207,6 +207,20 @@ def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_path(path: str | os.PathLike) -> str:
+    """A file's sha256, or a directory's: over each file's relative path and sha256, in sorted order.
+
+    A directory asset (a from_pretrained model, a tokenizer folder) is one unit: a
+    renamed, added, removed or changed file changes its hash, and nothing else does."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for rel in sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{rel}\0{sha256_file(path / rel)}\n".encode())
     return digest.hexdigest()
 
 
@@ -386,7 +400,7 @@ class Pool:
         return frame.select(columns)
 
     def asset_path(self, name: str) -> Path:
-        """The file of a registered asset."""
+        """The file (or, for a model, possibly the directory) of a registered asset."""
         info = self._asset(name)
         return self.path / info.file
 
@@ -395,7 +409,8 @@ class Pool:
 
         ids -> ``pl.Series`` of str; centroids -> 2-D ``np.ndarray``; corpus and
         eval -> ``pl.DataFrame`` with a ``text`` column; labels and table ->
-        ``pl.DataFrame``.
+        ``pl.DataFrame``; model -> the ``Path`` of its file or directory (its
+        library loads it).
         """
         info = self._asset(name)
         data, _rows = _load_asset(self.path / info.file, info.kind, self.id_column)
@@ -409,7 +424,7 @@ class Pool:
                                 file=self.path / shard.file,
                                 hint="the shard was changed after the pool was written; import the pool again")
         for name, info in self.card.assets.items():
-            if sha256_file(self.path / info.file) != info.sha256:
+            if sha256_path(self.path / info.file) != info.sha256:
                 raise PoolError(f"asset {name!r} does not match its sha256 in the card",
                                 file=self.path / info.file, hint=f"add it again with add_asset(..., {name!r}, FILE)")
 
@@ -421,7 +436,7 @@ class Pool:
                 hint=suggest(name, self.card.assets, "its assets are")
                 + "; register one with `cbdsl pool add-asset POOL NAME FILE`",
             )
-        if not (self.path / info.file).is_file():
+        if not (self.path / info.file).exists():
             raise PoolError(f"asset {name!r} is registered but its file is missing",
                             file=self.path / info.file, hint=f"add it again with `cbdsl pool add-asset POOL {name} FILE`")
         return info
@@ -627,7 +642,9 @@ def add_asset(pool_path: str | os.PathLike, name: str, file: str | os.PathLike,
     """Copy ``file`` into the pool as the named asset (replacing one of that name) and record it in the card.
 
     ``kind`` is inferred from the name and extension when not given. The file
-    must parse as that kind; its sha256 and row count go into the card.
+    must parse as that kind; its sha256 and row count go into the card. A
+    ``model`` asset may be a directory (a from_pretrained model, a tokenizer
+    folder): it is copied whole and hashed by :func:`sha256_path`.
     """
     pool = Pool.open(pool_path)
     if not isinstance(name, str) or not ASSET_NAME.fullmatch(name):
@@ -636,26 +653,37 @@ def add_asset(pool_path: str | os.PathLike, name: str, file: str | os.PathLike,
             hint="names are lower case letters, digits and _ . - , starting with a letter or digit (e.g. icons-133k)",
         )
     src = Path(file).expanduser()
-    if not src.is_file():
-        raise PoolError(f"no asset file at {src}" if not src.exists() else f"{src} is not a regular file",
-                        file=src, hint="give the path of the file to register")
+    if not src.exists():
+        raise PoolError(f"no asset file at {src}", file=src, hint="give the path of the file to register")
     if kind is None:
         kind = infer_asset_kind(name, src)
     elif kind not in ASSET_KINDS:
         raise PoolError(f"{kind!r} is not an asset kind", hint=suggest(kind, ASSET_KINDS, "kinds are"))
+    if not src.is_file() and not (kind == "model" and src.is_dir()):
+        raise PoolError(f"{src} is not a regular file", file=src,
+                        hint="only a model asset may be a directory: pass `--kind model`" if src.is_dir()
+                        else "give the path of the file to register")
     _data, rows = _load_asset(src, kind, pool.id_column)
 
-    suffix = src.suffix.lower()
+    suffix = "" if src.is_dir() else src.suffix.lower()
     filename = name if name.endswith(suffix) else name + suffix
     rel = f"{ASSETS_DIR}/{filename}"
     pool.assets_dir.mkdir(exist_ok=True)
     tmp = pool.assets_dir / f".{filename}.{uuid.uuid4().hex}.tmp"
+    old = pool.assets_dir / f".{filename}.{uuid.uuid4().hex}.old"
     try:
-        shutil.copyfile(src, tmp)
-        digest = sha256_file(tmp)
-        os.replace(tmp, pool.path / rel)
+        if src.is_dir():
+            shutil.copytree(src, tmp, symlinks=False)
+        else:
+            shutil.copyfile(src, tmp)
+        digest = sha256_path(tmp)
+        target = pool.path / rel
+        if target.is_dir() or (tmp.is_dir() and target.exists()):
+            os.replace(target, old)  # a directory cannot be replaced in one step: move the old one aside
+        os.replace(tmp, target)
     finally:
-        tmp.unlink(missing_ok=True)
+        for leftover in (tmp, old):
+            _remove(leftover)
 
     previous = pool.card.assets.get(name)
     assets = dict(pool.card.assets)
@@ -663,8 +691,15 @@ def add_asset(pool_path: str | os.PathLike, name: str, file: str | os.PathLike,
     card = pool.card.model_copy(update={"assets": dict(sorted(assets.items()))})
     _write_card(pool.path, card)
     if previous is not None and previous.file != rel:
-        (pool.path / previous.file).unlink(missing_ok=True)
+        _remove(pool.path / previous.file)
     return Pool(pool.path, card)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 _KIND_WORDS = {
@@ -673,6 +708,7 @@ _KIND_WORDS = {
     "eval": {"eval", "evals", "evaluation", "test", "benchmark", "bench"},
     "labels": {"labels", "label", "gt", "truth"},
     "corpus": {"corpus", "target", "reference"},
+    "model": {"model", "checkpoint", "ckpt", "weights", "tokenizer", "tok", "lm", "clip"},
 }
 _ASSET_EXTENSIONS = {
     "ids": (".txt", ".json", ".parquet", ".npy"),
@@ -681,11 +717,15 @@ _ASSET_EXTENSIONS = {
     "eval": (".jsonl", ".json", ".parquet"),
     "labels": (".parquet", ".jsonl", ".json", ".csv", ".npy"),
     "table": (".parquet",),
+    "model": (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".json"),  # or a directory
 }
+MODEL_SUFFIXES = _ASSET_EXTENSIONS["model"][:-1]  # weights files: a model asset whatever its name
 
 
 def infer_asset_kind(name: str, file: Path) -> str:
     """The asset kind a name and file most likely mean; a PoolError when they do not say."""
+    if file.is_dir() or file.suffix.lower() in MODEL_SUFFIXES:
+        return "model"
     suffix = file.suffix.lower()
     words = set(re.split(r"[-_.]", name.lower()))
     for kind, keys in _KIND_WORDS.items():
@@ -719,6 +759,8 @@ def infer_asset_kind(name: str, file: Path) -> str:
 
 def _load_asset(path: Path, kind: str, id_column: str) -> tuple[Any, int]:
     """Parse an asset file as ``kind``: (data, row count). Bad files raise PoolError naming file and row."""
+    if kind == "model":
+        return _model_path(path), None
     suffix = path.suffix.lower()
     allowed = _ASSET_EXTENSIONS[kind]
     if suffix not in allowed:
@@ -755,6 +797,20 @@ def _load_asset(path: Path, kind: str, id_column: str) -> tuple[Any, int]:
         return arr, int(arr.shape[0]) if arr.ndim else 1
     frame = _load_table(path, suffix)
     return frame, frame.height
+
+
+def _model_path(path: Path) -> Path:
+    """A model asset is only checked for shape here: its library (open_clip, transformers) loads it."""
+    if path.is_dir():
+        if not any(p.is_file() for p in path.rglob("*")):
+            raise PoolError("the model directory is empty", file=path,
+                            hint="register the folder save_pretrained (or tokenizer.save) wrote")
+        return path
+    if path.suffix.lower() not in _ASSET_EXTENSIONS["model"]:
+        raise PoolError(f"a model asset is a directory or one of {', '.join(_ASSET_EXTENSIONS['model'])}, "
+                        f"not {path.suffix or 'a file without extension'}", file=path,
+                        hint="register the weights file or the folder that holds the model")
+    return path
 
 
 def _read_text(path: Path) -> str:

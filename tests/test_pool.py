@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import pickle
@@ -423,9 +424,9 @@ def test_bad_asset_files(pool, tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(PoolError, match="cannot read parquet"):
         add_asset(pool.path, "t", tmp_path / "bad.parquet", kind="table")
-    (tmp_path / "x.bin").write_bytes(b"\0")
+    (tmp_path / "x.dat").write_bytes(b"\0")
     with pytest.raises(PoolError, match="cannot tell what kind"):
-        add_asset(pool.path, "x", tmp_path / "x.bin")
+        add_asset(pool.path, "x", tmp_path / "x.dat")
     with pytest.raises(PoolError, match="not an asset kind") as err:
         add_asset(pool.path, "x", tmp_path / "corpus.jsonl", kind="corpra")
     assert "corpus" in err.value.hint
@@ -433,6 +434,65 @@ def test_bad_asset_files(pool, tmp_path):
         add_asset(pool.path, "x", tmp_path / "missing.txt")
     assert Pool.open(pool.path).card.assets == {}
     assert list((pool.path / "assets").iterdir()) == []
+
+
+def _model_dir(path: Path, weights: bytes = b"w1") -> Path:
+    (path / "sub").mkdir(parents=True)
+    (path / "config.json").write_text('{"n": 1}')
+    (path / "sub" / "model.safetensors").write_bytes(weights)
+    return path
+
+
+def test_model_asset_directory_is_copied_whole_and_hashed_in_sorted_order(pool, tmp_path):
+    src = _model_dir(tmp_path / "gpt2-small")
+    p = add_asset(pool.path, "gpt2-small", src)  # a directory: kind model, inferred
+    info = p.card.assets["gpt2-small"]
+    assert info.kind == "model" and info.rows is None and info.file == "assets/gpt2-small"
+    listing = "".join(f"{rel}\0{pool_module.sha256_file(src / rel)}\n"
+                      for rel in sorted(["config.json", "sub/model.safetensors"]))
+    assert info.sha256 == hashlib.sha256(listing.encode()).hexdigest()  # independent of the walk order
+    assert p.read_asset("gpt2-small") == p.path / "assets" / "gpt2-small"
+    assert (p.path / "assets" / "gpt2-small" / "sub" / "model.safetensors").read_bytes() == b"w1"
+    p.verify()
+    (src / "sub" / "model.safetensors").write_bytes(b"w2")  # new weights, same name: replaced, new hash
+    q = add_asset(pool.path, "gpt2-small", src)
+    assert q.card.assets["gpt2-small"].sha256 != info.sha256
+    assert (q.path / "assets" / "gpt2-small" / "sub" / "model.safetensors").read_bytes() == b"w2"
+    (src / "sub" / "model.safetensors").rename(src / "sub" / "other.safetensors")  # a rename changes it too
+    assert pool_module.sha256_path(src) not in (info.sha256, q.card.assets["gpt2-small"].sha256)
+    (q.path / "assets" / "gpt2-small" / "config.json").write_text("{}")
+    with pytest.raises(PoolError, match="does not match its sha256"):
+        Pool.open(pool.path).verify()
+    assert sorted(f.name for f in (q.path / "assets").iterdir()) == ["gpt2-small"]  # no temporary left
+
+
+def test_model_asset_files_and_refusals(pool, tmp_path):
+    (tmp_path / "w.safetensors").write_bytes(b"weights")
+    p = add_asset(pool.path, "tiny-clip", tmp_path / "w.safetensors")
+    assert p.card.assets["tiny-clip"].kind == "model"
+    assert p.read_asset("tiny-clip") == p.path / "assets" / "tiny-clip.safetensors"
+    (tmp_path / "tokenizer.json").write_text('{"model": {}}')
+    assert add_asset(pool.path, "gpt2-tok", tmp_path / "tokenizer.json").card.assets["gpt2-tok"].kind == "model"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PoolError, match="model directory is empty"):
+        add_asset(pool.path, "empty", tmp_path / "empty")
+    with pytest.raises(PoolError, match="not a regular file") as err:
+        add_asset(pool.path, "d", _model_dir(tmp_path / "d"), kind="ids")
+    assert "--kind model" in err.value.hint
+    (tmp_path / "w.onnx").write_bytes(b"x")
+    with pytest.raises(PoolError, match="a model asset is a directory or one of"):
+        add_asset(pool.path, "onnx", tmp_path / "w.onnx", kind="model")
+
+
+def test_cli_registers_a_model_directory(pool, tmp_path):
+    from click.testing import CliRunner
+
+    from cbdsl.cli import cli
+
+    result = CliRunner().invoke(cli, ["pool", "add-asset", str(pool.path), "my-lm", str(_model_dir(tmp_path / "m")),
+                                      "--kind", "model"])
+    assert result.exit_code == 0, result.output
+    assert 'checkpoint="my-lm"' in result.output and Pool.open(pool.path).card.assets["my-lm"].kind == "model"
 
 
 def test_unknown_asset_suggests(pool, tmp_path):
