@@ -466,17 +466,19 @@ def pool_info(pool: str, as_json: bool) -> None:
 @pool_group.command("add-asset")
 @click.argument("pool")
 @click.argument("name")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--kind", type=click.Choice(["ids", "corpus", "centroids", "eval", "labels", "table"]))
+@click.argument("file", type=click.Path(exists=True))
+@click.option("--kind", type=click.Choice(["ids", "corpus", "centroids", "eval", "labels", "table", "model"]))
 @click.option("--description", default="")
 def pool_add_asset(pool: str, name: str, file: str, kind: str | None, description: str) -> None:
-    """Register FILE into POOL as asset NAME (policies say `asset("NAME")`)."""
+    """Register FILE (a directory for a model) into POOL as asset NAME; policies name it, never the path."""
     from cbdsl.pipelines.pool import add_asset
     from cbdsl.pipelines.registry import resolve_pool
 
     p = _pool_call(add_asset, _pool_call(resolve_pool, pool), name, file, kind=kind, description=description)
     info = p.card.assets[name]
-    click.echo(f"asset `{name}` ({info.kind}) added to pool `{p.name}`; policies refer to it as asset(\"{name}\")")
+    usage = (f'checkpoint="{name}" (clip_score, perplexity) or tokenizer="{name}" (token_count)'
+             if info.kind == "model" else f'asset("{name}")')
+    click.echo(f"asset `{name}` ({info.kind}) added to pool `{p.name}`; policies refer to it as {usage}")
 
 
 @pool_group.command("make-demo")
