@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up cbdsl on a fresh machine and run the main job.
 #
-#   ./setup.sh            creates .venv, installs cbdsl with its test extras,
+#   ./setup.sh            creates .venv, installs cbdsl with its test and ray extras,
 #                         then runs the main job (scripts/main_job.sh).
 #
 # Re-running is cheap: pip skips what is installed. PYTHON picks the interpreter.
@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -e ".[test,ray]"
 # Byte-compile the package: with PYTHONDONTWRITEBYTECODE set (as on some
 # machines), an editable install would otherwise recompile every module on
 # every `cbdsl` start.

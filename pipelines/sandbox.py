@@ -132,7 +132,7 @@ def default_backends(backend: str) -> dict[str, dict[str, Any]]:
     if backend == "command":
         out["command"] = {"command": "", "format": "parquet", "timeout": 3600, "metrics": "metrics.json"}
     if backend == "ray":
-        out["ray"] = {"address": "", "command": "", "format": "parquet", "timeout": 3600, "metrics": "metrics.json"}
+        out["ray"] = {"address": "", "entrypoint": "", "format": "parquet", "timeout": 3600, "metrics": "metrics.json"}
     return out
 
 

@@ -8,7 +8,7 @@ results of different suites are never compared.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -39,19 +39,21 @@ class Backend(Protocol):
 
 
 def make_backend(name: str, settings: dict[str, Any]) -> Backend:
+    """The backend ``name`` with its ``[backend.NAME]`` settings; an unknown setting is a clear error."""
     if name == "mini":
-        from cbdsl.pipelines.backends.mini import MiniBackend
-
-        return MiniBackend(**settings)
-    if name == "command":
-        from cbdsl.pipelines.backends.command import CommandBackend
-
-        return CommandBackend(**settings)
-    if name == "ray":
-        from cbdsl.pipelines.backends.ray_job import RayBackend
-
-        return RayBackend(**settings)
-    raise BackendError(f"unknown backend {name!r}: choose mini, command or ray in cbdsl.toml")
+        from cbdsl.pipelines.backends.mini import MiniBackend as cls
+    elif name == "command":
+        from cbdsl.pipelines.backends.command import CommandBackend as cls
+    elif name == "ray":
+        from cbdsl.pipelines.backends.ray_job import RayBackend as cls
+    else:
+        raise BackendError(f"unknown backend {name!r}: choose mini, command or ray in cbdsl.toml")
+    known = [f.name for f in fields(cls) if f.name != "name"]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise BackendError(f"[backend.{name}] in cbdsl.toml has unknown setting(s) {', '.join(unknown)}; "
+                           f"its settings are {', '.join(known)}")
+    return cls(**settings)
 
 
 def check_metrics(metrics: Any, where: str) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 run directory, and it must write a metrics JSON (``metrics``, relative to
 ``{workdir}``) of the form ``{"benchmarks": {...}, "aggregate": x}``.
 DataComp's ``train.py``/``evaluate.py``, the LLaVA trainer or
-Curation-Bench's backend plug in through a small wrapper script.
+Curation-Bench's backend plug in through a small wrapper script. The
+templating and metrics reading here are shared with the ``ray`` backend.
 """
 
 from __future__ import annotations
@@ -21,6 +22,47 @@ from typing import Any
 from cbdsl.pipelines.backends import BackendError, Job, check_metrics
 from cbdsl.pipelines.exports import FORMATS
 
+PLACEHOLDERS = ("export", "format", "workdir")
+
+
+def export_name(fmt: str, section: str) -> str:
+    """The file (or folder) name the export of ``fmt`` has; a clear error for an unknown format."""
+    if fmt not in FORMATS:
+        raise BackendError(f"unknown export format {fmt!r} in {section} of cbdsl.toml; "
+                           f"choose one of {', '.join(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def render(template: str, section: str, *, export: str, format: str, workdir: str) -> str:
+    """Fill a command template's placeholders (shell-quoted); a bad placeholder is a clear error, not a traceback."""
+    if not template.strip():
+        raise BackendError(f"{section} in cbdsl.toml has no command: write the train/eval command, "
+                           "with {export}, {format} and {workdir} where it takes them")
+    try:
+        return template.format(export=shlex.quote(export), format=shlex.quote(format),
+                               workdir=shlex.quote(workdir))
+    except KeyError as err:
+        raise BackendError(f"{section}: the command has an unknown placeholder {{{err.args[0]}}}; the placeholders "
+                           "are " + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+                           + " (write {{ and }} for literal braces)") from None
+    except (ValueError, IndexError) as err:
+        raise BackendError(f"{section}: the command's braces do not parse ({err}); the placeholders are "
+                           + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+                           + " (write {{ and }} for literal braces)") from None
+
+
+def suite_of(prefix: str, template: str, suite_name: str) -> str:
+    """A template identifies its suite (or an explicit ``suite_name``): a changed command is another suite."""
+    return suite_name or f"{prefix}-" + hashlib.sha256(template.encode()).hexdigest()[:12]
+
+
+def parse_metrics(text: str, where: str) -> dict[str, Any]:
+    """Metrics JSON text -> checked metrics; ``where`` names the file in the error."""
+    try:
+        return check_metrics(json.loads(text), where)
+    except json.JSONDecodeError as err:
+        raise BackendError(f"{where} is not valid JSON: {err}") from None
+
 
 @dataclass
 class CommandBackend:
@@ -33,17 +75,12 @@ class CommandBackend:
 
     @property
     def suite(self) -> str:
-        """The command itself identifies the suite (or an explicit ``suite_name``)."""
-        return self.suite_name or "command-" + hashlib.sha256(self.command.encode()).hexdigest()[:12]
+        return suite_of("command", self.command, self.suite_name)
 
     def run(self, job: Job) -> dict[str, Any]:
-        if not self.command.strip():
-            raise BackendError("the command backend has no `command` in cbdsl.toml ([backend.command])")
-        if self.format not in FORMATS:
-            raise BackendError(f"unknown export format {self.format!r} in [backend.command]")
-        export = job.export_dir / FORMATS[self.format]
-        cmd = self.command.format(export=shlex.quote(str(export)), format=self.format,
-                                  workdir=shlex.quote(str(job.workdir)))
+        section = "[backend.command]"
+        export = job.export_dir / export_name(self.format, section)
+        cmd = render(self.command, section, export=str(export), format=self.format, workdir=str(job.workdir))
         stdout, stderr = job.workdir / "stdout.txt", job.workdir / "stderr.txt"
         job.log(f"backend: {cmd}")
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
@@ -59,9 +96,7 @@ class CommandBackend:
                                f"its output is in {stdout} and {stderr}:\n{tail}")
         path = job.workdir / self.metrics
         try:
-            metrics = json.loads(Path(path).read_text())
+            text = Path(path).read_text()
         except FileNotFoundError:
             raise BackendError(f"the backend command wrote no metrics file at {path}") from None
-        except json.JSONDecodeError as e:
-            raise BackendError(f"{path} is not valid JSON: {e}") from None
-        return check_metrics(metrics, str(path))
+        return parse_metrics(text, str(path))
