@@ -34,10 +34,14 @@ _COMPARE = {"<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__", "==": 
 
 @dataclass
 class ExprLowering:
-    """Turns plan expressions into Polars expressions for one pool."""
+    """Turns plan expressions into Polars expressions for one pool.
+
+    ``pool`` lets a lowering read a model asset (a tokenizer); :func:`cbdsl.pipelines.execute.execute` sets it
+    to the pool it runs against when the caller of :func:`lower` did not."""
 
     schema: Mapping[str, str]
     asset_ids: Callable[[str], list[str]] = field(default=lambda name: [])
+    pool: Any = None
 
     def __call__(self, e) -> pl.Expr:
         match e:
@@ -52,6 +56,7 @@ class ExprLowering:
                     arg_types=tuple(self._type(a) for a in args),
                     arg_columns=tuple(a.name if isinstance(a, Col) else None for a in args),
                     schema=self.schema,
+                    pool=self.pool,
                 )
                 return entry.lower(ctx, *(self(a) for a in args))
             case Op(name=name, args=args):
@@ -102,6 +107,7 @@ class ExprLowering:
             schema=self.schema,
             per=s.per,
             among=self(s.among) if s.among is not None else None,
+            pool=self.pool,
         )
         return entry.lower(ctx, self(s.arg)).alias(s.column)
 
@@ -157,9 +163,10 @@ class Lowered:
         return out
 
 
-def lower(plan: Plan, schema: Mapping[str, str], asset_ids: Callable[[str], list[str]] | None = None) -> Lowered:
+def lower(plan: Plan, schema: Mapping[str, str], asset_ids: Callable[[str], list[str]] | None = None,
+          pool: Any = None) -> Lowered:
     """Plan -> :class:`Lowered`: split the filter stage around the expensive scores."""
-    exprs = ExprLowering(schema=schema, asset_ids=asset_ids or (lambda name: []))
+    exprs = ExprLowering(schema=schema, asset_ids=asset_ids or (lambda name: []), pool=pool)
     filters = plan.of(FilterStep)
     early_filters = [f for f in filters if f.early]
     late_filters = [f for f in filters if not f.early]

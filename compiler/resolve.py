@@ -848,6 +848,8 @@ class Resolver:
             self.error("E209", message, where, label="out of range", hints=hints)
             return
         message = problem.get("msg", "invalid value")
+        if ctx.get("hint"):  # a validator's own fix (e.g. register a path as a pool asset) comes first
+            hints.insert(0, str(ctx["hint"]))
         self.error("E209", f"invalid parameters for {entry.display}: {message}" if name is None
                    else f"parameter `{name}` of {entry.display}: {message}", where, label="invalid value",
                    hints=hints + [f"it is called as `{entry.signature()}`"])

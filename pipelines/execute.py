@@ -109,6 +109,8 @@ def _hash_column(id_column: str) -> pl.Expr:
 def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, explain: bool = False,
             examples: int = 3) -> RunResult:
     """Run a lowered plan against ``pool`` (a :class:`~cbdsl.pipelines.pool.Pool`)."""
+    if low.exprs.pool is None:
+        low.exprs.pool = pool  # a lowering may read a model asset of the pool (token_count's tokenizer)
     plan = low.plan
     scan = plan.scan
     if score_columns is None:

@@ -44,22 +44,30 @@ class ScoreContext:
     columns: tuple[str | None, ...] = ()  # the pool column behind each input, None for an expression
 
     def asset(self, name: str, kinds: Sequence[str] = (), who: str = "this scorer"):
-        """A pool asset a parameter names, parsed; a RunError saying where, why and what to do when it is
-        missing or of another kind than ``kinds`` (an ``eval`` asset is never a policy's input)."""
-        from cbdsl.pipelines.execute import RunError
-        from cbdsl.pipelines.pool import PoolError
-
-        pool_asset(self.pool, name, kinds, who)
-        try:
-            return self.pool.read_asset(name)
-        except PoolError as err:
-            raise RunError(str(err), ((err.hint,) if err.hint else ())) from err
+        """A pool asset a parameter names, parsed (see :func:`read_asset`)."""
+        return read_asset(self.pool, name, kinds, who)
 
     def expect(self, total: int) -> None:
         """Say how many units ``progress`` will count in all (rows x passes, for a scorer that trains)."""
         setter = getattr(self.progress, "expect", None)
         if setter is not None:
             setter(total)
+
+
+def read_asset(pool, name: str, kinds: Sequence[str] = (), who: str = "this scorer"):
+    """A pool asset a parameter names, parsed (a model asset: its path); a RunError saying where, why and what
+    to do when it is missing or of another kind than ``kinds`` (an ``eval`` asset is never a policy's input)."""
+    from cbdsl.pipelines.execute import RunError
+    from cbdsl.pipelines.pool import PoolError
+
+    if pool is None:
+        raise RunError(f"{who} names the asset `{name}`, but no pool is open to look it up in",
+                       ("run the policy against a pool (`cbdsl run POLICY --pool POOL`)",))
+    pool_asset(pool, name, kinds, who)
+    try:
+        return pool.read_asset(name)
+    except PoolError as err:
+        raise RunError(str(err), ((err.hint,) if err.hint else ())) from err
 
 
 def pool_asset(pool, name: str, kinds: Sequence[str], who: str):

@@ -22,13 +22,18 @@ Weights:
   trained by cbdsl on clean data the pool never sees, on first use and
   cached (:func:`cbdsl.scorers.models.tinyclip.teacher`);
 - any other name is an open_clip model (``open_clip.list_models()``, or an
-  ``hf-hub:`` / ``local-dir:`` name) with ``pretrained`` (a tag of
+  ``hf-hub:ORG/REPO`` name) with ``pretrained`` (a tag of
   ``open_clip.list_pretrained()``, downloaded by open_clip or found in its
-  cache) or ``checkpoint`` (a local weights file); ``pretrained="random"``
-  gives untrained weights, for timing only.
+  cache); ``pretrained="random"`` gives untrained weights, for timing only;
+- ``checkpoint="NAME"`` names a ``model`` asset of the pool (design rule 8:
+  never a path; ``cbdsl pool add-asset POOL NAME FILE --kind model``): a
+  weights file for ``model`` (cbdsl-tiny by default), or an open_clip model
+  folder (``open_clip_config.json`` and weights, what open_clip's
+  ``local-dir:`` loads), which names its own architecture.
 
-The score cache key includes the weights' identity (``Entry.version``): the
-teacher's or the checkpoint file's sha256, or the model name and tag.
+The score cache key includes the weights' identity: the teacher's sha256
+(``Entry.version``), the checkpoint asset's sha256 (the cache key hashes
+every asset a parameter names), or the model name and tag.
 
 Speed: rows go through in batches (``batch_size``; auto is 256 on CPU and
 1024 on CUDA). Batches are prepared a few ahead of the model: images
@@ -59,9 +64,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from cbdsl.scorers.models.assets import LOCAL_DIR, asset_name, looks_like_path, path_error
 from cbdsl.scorers.registry import Input, Params, model_scorer
 
 TINY_NAME = "cbdsl-tiny"  # = tinyclip.NAME (not imported here: this module must import without torch)
@@ -72,10 +78,31 @@ CUDA_BATCH, CPU_BATCH = 1024, 256
 class ClipParams(Params):
     """The model a CLIP scorer uses, and how it batches."""
 
-    model: str = Field(TINY_NAME, description='"cbdsl-tiny" (the demo teacher) or an open_clip model name, e.g. "ViT-L-14"')
+    model: str = Field(TINY_NAME, description='"cbdsl-tiny" (the demo teacher), an open_clip model name, e.g. '
+                       '"ViT-L-14", or "hf-hub:ORG/REPO"')
     pretrained: str = Field("", description='an open_clip pretrained tag, e.g. "openai"; "random" for untrained weights')
-    checkpoint: str = Field("", description="a local weights file for the model (instead of a pretrained tag)")
+    checkpoint: str = Field("", description="a model asset of the pool: weights for `model`, or an open_clip model "
+                            "folder (instead of a pretrained tag)")
     batch_size: int | None = Field(None, ge=1, le=65536, description="rows per forward pass; auto: 256 on CPU, 1024 on CUDA")
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_asset(cls, value: str) -> str:
+        return asset_name("checkpoint", value) if value else value
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_tag(cls, value: str) -> str:
+        if value and looks_like_path(value):
+            raise path_error("pretrained", value, fix_param="checkpoint")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not value.startswith("hf-hub:") and looks_like_path(value, slash=False):
+            raise path_error("model", value, fix_param="checkpoint")
+        return value
 
     @model_validator(mode="after")
     def _weights_named(self):
@@ -86,10 +113,11 @@ class ClipParams(Params):
                 raise PydanticCustomError(
                     "clip_weights", 'cbdsl-tiny has no pretrained tags: leave `pretrained` out (the demo teacher) '
                     'or give `checkpoint`')
-        elif not (self.pretrained or self.checkpoint or self.model.startswith(("hf-hub:", "local-dir:"))):
+        elif not (self.pretrained or self.checkpoint or self.model.startswith("hf-hub:")):
             raise PydanticCustomError(
                 "clip_weights", 'model "{model}" needs weights: pretrained="openai" (an open_clip tag), '
-                'checkpoint="FILE", or pretrained="random" (untrained, for timing only)', {"model": self.model})
+                'checkpoint="NAME" (a model asset of the pool), or pretrained="random" (untrained, for timing only)',
+                {"model": self.model})
         return self
 
 
@@ -122,9 +150,10 @@ def _run_error(err: ClipError):
 
 
 def version(params: ClipParams) -> str:
-    """The identity of the weights, for the score cache key: a sha256 or the model name and tag."""
+    """The identity of the weights, for the score cache key: the teacher's sha256, the checkpoint asset's name
+    (the cache key adds the asset's sha256, as for every asset a parameter names), or the model name and tag."""
     try:
-        return _identity(params)
+        return _identity(params, params.checkpoint)
     except ClipError as err:
         raise _run_error(err) from err
 
@@ -209,49 +238,78 @@ _IDENTITY: dict[tuple, str] = {}
 _LOCK = threading.Lock()
 
 
-def load(params: ClipParams, device: str = "cpu") -> Loaded:
-    """The model ``params`` name, on ``device`` (cached per process). Raises ClipError when the weights are missing."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint asset found in the pool: its file or folder and sha256."""
+
+    path: Path
+    sha256: str
+
+
+def checkpoint(pool, params: ClipParams, who: str = "the CLIP parameter `checkpoint`") -> Checkpoint | None:
+    """The model asset ``params.checkpoint`` names, looked up in ``pool`` (None without one); RunError if absent."""
+    if not params.checkpoint:
+        return None
+    from cbdsl.scorers.models.assets import model_asset
+
+    return Checkpoint(*model_asset(pool, params.checkpoint, who))
+
+
+def load(params: ClipParams, device: str = "cpu", weights: Checkpoint | None = None) -> Loaded:
+    """The model ``params`` name, on ``device`` (cached per process), with ``weights`` when ``params`` names a
+    checkpoint (:func:`checkpoint`). Raises ClipError when the weights are missing."""
+    if params.checkpoint and weights is None:
+        raise ClipError(f"checkpoint `{params.checkpoint}` is a pool asset: look it up first",
+                        ("pass clip.checkpoint(pool, params) as `weights`",))
     with _LOCK:
-        key = (_identity(params), params.model, device)
+        identity = _identity(params, weights.sha256 if weights is not None else "")
+        key = (identity, params.model, device)
         if key in _LOADED:
             _LOADED.move_to_end(key)
             return _LOADED[key]
-        loaded = _load(params, device)
+        loaded = _load(params, device, weights, identity)
         _LOADED[key] = loaded
         while len(_LOADED) > 2:
             _LOADED.popitem(last=False)
         return loaded
 
 
-def _load(params: ClipParams, device: str) -> Loaded:
+def _load(params: ClipParams, device: str, weights: Checkpoint | None, identity: str) -> Loaded:
     from cbdsl.scorers.models import tinyclip
 
     if _is_cuda(device) and decode_processes():
         _process_pool(decode_processes())  # the decoders start while the model loads
 
-    if params.model == TINY_NAME:
-        if params.checkpoint:
-            path = _checkpoint_file(params)
+    if weights is not None and weights.path.is_dir():
+        if params.model != TINY_NAME:
+            raise ClipError(f"checkpoint `{params.checkpoint}` is an open_clip model folder, which names its own "
+                            f"architecture, so `model=\"{params.model}\"` has no say",
+                            (f'leave `model` out: clip_score(image, text, checkpoint="{params.checkpoint}")',))
+        model, transform, tokenizer = _open_clip(params, folder=weights.path)
+        size = transform_size(model)
+    elif params.model == TINY_NAME:
+        if weights is not None:
             try:
-                model = tinyclip.load(path)
+                model = tinyclip.load(weights.path)
             except Exception as err:  # noqa: BLE001 - a file of another architecture, or not weights at all
-                raise ClipError(f"checkpoint {path} does not hold cbdsl-tiny weights: {_short(err)}",
-                                ("give a checkpoint saved from cbdsl-tiny (tinyclip.save), or the open_clip model "
-                                 "it was trained as: model=\"ViT-B-32\", checkpoint=\"...\"",)) from err
+                raise ClipError(f"checkpoint `{params.checkpoint}` does not hold cbdsl-tiny weights: {_short(err)}",
+                                ("give a checkpoint saved from cbdsl-tiny (tinyclip.save), or name the open_clip "
+                                 f'model it was trained as: model="ViT-B-32", checkpoint="{params.checkpoint}"',)
+                                ) from err
         else:
-            model, path, _sha = _teacher()
+            model, _path, _sha = _teacher()
         transform = tinyclip.preprocess()
         tokenizer = tinyclip.tokenizer()
         size: Any = tinyclip.TINY.image_size
     else:
-        model, transform, tokenizer = _open_clip(params)
+        model, transform, tokenizer = _open_clip(params, weights=weights)
         size = transform_size(model)
     model = model.to(device).eval()
     prep = tinyclip.ImagePrep.from_transform(transform, size) if size is not None else None
     projection = getattr(model, "text_projection", None)
     dim = int(projection.shape[1]) if projection is not None else _probe_dim(model, tokenizer)
     return Loaded(model=model, prep=prep, transform=transform, tokenizer=tokenizer, device=device, dim=dim,
-                  identity=_identity(params), tokenizer_spec=_tokenizer_spec(tokenizer))
+                  identity=identity, tokenizer_spec=_tokenizer_spec(tokenizer))
 
 
 def _tokenizer_spec(tokenizer) -> tuple | None:
@@ -321,42 +379,52 @@ class _NoProgress:
         pass
 
 
-def _open_clip(params: ClipParams):
-    """open_clip's model, eval transform and tokenizer, or a ClipError that says which weights are missing."""
+def _open_clip(params: ClipParams, weights: Checkpoint | None = None, folder: Path | None = None):
+    """open_clip's model, eval transform and tokenizer, or a ClipError that says which weights are missing.
+
+    ``folder``: an open_clip model folder (a checkpoint asset), loaded as open_clip's ``local-dir:`` model."""
     import open_clip
 
-    name = params.model
-    if not name.startswith(("hf-hub:", "local-dir:")) and open_clip.get_model_config(name.replace("/", "-")) is None:
+    name = f"{LOCAL_DIR}{folder}" if folder is not None else params.model
+    if folder is not None and not (folder / "open_clip_config.json").is_file():
+        raise ClipError(f"checkpoint `{params.checkpoint}` is a folder without open_clip_config.json",
+                        ("register an open_clip model folder (open_clip_config.json and open_clip_model.safetensors), "
+                         "or a weights file and name its architecture: model=\"ViT-B-32\"",))
+    if folder is None and not name.startswith("hf-hub:") and open_clip.get_model_config(name.replace("/", "-")) is None:
         from cbdsl.dsl.diagnostics import did_you_mean
 
         raise ClipError(f"open_clip has no model `{name}`",
                         tuple(did_you_mean(name, open_clip.list_models()))
                         + ("`python -c 'import open_clip; print(open_clip.list_models())'` lists them",))
     pretrained = None if params.pretrained in ("", RANDOM) else params.pretrained
-    if pretrained and not os.path.isfile(pretrained) and not open_clip.get_pretrained_cfg(name, pretrained):
+    if pretrained and not open_clip.get_pretrained_cfg(name, pretrained):
         tags = open_clip.list_pretrained_tags_by_model(name)
         raise ClipError(f"open_clip has no pretrained tag `{pretrained}` for model `{name}`",
                         (f"its tags are: {', '.join(tags)}" if tags else f"open_clip lists no tags for `{name}`",
-                         'or give a local weights file: checkpoint="/path/to/weights.safetensors"'))
+                         "or give local weights as a model asset of the pool: `cbdsl pool add-asset POOL NAME FILE "
+                         '--kind model`, then checkpoint="NAME"'))
     try:
         with _hub_offline_unless_reachable():
             model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained)
             tokenizer = open_clip.get_tokenizer(name)
     except Exception as err:  # noqa: BLE001 - open_clip raises RuntimeError, hub errors, OSError...
+        if folder is not None:
+            raise ClipError(f"checkpoint `{params.checkpoint}` is not a loadable open_clip model folder: {_short(err)}",
+                            ("register the folder open_clip saved (open_clip_config.json and its weights)",)) from err
         what = f"the `{pretrained}` weights of open_clip model `{name}`" if pretrained else f"open_clip model `{name}`"
         raise ClipError(
             f"could not load {what}: {_short(err)}",
             (f"without internet, open_clip cannot download them: fetch them where there is (run "
              f"`open_clip.create_model_and_transforms({name!r}, pretrained={pretrained!r})` once: the Hugging Face "
-             "cache under ~/.cache/huggingface is then used offline), or give the file: "
-             f'clip_score(image, text, model="{name}", checkpoint="/path/to/open_clip_model.safetensors")',),
+             "cache under ~/.cache/huggingface is then used offline), or register the weights file as a model "
+             "asset of the pool (`cbdsl pool add-asset POOL NAME FILE --kind model`) and write "
+             f'clip_score(image, text, model="{name}", checkpoint="NAME")',),
         ) from err
-    if params.checkpoint:
-        path = _checkpoint_file(params)
+    if weights is not None:
         try:
-            open_clip.load_checkpoint(model, str(path))
+            open_clip.load_checkpoint(model, str(weights.path))
         except Exception as err:  # noqa: BLE001
-            raise ClipError(f"checkpoint {path} does not fit open_clip model `{name}`: {_short(err)}",
+            raise ClipError(f"checkpoint `{params.checkpoint}` does not fit open_clip model `{name}`: {_short(err)}",
                             ("give weights of this architecture (an open_clip or OpenAI CLIP state dict)",)) from err
     return model, transform, tokenizer
 
@@ -394,25 +462,13 @@ def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def _checkpoint_file(params: ClipParams) -> Path:
-    path = Path(params.checkpoint).expanduser()
-    if not path.is_file():
-        raise ClipError(f"checkpoint file {params.checkpoint} does not exist",
-                        ("give the path of a weights file (.safetensors, .pt, .bin) readable from where cbdsl runs",))
-    return path
-
-
-def _identity(params: ClipParams) -> str:
-    """A hash of the weights: teacher or checkpoint sha256 (memoized by file size and mtime), else name and tag."""
+def _identity(params: ClipParams, checkpoint_id: str) -> str:
+    """The weights' identity: ``checkpoint_id`` (the asset's sha256, or its name in the cache key) with a
+    checkpoint, the teacher's sha256 (memoized by file size and mtime), else the model name and tag."""
     from cbdsl.scorers.models import tinyclip
 
     if params.checkpoint:
-        path = _checkpoint_file(params)
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if key not in _IDENTITY:
-            _IDENTITY[key] = tinyclip.file_sha256(path)
-        return f"{params.model}:checkpoint:{_IDENTITY[key]}"
+        return f"{params.model}:checkpoint:{checkpoint_id}"
     if params.model == TINY_NAME:
         path = tinyclip.teacher_path()
         if not path.is_file():
@@ -422,8 +478,6 @@ def _identity(params: ClipParams) -> str:
         if key not in _IDENTITY:
             _IDENTITY[key] = tinyclip.file_sha256(path)
         return f"{TINY_NAME}:teacher:{_IDENTITY[key]}"
-    if params.pretrained and os.path.isfile(params.pretrained):
-        return f"{params.model}:file:{tinyclip.file_sha256(params.pretrained)}"
     return f"{params.model}:{params.pretrained}"
 
 
@@ -441,8 +495,9 @@ def _run(ctx, images: list | None, texts: list | None):
     With both, values are the cosines, float32 [n]; with one, its embeddings,
     float32 [n, dim]. ``ok`` marks the rows whose inputs were all usable.
     """
+    weights = checkpoint(ctx.pool, ctx.params)
     try:
-        loaded = load(ctx.params, ctx.device)
+        loaded = load(ctx.params, ctx.device, weights)
     except ClipError as err:
         raise _run_error(err) from err
     batch = ctx.params.batch_size or (CUDA_BATCH if _is_cuda(ctx.device) else CPU_BATCH)

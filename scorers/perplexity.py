@@ -13,9 +13,10 @@ In cbdsl:
   token NLL) under a transformers causal LM (:mod:`cbdsl.scorers.models.lm`):
   with no checkpoint, ``cbdsl-tiny-lm``, a tiny byte-level GPT-2 that cbdsl
   trains on the pool's own text (deterministic, cached under the pool's
-  ``scores/models``); with ``checkpoint="DIR"``, that local
-  ``from_pretrained`` directory. It is a population scorer: the tiny LM is
-  trained on every row.
+  ``scores/models``); with ``checkpoint="NAME"``, the pool's ``model`` asset
+  of that name, a ``from_pretrained`` directory (never a path: ``cbdsl pool
+  add-asset POOL NAME DIR --kind model``). It is a population scorer: the
+  tiny LM is trained on every row.
 - ``ccnet_bucket(text, ...)`` applies PerplexityBucket with cutoffs computed
   over the pool itself (NumPy's linear-interpolation percentiles of the
   perplexities), per language (``lang(text)``) unless ``by_language=false``.
@@ -30,9 +31,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from cbdsl.scorers.models.assets import asset_name
 from cbdsl.scorers.registry import Input, Params, model_scorer
 
 
@@ -43,9 +45,14 @@ class PerplexityParams(Params):
     )
     checkpoint: str = Field(
         default="",
-        description="a local transformers causal-LM directory (absolute, or a name under $CBDSL_MODELS); "
+        description="a model asset of the pool: a transformers causal-LM directory (save_pretrained); "
                     "empty: train the tiny model",
     )
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_asset(cls, value: str) -> str:
+        return asset_name("checkpoint", value) if value else value
 
 
 class BucketParams(PerplexityParams):
@@ -80,11 +87,14 @@ def _bucket_version(params: BucketParams) -> str:
 
 
 def _perplexities(ctx, text):
-    from cbdsl.scorers.models.lm import perplexities
+    from cbdsl.scorers.models.assets import model_asset
+    from cbdsl.scorers.models.lm import load_checkpoint, perplexities
 
-    return perplexities(text.to_list(), [str(i) for i in ctx.ids.to_list()],
-                        checkpoint=ctx.params.checkpoint, workdir=ctx.workdir, device=ctx.device,
-                        progress=ctx.progress)
+    name = ctx.params.checkpoint
+    lm = load_checkpoint(*model_asset(ctx.pool, name, "the perplexity parameter `checkpoint`"), ctx.device,
+                         name) if name else None
+    return perplexities(text.to_list(), [str(i) for i in ctx.ids.to_list()], checkpoint=lm, workdir=ctx.workdir,
+                        device=ctx.device, progress=ctx.progress)
 
 
 @model_scorer("perplexity", inputs=[Input("text", "str")], params=PerplexityParams, output="float",

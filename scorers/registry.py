@@ -85,7 +85,9 @@ class LowerContext:
     """What a ``lower`` function gets besides its input expressions.
 
     ``per`` and ``among`` (Polars expressions or None) are set for statistics;
-    ``arg_columns`` names the column behind each input when it is a bare column.
+    ``arg_columns`` names the column behind each input when it is a bare column;
+    ``pool`` is the pool being run, for a lowering that reads one of its model
+    assets (``token_count(tokenizer="NAME")``); None when there is none.
     """
 
     params: Params
@@ -94,6 +96,7 @@ class LowerContext:
     schema: Mapping[str, str] = field(default_factory=dict)
     per: Any = None
     among: Any = None
+    pool: Any = None
 
 
 OutputSpec = Type | str | Callable[[Sequence[Type]], Type]

@@ -10,10 +10,11 @@
   offline: ``wordpunct`` (NLTK's ``WordPunctTokenizer``: runs of word
   characters or of other non-space characters, the tokenizer DSIR uses),
   ``whitespace`` (runs of non-space), ``bytes`` (UTF-8 bytes: a byte-level
-  model's tokens) and ``chars``. Any other value names a local ``tokenizer.json``
-  of the Hugging Face ``tokenizers`` library (a file, or a directory holding
-  one): an absolute path, or a name under ``$CBDSL_MODELS``; special tokens are
-  not counted.
+  model's tokens) and ``chars``. Any other value names a ``model`` asset of
+  the pool (never a path, design rule 8): a ``tokenizer.json`` of the Hugging
+  Face ``tokenizers`` library, or a directory holding one (what
+  ``save_pretrained`` writes), registered with ``cbdsl pool add-asset POOL
+  NAME PATH --kind model``; special tokens are not counted.
 - ``lang(text)`` and ``lang_score(text)``: the language of a text and the
   model's confidence in it, from langid.py (Lui & Baldwin, ACL 2012) as
   packaged by ``py3langid`` 0.4, whose naive Bayes model over byte n-grams
@@ -40,6 +41,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from cbdsl.scorers.models.assets import asset_name
 from cbdsl.scorers.registry import Input, LowerContext, Params, model_scorer, scorer
 
 #: NLTK's WordPunctTokenizer pattern (also DSIR's tokenizer).
@@ -90,20 +92,20 @@ def dup_keys(values):
 class TokenCountParams(Params):
     tokenizer: str = Field(
         default="wordpunct", min_length=1,
-        description='"wordpunct", "whitespace", "bytes", "chars", or a local tokenizer.json (a path or a name '
-                    "under $CBDSL_MODELS)",
+        description='"wordpunct", "whitespace", "bytes", "chars", or a model asset of the pool holding a '
+                    "tokenizer.json (the file, or a directory with one)",
     )
 
     @field_validator("tokenizer")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value in BUILTIN_TOKENIZERS or "/" in value or value.endswith(".json"):
+        if value in BUILTIN_TOKENIZERS:
             return value
         close = difflib.get_close_matches(value, BUILTIN_TOKENIZERS, n=1, cutoff=0.75)
         if close:
             raise PydanticCustomError("tokenizer_typo", "no tokenizer `{value}`: did you mean `{close}`?",
                                       {"value": value, "close": close[0]})
-        return value
+        return asset_name("tokenizer", value)
 
 
 @scorer("token_count", inputs=[Input("text", "str")], params=TokenCountParams, output="int")
@@ -121,27 +123,33 @@ def token_count(ctx: LowerContext, text):
     elif name == "chars":
         counted = text.str.len_chars()
     else:
-        tokenizer = load_tokenizer(name)
+        tokenizer = load_tokenizer(ctx.pool, name)
         return text.map_batches(functools.partial(count_tokens, tokenizer), return_dtype=pl.Int64)
     return counted.cast(pl.Int64)
 
 
-def load_tokenizer(name: str):
-    """A ``tokenizers.Tokenizer`` from a local tokenizer.json (or a directory holding one)."""
-    from cbdsl.scorers.models.lm import files_version, resolve_local
+def load_tokenizer(pool, name: str):
+    """A ``tokenizers.Tokenizer`` from the pool's model asset ``name``: a tokenizer.json or a directory holding
+    one. Read when the policy is lowered for a run; a RunError with the fix when it is missing or not one."""
+    from cbdsl.pipelines.execute import RunError
+    from cbdsl.scorers.models.assets import model_asset
 
-    path = resolve_local(name, "tokenizer")
+    path, sha256 = model_asset(pool, name, "the token_count parameter `tokenizer`")
     if path.is_dir():
         path = path / "tokenizer.json"
         if not path.is_file():
-            from cbdsl.pipelines.execute import RunError
-
-            raise RunError(f"no tokenizer.json in {path.parent}", ("save one with `tokenizer.save(PATH)`",))
-    return _tokenizer_from_file(str(path), files_version(path))
+            raise RunError(f"model asset `{name}` holds no tokenizer.json",
+                           ("register a directory that `tokenizer.save_pretrained(DIR)` wrote (a fast tokenizer), "
+                            "or the tokenizer.json itself",))
+    try:
+        return _tokenizer_from_file(str(path), sha256)
+    except Exception as err:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a bad file
+        raise RunError(f"model asset `{name}` is not a tokenizers tokenizer.json: {(str(err).splitlines() or ['?'])[0][:300]}",
+                       ("register the tokenizer.json that `tokenizer.save(PATH)` wrote",)) from err
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer_from_file(path: str, _version: str):
+def _tokenizer_from_file(path: str, _sha256: str):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(path)

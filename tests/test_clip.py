@@ -24,7 +24,7 @@ from cbdsl.compiler.check import check_source  # noqa: E402
 from cbdsl.compiler.lower import lower  # noqa: E402
 from cbdsl.pipelines.demo import generate_clean, make_demo  # noqa: E402
 from cbdsl.pipelines.execute import RunError, execute  # noqa: E402
-from cbdsl.pipelines.pool import Pool  # noqa: E402
+from cbdsl.pipelines.pool import Pool, add_asset, write_pool  # noqa: E402
 from cbdsl.pipelines.scores import ScoreContext  # noqa: E402
 from cbdsl.scaffolds.catalogue import get_method  # noqa: E402
 from cbdsl.scorers import clip  # noqa: E402
@@ -53,6 +53,14 @@ def rows() -> pl.DataFrame:
     return generate_clean(96, 9, stream="eval")
 
 
+@pytest.fixture(scope="module")
+def weights_pool(tmp_path_factory, checkpoint, rows) -> Pool:
+    """A small pool of ``rows`` with ``checkpoint`` registered as the model asset ``tiny-ckpt``."""
+    path = tmp_path_factory.mktemp("wpool") / "pool"
+    write_pool(rows, path, name="w")
+    return add_asset(path, "tiny-ckpt", checkpoint, kind="model")
+
+
 @pytest.fixture
 def small_teacher(tmp_path, monkeypatch):
     """Make the default teacher a 4-step one under a private CBDSL_HOME, so policies can use it fast."""
@@ -61,9 +69,9 @@ def small_teacher(tmp_path, monkeypatch):
     return tmp_path / "home" / "models"
 
 
-def score(entry_id: str, columns: list[pl.Series], **params):
+def score(entry_id: str, columns: list[pl.Series], pool: Pool | None = None, **params):
     entry = registry().get(entry_id)
-    ctx = ScoreContext(params=entry.params.model_validate(params), pool=None, ids=pl.Series(range(len(columns[0]))))
+    ctx = ScoreContext(params=entry.params.model_validate(params), pool=pool, ids=pl.Series(range(len(columns[0]))))
     return entry.compute(ctx, *columns)
 
 
@@ -190,35 +198,37 @@ def test_entries_are_registered_once_as_gpu_model_scorers() -> None:
         'scale="cosine")')
 
 
-def test_clip_score_equals_an_independent_computation(checkpoint, rows) -> None:
+def test_clip_score_equals_an_independent_computation(checkpoint, rows, weights_pool) -> None:
     images, texts = rows["image"].to_list(), rows["text"].to_list()
-    got = score("clip_score", [rows["image"], rows["text"]], checkpoint=checkpoint, batch_size=40)
+    kw = {"pool": weights_pool, "checkpoint": "tiny-ckpt"}
+    got = score("clip_score", [rows["image"], rows["text"]], batch_size=40, **kw)
     assert got.dtype == pl.Float32 and got.null_count() == 0
     expected = independent(tinyclip.load(checkpoint), images, texts)
     np.testing.assert_allclose(got.to_numpy(), expected, atol=2e-5)
-    scaled = score("clip_score", [rows["image"], rows["text"]], checkpoint=checkpoint, scale="clipscore")
+    scaled = score("clip_score", [rows["image"], rows["text"]], scale="clipscore", **kw)
     np.testing.assert_allclose(scaled.to_numpy(), 2.5 * np.maximum(expected, 0), atol=5e-5)
-    prefixed = score("clip_score", [rows["image"], rows["text"]], checkpoint=checkpoint, prefix="A photo depicts")
+    prefixed = score("clip_score", [rows["image"], rows["text"]], prefix="A photo depicts", **kw)
     np.testing.assert_allclose(prefixed.to_numpy(),
                                independent(tinyclip.load(checkpoint), images, [f"A photo depicts {t}" for t in texts]),
                                atol=2e-5)
 
 
-def test_embeddings_are_unit_float32_arrays_and_bad_rows_are_null(checkpoint, rows) -> None:
+def test_embeddings_are_unit_float32_arrays_and_bad_rows_are_null(rows, weights_pool) -> None:
     images = rows["image"].to_list()
     images[3] = b"\x89PNG broken"
     texts = rows["text"].to_list()
     texts[5] = None
     image_series, text_series = pl.Series(images, dtype=pl.Binary), pl.Series(texts, dtype=pl.String)
-    img = score("image_embedding", [image_series], checkpoint=checkpoint)
-    txt = score("text_embedding", [text_series], checkpoint=checkpoint)
+    kw = {"pool": weights_pool, "checkpoint": "tiny-ckpt"}
+    img = score("image_embedding", [image_series], **kw)
+    txt = score("text_embedding", [text_series], **kw)
     for series in (img, txt):
         assert series.dtype == pl.Array(pl.Float32, tinyclip.TINY.embed_dim) and len(series) == len(rows)
     assert img.is_null().to_list().index(True) == 3 and img.null_count() == 1
     assert txt.is_null().to_list().index(True) == 5 and txt.null_count() == 1
     for series in (img.drop_nulls(), txt.drop_nulls()):
         np.testing.assert_allclose(np.linalg.norm(series.to_numpy(), axis=1), 1.0, atol=1e-5)
-    cos = score("clip_score", [image_series, text_series], checkpoint=checkpoint)
+    cos = score("clip_score", [image_series, text_series], **kw)
     assert cos.is_null().to_list()[3] and cos.is_null().to_list()[5] and cos.null_count() == 2
     both = (img.to_numpy() * txt.to_numpy()).sum(1)
     keep = [i for i in range(len(rows)) if i not in (3, 5)]
@@ -305,14 +315,24 @@ def test_a_bogus_pretrained_tag_is_a_clear_error(demo_pool) -> None:
     assert any("openai" in h for h in err.value.hints) and any("checkpoint=" in h for h in err.value.hints)
 
 
-def test_an_unknown_model_and_a_missing_checkpoint_are_clear_errors(demo_pool, tmp_path) -> None:
+def test_an_unknown_model_and_a_missing_or_wrong_checkpoint_are_clear_errors(weights_pool, tmp_path) -> None:
     with pytest.raises(RunError) as err:
-        run('let c = clip_score(image, text, model="ViT-B-23", pretrained="openai")\nfilter c > 0.2\n', demo_pool)
+        run('let c = clip_score(image, text, model="ViT-B-23", pretrained="openai")\nfilter c > 0.2\n', weights_pool)
     assert "no model `ViT-B-23`" in err.value.message and any("ViT-B-32" in h for h in err.value.hints)
-    missing = tmp_path / "nope.safetensors"
     with pytest.raises(RunError) as err:
-        run(f'let c = clip_score(image, text, checkpoint="{missing}")\nfilter c > 0.2\n', demo_pool)
-    assert str(missing) in err.value.message and "does not exist" in err.value.message
+        run('let c = clip_score(image, text, checkpoint="tiny-ckp")\nfilter c > 0.2\n', weights_pool)
+    assert "names the asset `tiny-ckp`, which pool `w` does not have" in err.value.message
+    assert "`tiny-ckpt` (model)" in err.value.message and "--kind model" in err.value.hints[0]
+    (tmp_path / "corpus.txt").write_text("a red circle\n")
+    pool = add_asset(weights_pool.path, "some-corpus", tmp_path / "corpus.txt", kind="corpus")
+    with pytest.raises(RunError) as err:
+        run('let c = clip_score(image, text, checkpoint="some-corpus")\nfilter c > 0.2\n', pool)
+    assert "needs an asset of kind `model`, but `some-corpus` is of kind `corpus`" in err.value.message
+    (tmp_path / "junk.safetensors").write_bytes(b"not weights")
+    pool = add_asset(weights_pool.path, "junk", tmp_path / "junk.safetensors")
+    with pytest.raises(RunError) as err:
+        run('let c = clip_score(image, text, checkpoint="junk")\nfilter c > 0.2\n', pool)
+    assert "checkpoint `junk` does not hold cbdsl-tiny weights" in err.value.message
 
 
 def test_known_tag_without_weights_says_which_and_how(demo_pool, monkeypatch) -> None:
@@ -329,17 +349,54 @@ def test_known_tag_without_weights_says_which_and_how(demo_pool, monkeypatch) ->
     assert any("checkpoint=" in h and "without internet" in h for h in err.value.hints)
 
 
-def test_open_clip_model_with_a_local_checkpoint(demo_pool, tmp_path) -> None:
-    """Any open_clip architecture takes a local weights file; its sha256 is the score's version."""
+def _scores(pool: Pool) -> dict[str, pl.DataFrame]:
+    return {f.name: pl.read_parquet(f) for f in Path(pool.scores_dir).glob("clip_score-*.parquet")}
+
+
+def test_checkpoint_asset_end_to_end_and_its_content_in_the_cache_key(tmp_path, rows) -> None:
+    """A cbdsl-tiny weights file registered as a model asset scores as the weights themselves; new weights under the
+    same name give a new cache entry, the same weights again none."""
+    write_pool(rows, tmp_path / "pool", name="w")
+    policy = 'let c = clip_score(image, text, checkpoint="my-clip")\nfilter c >= quantile(c, 0.5)\n'
+    files = []
+    for seed in (4, 5, 4):
+        weights = tmp_path / f"tiny-{seed}.safetensors"
+        tinyclip.save(tinyclip.build(seed=seed), weights)
+        pool = add_asset(tmp_path / "pool", "my-clip", weights, kind="model")
+        assert run(policy, pool).selection.height == 48
+        files.append(sorted(_scores(pool)))
+    assert len(files[0]) == 1 and len(files[1]) == 2 and files[2] == files[1]  # seed 4 again: its scores are there
+    cached = _scores(pool)[files[0][0]]
+    got = dict(zip(cached["id"].to_list(), cached["value"].to_list(), strict=True))
+    expected = independent(tinyclip.load(tmp_path / "tiny-4.safetensors"), rows["image"].to_list(),
+                           rows["text"].to_list())
+    np.testing.assert_allclose([got[i] for i in rows["id"].to_list()], expected, atol=2e-5)
+
+
+def test_open_clip_model_with_a_checkpoint_asset_file_or_folder(weights_pool, tmp_path) -> None:
+    """Any open_clip architecture takes a weights asset; an open_clip model folder (open_clip_config.json and
+    weights, what `local-dir:` loads) names its own architecture."""
+    import json
+
     tinyclip.register(MICRO, name="cbdsl-micro-ckpt", directory=tmp_path)
-    path = tmp_path / "micro.safetensors"
-    tinyclip.save(tinyclip.build(MICRO, seed=4), path)
-    result = run(f'let c = clip_score(image, text, model="cbdsl-micro-ckpt", checkpoint="{path}")\n'
-                 "filter c >= quantile(c, 0.5)\n", demo_pool)
-    assert result.selection.height == 250
+    model = tinyclip.build(MICRO, seed=4)
+    tinyclip.save(model, tmp_path / "micro.safetensors")
+    folder = tmp_path / "micro-folder"
+    folder.mkdir()
+    tinyclip.save(model, folder / "open_clip_model.safetensors")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": MICRO.open_clip_config()}))
+    pool = add_asset(weights_pool.path, "micro", tmp_path / "micro.safetensors")
+    pool = add_asset(pool.path, "micro-dir", folder)
+    by_file = run('let c = clip_score(image, text, model="cbdsl-micro-ckpt", checkpoint="micro")\n'
+                  "filter c >= quantile(c, 0.5)\n", pool)
+    by_folder = run('let c = clip_score(image, text, checkpoint="micro-dir")\nfilter c >= quantile(c, 0.5)\n', pool)
+    assert by_file.selection.height == by_folder.selection.height == 48
+    assert by_file.selection_hash() == by_folder.selection_hash()  # the same weights, loaded either way
+    with pytest.raises(RunError) as err:
+        run('let c = clip_score(image, text, model="ViT-B-32", checkpoint="micro-dir")\nfilter c > 0\n', pool)
+    assert "open_clip model folder" in err.value.message and "leave `model` out" in err.value.hints[0]
     entry = registry().get("clip_score")
-    version = entry.version(entry.params(model="cbdsl-micro-ckpt", checkpoint=str(path)))
-    assert version.endswith(tinyclip.file_sha256(path))
+    assert entry.version(entry.params(model="cbdsl-micro-ckpt", checkpoint="micro")) == "cbdsl-micro-ckpt:checkpoint:micro"
 
 
 # ---------------------------------------------------------------- the real teacher (slow)

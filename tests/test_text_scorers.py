@@ -37,10 +37,10 @@ from conftest_pools import make_pool, run_policy
 WORDPUNCT = re.compile(r"\w+|[^\w\s]+")
 
 
-def lowered(scorer_id: str, values, dtype=pl.String, **params) -> list:
+def lowered(scorer_id: str, values, dtype=pl.String, pool=None, **params) -> list:
     """Evaluate a lowered (metadata) scorer on a column, as the evaluator does."""
     entry = registry().get(scorer_id)
-    ctx = LowerContext(params=entry.params.model_validate(params))
+    ctx = LowerContext(params=entry.params.model_validate(params), pool=pool)
     frame = pl.DataFrame({"x": pl.Series(values, dtype=dtype)})
     return frame.select(entry.lower(ctx, pl.col("x")).alias("out")).get_column("out").to_list()
 
@@ -129,16 +129,46 @@ def _word_tokenizer(path: Path):
     return tok
 
 
-def test_token_count_with_a_local_tokenizer_json(tmp_path, monkeypatch) -> None:
-    tok = _word_tokenizer(tmp_path / "models" / "words" / "tokenizer.json")
+def _text_pool(path: Path) -> Pool:
+    return make_pool(path, {"id": [f"r{i}" for i in range(len(SENTENCES))], "text": SENTENCES})
+
+
+def test_token_count_with_a_tokenizer_asset(tmp_path) -> None:
+    """A tokenizer.json, or a directory holding one, registered as a model asset; the policy names it."""
+    tok = _word_tokenizer(tmp_path / "words" / "tokenizer.json")
     expected = [len(tok.encode(s, add_special_tokens=False).ids) for s in SENTENCES]
-    absolute = str(tmp_path / "models" / "words" / "tokenizer.json")
-    assert lowered("token_count", SENTENCES, tokenizer=absolute) == expected
-    monkeypatch.setenv("CBDSL_MODELS", str(tmp_path / "models"))
-    assert lowered("token_count", SENTENCES, tokenizer="words/tokenizer.json") == expected  # under the models dir
-    assert lowered("token_count", SENTENCES, tokenizer="words/") == expected  # its directory
-    with pytest.raises(RunError, match="no tokenizer at"):
-        lowered("token_count", SENTENCES, tokenizer="missing/tokenizer.json")
+    pool = add_asset(_text_pool(tmp_path / "pool").path, "words-tok", tmp_path / "words" / "tokenizer.json")
+    pool = add_asset(pool.path, "words-dir", tmp_path / "words", kind="model")
+    assert lowered("token_count", SENTENCES, pool=pool, tokenizer="words-tok") == expected
+    assert lowered("token_count", SENTENCES, pool=pool, tokenizer="words-dir") == expected
+    _compiled, result = run_policy('pool "t"\nlet n = token_count(text, tokenizer="words-tok")\nfilter n >= 3\n'
+                                   "select top n\n", pool)  # end to end: the run binds the pool to the lowering
+    assert result.selection.get_column("id").to_list() == [
+        f"r{i}" for i in sorted((i for i, n in enumerate(expected) if n >= 3), key=lambda i: -expected[i])]
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+
+    tok.pre_tokenizer = WhitespaceSplit()  # new content under the same name is read anew: "Hello, world!" is 2
+    tok.save(str(tmp_path / "split.json"))
+    pool = add_asset(pool.path, "words-tok", tmp_path / "split.json", kind="model")
+    assert lowered("token_count", SENTENCES, pool=pool, tokenizer="words-tok") == [len(s.split()) for s in SENTENCES]
+
+
+def test_token_count_asset_errors(tmp_path) -> None:
+    pool = _text_pool(tmp_path / "pool")
+    (tmp_path / "corpus.txt").write_text("a doc\n")
+    (tmp_path / "notok").mkdir()
+    (tmp_path / "notok" / "config.json").write_text("{}")
+    (tmp_path / "bad.json").write_text('{"not": "a tokenizer"}')
+    pool = add_asset(pool.path, "corpus", tmp_path / "corpus.txt", kind="corpus")
+    pool = add_asset(pool.path, "notok", tmp_path / "notok", kind="model")
+    pool = add_asset(pool.path, "bad-tok", tmp_path / "bad.json", kind="model")
+    for name, message in (("missing-tok", "which pool `t` does not have"), ("corpus", "of kind `corpus`"),
+                          ("notok", "holds no tokenizer.json"), ("bad-tok", "is not a tokenizers tokenizer.json")):
+        with pytest.raises(RunError, match=message) as err:
+            lowered("token_count", SENTENCES, pool=pool, tokenizer=name)
+        assert "add-asset" in " ".join(err.value.hints) or "save" in " ".join(err.value.hints)
+    with pytest.raises(RunError, match="no pool is open"):
+        lowered("token_count", SENTENCES, tokenizer="words-tok")
 
 
 def test_token_count_rejects_a_misspelled_builtin() -> None:
@@ -325,10 +355,11 @@ PPL_TEXTS = ["a photo of the cat", "hello world !", "the dog on the mat . a red 
              " ".join(["a red circle"] * 20)]  # longer than the 32-token context: truncated
 
 
-def test_perplexity_from_a_checkpoint_equals_the_logits_formula(checkpoint) -> None:
+def test_perplexity_from_a_checkpoint_equals_the_logits_formula(checkpoint, tmp_path) -> None:
     transformers = pytest.importorskip("transformers")
     entry = registry().get("perplexity")
-    got = entry.compute(context(entry.params(checkpoint=str(checkpoint)), n=len(PPL_TEXTS)),
+    pool = add_asset(_text_pool(tmp_path / "pool").path, "tiny-gpt2", checkpoint, kind="model")
+    got = entry.compute(context(entry.params(checkpoint="tiny-gpt2"), pool=pool, n=len(PPL_TEXTS)),
                         pl.Series(PPL_TEXTS, dtype=pl.String)).to_list()
     model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint).eval()
     tok = transformers.AutoTokenizer.from_pretrained(checkpoint)
@@ -343,14 +374,18 @@ def test_perplexity_from_a_checkpoint_equals_the_logits_formula(checkpoint) -> N
             assert value == pytest.approx(independent_ppl(model, ids), rel=1e-5)
 
 
-def test_checkpoint_names_resolve_under_the_models_dir(checkpoint, monkeypatch) -> None:
-    from cbdsl.scorers.models import lm
-
-    monkeypatch.setenv("CBDSL_MODELS", str(checkpoint.parent))
-    assert lm.resolve_local(checkpoint.name, "checkpoint") == checkpoint
-    assert lm.checkpoint_version(checkpoint.name) == lm.checkpoint_version(str(checkpoint))
-    with pytest.raises(RunError, match="no checkpoint at"):
-        lm.resolve_local("no-such-model", "checkpoint")
+def test_perplexity_checkpoint_asset_errors(checkpoint, tmp_path) -> None:
+    entry = registry().get("perplexity")
+    (tmp_path / "ids.txt").write_text("r0\n")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text('{"model_type": "nope"}')
+    pool = add_asset(_text_pool(tmp_path / "pool").path, "some-ids", tmp_path / "ids.txt", kind="ids")
+    pool = add_asset(pool.path, "junk", tmp_path / "junk", kind="model")
+    for name, message in (("tiny-gpt", "which pool `t` does not have"), ("some-ids", "of kind `ids`"),
+                          ("junk", "checkpoint `junk` is not a transformers causal LM")):
+        with pytest.raises(RunError, match=message) as err:
+            entry.compute(context(entry.params(checkpoint=name), pool=pool, n=2), pl.Series(["a", "b"]))
+        assert "add-asset" in " ".join(err.value.hints)
 
 
 @pytest.fixture
@@ -392,6 +427,29 @@ def test_tiny_lm_is_trained_once_and_scores_by_the_logits_formula(quick_lm, tmp_
     tok = transformers.AutoTokenizer.from_pretrained(saved[0])
     for text, value in zip(texts[:5], first[:5], strict=True):
         assert value == pytest.approx(independent_ppl(model, [tok.eos_token_id, *tok(text)["input_ids"]]), rel=1e-5)
+
+
+def test_perplexity_of_a_tiny_lm_asset_end_to_end_and_its_content_in_the_cache_key(quick_lm, tmp_path) -> None:
+    """cbdsl-tiny-lm saved with save_pretrained and registered as a model asset scores by the logits formula;
+    other weights under the same name give another cache entry."""
+    transformers = pytest.importorskip("transformers")
+    pool = _text_pool(tmp_path / "pool")
+    policy = 'pool "t"\nlet p = perplexity(text, checkpoint="tiny-lm")\nfilter p > 0\nselect top p\n'
+    caches = []
+    for corpus in (["a red circle", "a blue square"], ["un cercle rouge", "ein blaues Quadrat"]):
+        quick_lm.train_tiny_lm(corpus, tmp_path / corpus[0], "cpu")
+        pool = add_asset(pool.path, "tiny-lm", tmp_path / corpus[0], kind="model")
+        run_policy(policy, pool)
+        caches.append(sorted(Path(pool.scores_dir).glob("perplexity-*.parquet")))
+    assert len(caches[0]) == 1 and len(caches[1]) == 2
+    cached = pl.read_parquet(caches[0][0])
+    got = dict(zip(cached["id"].to_list(), cached["value"].to_list(), strict=True))
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "a red circle").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "a red circle")
+    for i, text in enumerate(SENTENCES):
+        if text:
+            ids = [tok.eos_token_id, *tok(text)["input_ids"]]
+            assert got[f"r{i}"] == pytest.approx(independent_ppl(model, ids), rel=1e-5)
 
 
 def test_tiny_lm_training_is_deterministic(quick_lm, tmp_path) -> None:

@@ -12,10 +12,9 @@ transformers' ``ByT5Tokenizer(extra_ids=0)`` (byte ``b`` is token ``b + 3``;
 pad 0, eos 1, unk 2), which needs no vocabulary file; cbdsl encodes bytes
 itself for speed, with the same ids.
 
-A local checkpoint (a directory a person put there, loaded with
-``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer``) replaces the
-tiny LM: an absolute path, or a name under the models directory
-(:func:`models_dir`).
+A checkpoint (a ``save_pretrained`` directory registered into the pool as a
+``model`` asset, loaded with ``AutoModelForCausalLM.from_pretrained`` and
+``AutoTokenizer``, never from the network) replaces the tiny LM.
 
 Perplexity of a text = exp(mean over its tokens of -log p(token | previous
 tokens)). Every token is scored: the sequence starts with the tokenizer's BOS
@@ -68,28 +67,6 @@ class TinyLMSpec:
 SPEC = TinyLMSpec()
 
 
-def models_dir() -> Path:
-    """Where local models live: ``$CBDSL_MODELS``, else ``$CBDSL_HOME/models``, else ``~/.cbdsl/models``."""
-    if os.environ.get("CBDSL_MODELS"):
-        return Path(os.environ["CBDSL_MODELS"]).expanduser()
-    home = os.environ.get("CBDSL_HOME")
-    return (Path(home).expanduser() if home else Path.home() / ".cbdsl") / "models"
-
-
-def resolve_local(name: str, what: str) -> Path:
-    """A local model file or directory: ``name`` itself when absolute, else ``models_dir() / name``."""
-    path = Path(name).expanduser()
-    if not path.is_absolute():
-        path = models_dir() / path
-    if not path.exists():
-        from cbdsl.pipelines.execute import RunError
-
-        raise RunError(f"no {what} at {path}",
-                       (f"put it there, or name an absolute path; relative names are looked up in {models_dir()} "
-                        "(set $CBDSL_MODELS or $CBDSL_HOME to move it)",))
-    return path
-
-
 _FILE_DIGESTS: dict[tuple, str] = {}
 
 
@@ -111,13 +88,11 @@ def files_version(path: Path) -> str:
 
 
 def checkpoint_version(checkpoint: str) -> str:
-    """The identity of what ``perplexity`` scores with (part of the score cache key)."""
+    """The identity of what ``perplexity`` scores with, for the score cache key: the tiny LM's spec, or the
+    checkpoint asset's name (the cache key adds the asset's sha256, as for every asset a parameter names)."""
     if not checkpoint:
         return f"{TINY_LM}:{json.dumps(asdict(SPEC), sort_keys=True)}"
-    try:
-        return "checkpoint:" + files_version(resolve_local(checkpoint, "checkpoint"))
-    except Exception:  # noqa: BLE001 - a missing checkpoint is reported when the scorer runs
-        return f"checkpoint:{checkpoint}:missing"
+    return f"checkpoint:{checkpoint}"
 
 
 # --- byte sequences (the tiny LM's tokenizer, vectorised) --------------------------------------------------
@@ -192,17 +167,25 @@ def _context_length(config) -> int:
     return 1024
 
 
-def load_checkpoint(checkpoint: str, device: str) -> CausalLM:
-    """``AutoModelForCausalLM`` + ``AutoTokenizer`` from a local directory (never the network)."""
+def load_checkpoint(path: Path, sha256: str, device: str, name: str = "") -> CausalLM:
+    """``AutoModelForCausalLM`` + ``AutoTokenizer`` from a local directory (never the network); ``sha256`` is its
+    content hash (the model asset's). A folder that is not a causal LM is a RunError, not a traceback."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_local(checkpoint, "checkpoint")
-    with _quiet():
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    try:
+        with _quiet():
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device).eval()
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError...
+        from cbdsl.pipelines.execute import RunError
+
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise RunError(f"checkpoint `{name or path}` is not a transformers causal LM with its tokenizer: {first}",
+                       ("register the directory that `model.save_pretrained(DIR)` and `tokenizer.save_pretrained(DIR)` "
+                        "wrote: `cbdsl pool add-asset POOL NAME DIR --kind model`",)) from err
     if type(tokenizer).__name__ == "ByT5Tokenizer":
         tokenizer = None  # the same ids, encoded without the Python tokenizer's per-character loop
-    return CausalLM(model, tokenizer, device, _context_length(model.config), "checkpoint:" + files_version(path))
+    return CausalLM(model, tokenizer, device, _context_length(model.config), "checkpoint:" + sha256)
 
 
 def tiny_lm(texts: Sequence[str | None], workdir: Path, device: str, spec: TinyLMSpec | None = None) -> CausalLM:
@@ -359,18 +342,18 @@ def sequence_nll(lm: CausalLM, seqs: Sequence[np.ndarray | None],
 _MEMO: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
 
-def perplexities(texts: Sequence[str | None], ids: Sequence[str], *, checkpoint: str, workdir: Path, device: str,
-                 progress: Callable[[int], None] = lambda n: None) -> np.ndarray:
+def perplexities(texts: Sequence[str | None], ids: Sequence[str], *, checkpoint: CausalLM | None, workdir: Path,
+                 device: str, progress: Callable[[int], None] = lambda n: None) -> np.ndarray:
     """exp(mean token NLL) per text (NaN for a null text or one with no scored token).
 
-    With no checkpoint the tiny LM is trained on ``texts`` ordered by ``ids``
+    ``checkpoint``: a model from :func:`load_checkpoint`. Without one the tiny LM is trained on ``texts`` ordered by ``ids``
     (so the model does not depend on the pool's row order). The last few
     results are memoised in-process, so ``perplexity`` and ``ccnet_bucket`` in
     one policy score the pool once.
     """
     order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
-    if checkpoint:
-        lm = load_checkpoint(checkpoint, device)
+    if checkpoint is not None:
+        lm = checkpoint
     else:
         lm = tiny_lm([texts[i] for i in order], workdir, device)
     memo_key = (lm.key, texts_digest(texts))
