@@ -70,15 +70,23 @@ def compile_source(text: str, name: str, pool=None) -> Compiled:
 
 
 def _assets(plan) -> list[str]:
+    """Names the plan may read as pool assets: ``asset("...")`` and every string parameter of a scorer or
+    function (``checkpoint="my-clip"``, ``tokenizer="gpt2-tok"``); the caller keeps those the pool has."""
     names: list[str] = []
+
+    def strings(params: dict) -> None:
+        for v in params.values():
+            names.extend(x for x in (v if isinstance(v, list) else [v]) if isinstance(x, str))
 
     def visit(e) -> None:
         if getattr(e, "op", None) == "asset":
             names.append(e.name)
+        strings(getattr(e, "params", None) or {})
         for a in getattr(e, "args", ()) or ():
             visit(a)
 
     for s in plan.steps:
+        strings(getattr(s, "params", None) or {})
         for field in ("expr", "arg", "predicate", "among", "of"):
             value = getattr(s, field, None)
             if value is not None:

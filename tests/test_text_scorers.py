@@ -153,6 +153,24 @@ def test_token_count_with_a_tokenizer_asset(tmp_path) -> None:
     assert lowered("token_count", SENTENCES, pool=pool, tokenizer="words-tok") == [len(s.split()) for s in SENTENCES]
 
 
+def test_a_replaced_model_asset_makes_the_compiled_policy_stale(tmp_path) -> None:
+    from cbdsl.compiler.artifact import compile_source, is_stale
+
+    _word_tokenizer(tmp_path / "words.json")
+    pool = add_asset(_text_pool(tmp_path / "pool").path, "words-tok", tmp_path / "words.json")
+    text = 'pool "t"\nlet n = token_count(text, tokenizer="words-tok")\nselect top n\n'
+    artifact = compile_source(text, "policy.cur", pool).artifact
+    assert artifact["pool"]["assets"] == {"words-tok": pool.card.assets["words-tok"].sha256}
+    assert is_stale(artifact, text, pool) is None
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+
+    tok = _word_tokenizer(tmp_path / "other.json")
+    tok.pre_tokenizer = WhitespaceSplit()
+    tok.save(str(tmp_path / "other.json"))
+    replaced = add_asset(pool.path, "words-tok", tmp_path / "other.json", kind="model")
+    assert is_stale(artifact, text, replaced) == "asset `words-tok` of pool `t` changed since the policy was compiled"
+
+
 def test_token_count_asset_errors(tmp_path) -> None:
     pool = _text_pool(tmp_path / "pool")
     (tmp_path / "corpus.txt").write_text("a doc\n")
