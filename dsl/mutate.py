@@ -12,8 +12,8 @@ not decided here: the searcher runs ``cbdsl check`` and redraws.
 The :class:`Vocabulary` is what a mutation may write on one pool: row scores
 (numeric columns and scorer calls whose inputs the pool's columns fill),
 embeddings, group columns, dedup methods, select strategies, and for each
-scorer the others of its bucket (same output type, catalogue bucket and
-arity) that a swap may put in its place. It is built once from the pool's
+scorer the others of its bucket (same output type, catalogue bucket and input
+kinds) that a swap may put in its place. It is built once from the pool's
 schema, the scorer registry and the method catalogue (:func:`vocabulary`).
 """
 
@@ -84,21 +84,10 @@ def _text(node: ast.Node) -> str:
 # --- paths: replace one node anywhere in a frozen tree --------------------------------
 
 
-def _steps(node: ast.Node) -> Iterator[tuple[tuple[str, int | None], ast.Node]]:
-    for name in type(node).model_fields:
-        if name in ("span", "comments", "trailing"):
-            continue
-        value = getattr(node, name)
-        if isinstance(value, ast.Node):
-            yield (name, None), value
-        elif isinstance(value, tuple):
-            yield from (((name, i), v) for i, v in enumerate(value) if isinstance(v, ast.Node))
-
-
 def walk_paths(node: ast.Node, path: Path = ()) -> Iterator[tuple[Path, ast.Node]]:
     """Every node under ``node`` with its path (field, index) from ``node``, pre-order."""
     yield path, node
-    for step, child in _steps(node):
+    for step, child in node.slots():
         yield from walk_paths(child, path + (step,))
 
 

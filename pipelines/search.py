@@ -14,7 +14,8 @@ A proposal is put in the sandbox's frame (its pool, its exact budget, a
 name; ``cite``/``adapt`` clauses naming the methods it instantiates when the
 scaffold asks for them), then it must pass ``cbdsl check`` against the pool,
 be accepted by the scaffold, select exactly the budget in a dry run, and
-select rows that no earlier iteration selected. Otherwise it is redrawn with
+select a set of rows that no earlier iteration selected (a new order of the
+same rows is no new data). Otherwise it is redrawn with
 the next random stream, seeded by (seed, strategy, ledger position, draw), so
 a search is deterministic for a seed and a sandbox state. A valid proposal is
 written under ``.cbdsl/search/``, compiled and submitted as ``cbdsl compile
@@ -27,6 +28,7 @@ import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cbdsl.dsl import ast
@@ -118,7 +120,10 @@ def search(cfg, *, iterations: int, strategy: str = "mutate", seed: int = 0, max
             break
         feedback = _submit(cfg, proposal, strategy, seed, step, log, backend)
         entry = feedback.entry
+        known = result.baseline
         _record(result, cfg, backend.suite)
+        if known is None and result.baseline is not None:
+            log(f"search: the baseline (iteration 0, random selection) scored {result.baseline:.4f}")
         m = proposal.mutation
         result.steps.append(Step(entry.n, m.kind, m.description, entry.status, entry.aggregate, result.best,
                                  proposal.draws, entry.error))
@@ -215,11 +220,14 @@ def _propose(cfg, pool, vocab, parent: ast.Policy, entries, strategy: str, seed:
     from cbdsl.dsl.format import format_policy
     from cbdsl.dsl.mutate import mutate, random_policy, with_citations
     from cbdsl.dsl.parser import parse_diagnostics
+    import polars as pl
+
     from cbdsl.pipelines.execute import RunError
     from cbdsl.scaffolds.modes import check_policy, history_of
 
     seen_policies = {_key(p) for p in (parse_diagnostics(e.policy_text)[0] for e in entries) if p is not None}
-    seen_selections = {e.selection_hash for e in entries if e.selection_hash}
+    seen_selections = {_rows_hash(pl.read_parquet(e.manifest)) for e in entries
+                       if e.manifest and Path(e.manifest).is_file()}
     parent = _frame(cfg, parent, strategy, seed)
     history = history_of(entries)
     if not any(n == 0 for n, _ in history):  # submit runs the baseline first; the scaffold compares with it
@@ -256,11 +264,19 @@ def _propose(cfg, pool, vocab, parent: ast.Policy, entries, strategy: str, seed:
         if run.selection.height != cfg.budget:
             last = f"proposals select {run.selection.height} rows, not the budget of {cfg.budget}"
             continue
-        if run.selection_hash() in seen_selections:
+        if _rows_hash(run.selection) in seen_selections:
             last = "every proposal selects the same rows as an earlier iteration"
             continue
         return _Proposal(dataclasses.replace(m, policy=policy), text, compiled, draw + 1)
     return f"no valid proposal in {max_draws} draws (the last reason: {last})"
+
+
+def _rows_hash(selection) -> str:
+    """sha256 of the selected ids as a set: a new order of the same rows trains on the same data."""
+    import hashlib
+
+    ids = sorted(str(v) for v in selection.get_column(selection.columns[0]).to_list())
+    return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
 
 
 def _dry_run(compiled, pool):

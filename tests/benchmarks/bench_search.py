@@ -120,6 +120,8 @@ def main() -> None:
                     help="backend settings, e.g. steps=10 for a quick smoke run of mini (changes its suite)")
     ap.add_argument("--max-cost", default="gpu_model", choices=["metadata", "cpu_model", "gpu_model"])
     ap.add_argument("--exclude", nargs="*", default=[], help="scorer ids the proposals must not use")
+    ap.add_argument("--teacher-device", default=None,
+                    help="train the demo's CLIP teacher here first if it is not cached (cuda: seconds, cpu: minutes)")
     ap.add_argument("--no-examples", action="store_true")
     ap.add_argument("--parallel", action="store_true", help="one process per sandbox")
     ap.add_argument("--workdir", type=Path, help="where the sandboxes go (default: a temporary folder)")
@@ -133,6 +135,8 @@ def main() -> None:
     from cbdsl.pipelines.pool import PoolError
     from cbdsl.pipelines.registry import resolve_pool
 
+    start = time.perf_counter()
+    setup: dict = {}
     try:
         resolve_pool("demo")
     except PoolError:
@@ -140,8 +144,14 @@ def main() -> None:
         from cbdsl.pipelines.registry import search_path
 
         make_demo(Path(search_path()[0]) / "demo")
+        setup["demo_pool_s"] = round(time.perf_counter() - start, 1)
+    if args.teacher_device:
+        from cbdsl.scorers.models import tinyclip
+
+        _model, path, sha = tinyclip.teacher(device=args.teacher_device)
+        setup["teacher"] = {"sha256": sha[:16], "device": args.teacher_device,
+                            "ready_s": round(time.perf_counter() - start, 1)}
     parts = [*args.strategies, *([] if args.no_examples else ["examples"])]
-    start = time.perf_counter()
     if args.parallel:
         base = [sys.executable, __file__, *sys.argv[1:], "--workdir", str(workdir)]
         procs = {p: subprocess.Popen([*base, "--part", p], stdout=subprocess.PIPE, text=True) for p in parts}
@@ -160,7 +170,7 @@ def main() -> None:
         "random_selection_runs": baselines, "examples": examples,
         "best_example": {"name": best[0], "aggregate": best[1]} if best else None,
         "search": {p: r for p, r in results.items() if p != "examples"},
-        "wall_s": round(time.perf_counter() - start, 1), "load_avg": os.getloadavg(),
+        "setup": setup, "wall_s": round(time.perf_counter() - start, 1), "load_avg": os.getloadavg(),
     }
     text = json.dumps(report, indent=2)
     print(text)
