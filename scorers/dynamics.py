@@ -74,7 +74,7 @@ def trace(ctx, inputs) -> tuple:
     """(prepared rows, {loss, el2n, grand, forgetting} arrays over them), from the workdir cache when there."""
     import numpy as np
 
-    from cbdsl.scorers.models.proxy import grad_norm, prepare
+    from cbdsl.scorers.models.proxy import prepare, reproducible
 
     p = ctx.params
     prep = prepare(ctx.ids, list(inputs), p.batch_size, p.lr)
@@ -88,6 +88,23 @@ def trace(ctx, inputs) -> tuple:
     ctx.expect(p.seeds * (p.epochs + 1) * m + (len(prep.valid) - m))
     ctx.progress(len(prep.valid) - m)
     sums = {k: np.zeros(m) for k in ("loss", "el2n", "grand", "forgetting")}
+    with reproducible():
+        _train_and_measure(ctx, prep, p, sums)
+    out = {k: (v if k == "forgetting" else v / p.seeds) for k, v in sums.items()}
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(path)
+    return prep, out
+
+
+def _train_and_measure(ctx, prep, p, sums: dict) -> None:
+    """Add each seed's training-dynamics measurements into ``sums`` (the proxy trained once per seed)."""
+    import numpy as np
+
+    from cbdsl.scorers.models.proxy import grad_norm
+
+    m = prep.rows
     for s in range(p.seed, p.seed + p.seeds):
         model = prep.proxy.build(s)
         last = np.full(m, -1, dtype=np.int8)  # -1: not presented yet
@@ -108,12 +125,6 @@ def trace(ctx, inputs) -> tuple:
             sums["el2n"][rows] += measured.el2n
             sums["grand"][rows] += grad_norm(measured.blocks)
             ctx.progress(len(rows))
-    out = {k: (v if k == "forgetting" else v / p.seeds) for k, v in sums.items()}
-    ctx.workdir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **out)
-    tmp.replace(path)
-    return prep, out
 
 
 def _score(ctx, inputs, what: str):

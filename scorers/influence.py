@@ -81,12 +81,13 @@ def influence(ctx, *inputs):
     """Gradient influence toward target assets (LESS/ICONS core): projected proxy gradients, mean cosine."""
     import numpy as np
 
-    from cbdsl.scorers.models.proxy import prepare
+    from cbdsl.scorers.models.proxy import prepare, reproducible
 
     p = ctx.params
     prep = prepare(ctx.ids, list(inputs), p.batch_size, p.lr)
     tasks = _tasks(ctx, prep, inputs)
-    scores = task_scores(prep, tasks, p, ctx.progress, ctx.expect)
+    with reproducible():
+        scores = task_scores(prep, tasks, p, ctx.progress, ctx.expect)
     if p.aggregate == "mean":
         values = scores.mean(axis=1)
     elif p.aggregate == "max":

@@ -184,6 +184,24 @@ def test_scores_are_deterministic_bytes(labelled, tmp_path):
     assert fresh() == fresh()
 
 
+def test_thread_count_does_not_change_the_bytes(labelled):
+    """The proxies train on one thread inside the scorer, whatever the caller set (float sums follow threads)."""
+    import shutil
+
+    import torch
+
+    runs, before = [], torch.get_num_threads()
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        try:
+            shutil.rmtree(labelled.scores_dir, ignore_errors=True)
+            runs.append(_scores(labelled, "el2n(emb, label, epochs=1, seeds=1)").to_numpy().tobytes())
+        finally:
+            torch.set_num_threads(before)
+        assert torch.get_num_threads() == before
+    assert runs[0] == runs[1]
+
+
 def test_text_classifier_and_null_rows(tmp_path):
     frame = pl.DataFrame({"id": [f"r{i:03d}" for i in range(N)], "text": [None, *TEXTS[1:]],
                           "label": ["a" if v else "b" for v in LABELS[:-1]] + [None]})

@@ -67,6 +67,16 @@ def grad_norm(blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
 # ---------------------------------------------------------------- training loop (classifier, LM)
 
 
+@contextlib.contextmanager
+def reproducible() -> Iterator[None]:
+    """One torch thread and deterministic kernels inside: float sums depend on the thread count, and a
+    proxy's scores must be the same bytes on any machine (the image-text proxy trains the same way)."""
+    from cbdsl.scorers.models.tinyclip import deterministic_algorithms, torch_threads
+
+    with deterministic_algorithms(), torch_threads(1):
+        yield
+
+
 def fit(model: torch.nn.Module, batch_loss: Callable, n: int, *, epochs: int, batch_size: int, lr: float, seed: int,
         hook: StepHook | None = None, weight_decay: float = 0.0) -> None:
     """AdamW over ``epochs`` seeded shuffles of rows ``0..n-1``; the last short batch is kept, so every row is

@@ -400,7 +400,7 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
     order = torch.empty(0, dtype=torch.long)
-    with _deterministic(), _threads(threads):
+    with deterministic_algorithms(), torch_threads(threads):
         for step in range(steps):
             epoch, slot = divmod(step, per_epoch)
             if slot == 0:
@@ -450,7 +450,8 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside (unchanged when ``n`` is None), restored after."""
     previous = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -461,7 +462,7 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _deterministic() -> Iterator[None]:
+def deterministic_algorithms() -> Iterator[None]:
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
