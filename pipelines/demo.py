@@ -152,13 +152,40 @@ class DemoPool:
     lineage: dict[str, Any] = field(default_factory=dict)
 
 
-def expected_rates() -> dict[str, float]:
-    """Overall share of rows with each defect, from SOURCE_SHARES and DEFECT_RATES."""
-    return {d: round(sum(share * DEFECT_RATES[s][d] for s, share in SOURCE_SHARES.items()), 6) for d in DEFECTS}
+def expected_rates(rates: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
+    """Overall share of rows with each defect, from SOURCE_SHARES and ``rates`` (default DEFECT_RATES)."""
+    rates = rates or DEFECT_RATES
+    return {d: round(sum(share * rates[s][d] for s, share in SOURCE_SHARES.items()), 6) for d in DEFECTS}
 
 
-def generate_demo(rows: int = DEFAULT_ROWS, seed: int = 0) -> DemoPool:
-    """Generate the demo pool and its defect labels; the same (rows, seed) gives byte-identical frames.
+def with_rates(changes: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """DEFECT_RATES with some (source, defect) rates replaced: how the validity benchmark tries other pools.
+
+    Raises ValueError naming an unknown source or defect, a rate outside
+    [0, 1], or a source whose caption (or image) defects sum above 1.
+    """
+    out = {s: dict(r) for s, r in DEFECT_RATES.items()}
+    for source, defects in changes.items():
+        if source not in out:
+            raise ValueError(f"unknown source {source!r}; the demo's sources are {', '.join(SOURCE_SHARES)}")
+        for defect, rate in defects.items():
+            if defect not in DEFECTS:
+                raise ValueError(f"unknown defect {defect!r}; the demo's defects are {', '.join(DEFECTS)}")
+            if not 0 <= rate <= 1:
+                raise ValueError(f"the rate of {defect} in {source} must be between 0 and 1, not {rate}")
+            out[source][defect] = float(rate)
+        for kind in (_CAPTION_DEFECTS, _IMAGE_DEFECTS, ("exact_duplicate", "near_duplicate")):
+            if sum(out[source][d] for d in kind) > 1:
+                raise ValueError(f"{source}: the rates of {', '.join(kind)} sum above 1")
+    return out
+
+
+def generate_demo(rows: int = DEFAULT_ROWS, seed: int = 0,
+                  rates: dict[str, dict[str, float]] | None = None) -> DemoPool:
+    """Generate the demo pool and its defect labels; the same (rows, seed, rates) gives byte-identical frames.
+
+    ``rates`` replaces DEFECT_RATES (see :func:`with_rates`); the lineage
+    records the rates used.
 
     Pool columns: id, image (PNG bytes), width, height, text, source, url.
     Defects columns: id, one bool per defect (DEFECTS), dup_group (the
@@ -166,9 +193,10 @@ def generate_demo(rows: int = DEFAULT_ROWS, seed: int = 0) -> DemoPool:
     and the image's true shape, color, size, position, texture.
     """
     _check_args(rows, seed)
+    rates = rates or DEFECT_RATES
     rng = np.random.default_rng([seed, STREAMS["pool"]])
     sources = tuple(SOURCE_SHARES)
-    plan = _plan_rows(_split(rows, SOURCE_SHARES), rng)
+    plan = _plan_rows(_split(rows, SOURCE_SHARES), rates, rng)
     n_base = len(plan.source)
 
     attrs = synth.sample_attributes(n_base, rng)
@@ -237,7 +265,7 @@ def generate_demo(rows: int = DEFAULT_ROWS, seed: int = 0) -> DemoPool:
             **{k: v.tolist() for k, v in names.items()},
         }
     )
-    return DemoPool(pool=pool, defects=defects, lineage=_lineage(rows, seed, defects))
+    return DemoPool(pool=pool, defects=defects, lineage=_lineage(rows, seed, defects, rates))
 
 
 def generate_clean(rows: int, seed: int = 0, *, stream: str = "eval") -> pl.DataFrame:
@@ -270,11 +298,12 @@ def generate_clean(rows: int, seed: int = 0, *, stream: str = "eval") -> pl.Data
     )
 
 
-def make_demo(path: str | os.PathLike, rows: int = DEFAULT_ROWS, seed: int = 0, overwrite: bool = False) -> Path:
+def make_demo(path: str | os.PathLike, rows: int = DEFAULT_ROWS, seed: int = 0, overwrite: bool = False,
+              rates: dict[str, dict[str, float]] | None = None) -> Path:
     """Generate the demo pool and write it at ``path``, with its labels as the ``demo-defects`` asset."""
     from cbdsl.pipelines.pool import add_asset, write_pool
 
-    demo = generate_demo(rows, seed)
+    demo = generate_demo(rows, seed, rates)
     write_pool(demo.pool, path, name="demo", id_column="id", lineage=demo.lineage, overwrite=overwrite)
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(tmp) / "demo-defects.parquet"
@@ -327,12 +356,12 @@ def _split(rows: int, shares: dict[str, float]) -> list[int]:
     return counts
 
 
-def _plan_rows(counts: list[int], rng: np.random.Generator) -> _Plan:
+def _plan_rows(counts: list[int], rates_by_source: dict[str, dict[str, float]], rng: np.random.Generator) -> _Plan:
     """Which base rows carry which defect and which rows are copies of which, with exact counts per source."""
     sources, caption_defect, image_defect, copy_kind, copy_orig = [], [], [], [], []
     offset = 0
     for s, (source, n) in enumerate(zip(SOURCE_SHARES, counts)):
-        rates = DEFECT_RATES[source]
+        rates = rates_by_source[source]
         k_exact, k_near = round(rates["exact_duplicate"] * n), round(rates["near_duplicate"] * n)
         if k_exact + k_near >= n:  # a source of a handful of rows gets no copies
             k_exact = k_near = 0
@@ -475,7 +504,7 @@ def _urls(source: np.ndarray, rng: np.random.Generator) -> list[str]:
     return out
 
 
-def _lineage(rows: int, seed: int, defects: pl.DataFrame) -> dict[str, Any]:
+def _lineage(rows: int, seed: int, defects: pl.DataFrame, rates: dict[str, dict[str, float]]) -> dict[str, Any]:
     import zlib
 
     return {
@@ -486,8 +515,8 @@ def _lineage(rows: int, seed: int, defects: pl.DataFrame) -> dict[str, Any]:
         "rng": f"numpy.random.default_rng([{seed}, {STREAMS['pool']}])",
         "streams": dict(STREAMS),
         "source_shares": dict(SOURCE_SHARES),
-        "defect_rates": {s: dict(r) for s, r in DEFECT_RATES.items()},
-        "defect_rates_overall": expected_rates(),
+        "defect_rates": {s: dict(r) for s, r in rates.items()},
+        "defect_rates_overall": expected_rates(rates),
         "defect_counts": {d: int(defects[d].sum()) for d in DEFECTS},
         "defects_asset": "demo-defects",
         "attributes": {k: list(v) for k, v in synth.ATTRIBUTES.items()},

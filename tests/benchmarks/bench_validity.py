@@ -1,0 +1,294 @@
+"""Benchmark: does the ``mini`` backend tell curation policies apart? (issue 5's validity check)
+
+At the demo sandbox's default budget (5,000 of the 50,000-row demo pool), it
+runs four arms, each trained and evaluated by the mini backend with three
+training seeds (``MiniBackend.seed``: weight init and data order):
+
+- ``random``: the sandbox's iteration 0 (``cbdsl.pipelines.submit.BASELINE``);
+- ``clip_top30``: ``examples/datacomp_clip_l14_top30.cur`` on the demo pool
+  with the demo's CLIP teacher (``model="cbdsl-tiny"``), 5,000 rows drawn at
+  random from the survivors;
+- ``demo_basic_quality`` and ``demo_clip_quality``: the curated examples
+  written for the demo pool, as they are.
+
+It reports the mean and std (ddof 1) of the aggregate per arm, the seed noise
+(the pooled std over all arms), how many noise sigmas the best curated arm is
+above random (target: 5), each seed's ranking of the arms (target: the same
+for every seed), each selection's defect shares (from the ``demo-defects``
+asset), and the seconds per run. ``--recipe`` and ``--rates`` try other mini
+recipes and demo defect rates in the same run (each combination is reported
+on its own), which is how the defaults were chosen.
+
+    python tests/benchmarks/bench_validity.py                     # CUDA if present; CBDSL_DEVICE=cpu forces CPU
+    python tests/benchmarks/bench_validity.py --jobs 4 --recipe "" --recipe "lr=0.004,warmup=10" \\
+        --rates "" --rates "laion.mismatched=0.5"
+
+Pools are made under ``--pool-dir`` (reused when their lineage matches); the
+CLIP teacher is trained first (``--teacher-device cuda`` trains it on the GPU
+in seconds: same recipe, other floating-point order than the CPU's). Prints
+one JSON object; ``--out FILE`` also writes it there.
+
+Seen on an H200 host (recipe mini-v2, teacher trained on the GPU): on the
+demo pool as shipped, random 0.265 +- 0.047, the best curated arm
+(demo_clip_quality) 0.321 +- 0.001: 2.3 pooled sigmas, random last for every
+seed but the curated arms' order unstable; the target is not met (README,
+"Validity of the mini backend", says why and what to try next).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import fields
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[2]
+BUDGET = 5000  # the demo sandbox's default budget (cbdsl.pipelines.sandbox.Config.budget)
+TARGET_SIGMAS = 5.0
+CURATED = ("clip_top30", "demo_basic_quality", "demo_clip_quality")
+
+
+def arms(budget: int) -> dict[str, str]:
+    """Policy text per arm, every one at ``budget`` rows of the demo pool."""
+    from cbdsl.pipelines.submit import BASELINE
+
+    return {
+        "random": BASELINE.format(pool="demo", budget=budget),
+        "clip_top30": retarget((ROOT / "examples" / "datacomp_clip_l14_top30.cur").read_text(), budget),
+        "demo_basic_quality": with_budget((ROOT / "examples" / "demo_basic_quality.cur").read_text(), budget),
+        "demo_clip_quality": with_budget((ROOT / "examples" / "demo_clip_quality.cur").read_text(), budget),
+    }
+
+
+def retarget(text: str, budget: int) -> str:
+    """A DataComp example on the demo pool: pool `demo`, the demo's CLIP teacher, ``budget`` random rows."""
+    out, n = re.subn(r'^pool "[^"]*"', 'pool "demo"', text, flags=re.M)
+    out, m = re.subn(r'clip_score\(image, text, model="ViT-L-14", pretrained="openai"\)', "clip_score(image, text)", out)
+    if n != 1 or m != 1:
+        raise ValueError("the example no longer has the pool clause and L/14 clip_score this benchmark retargets")
+    return with_budget(out, budget)
+
+
+def with_budget(text: str, budget: int) -> str:
+    """``text`` with its budget clause set to ``budget`` (added when it has none)."""
+    out, n = re.subn(r"^budget .*$", f"budget {budget}", text, flags=re.M)
+    return out if n else out.rstrip("\n") + f"\nbudget {budget}\n"
+
+
+def parse_pairs(spec: str) -> dict[str, str]:
+    """``"a=1,b.c=2"`` -> {"a": "1", "b.c": "2"}; an empty spec is the defaults."""
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bad setting {item!r}: write NAME=VALUE, comma-separated")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def recipe_of(spec: str) -> dict:
+    """A ``--recipe`` spec as MiniBackend keyword arguments (typed like the fields' defaults)."""
+    from cbdsl.pipelines.backends.mini import MiniBackend
+
+    known = {f.name: type(f.default) for f in fields(MiniBackend) if f.name not in ("name", "format", "seed")}
+    out = {}
+    for key, value in parse_pairs(spec).items():
+        if key not in known:
+            raise SystemExit(f"unknown recipe setting {key!r}; settings are {', '.join(known)}")
+        out[key] = known[key](value)
+    return out
+
+
+def rates_of(spec: str) -> dict:
+    """A ``--rates`` spec (``source.defect=rate``) as demo defect rates."""
+    from cbdsl.pipelines import demo
+
+    changes: dict[str, dict[str, float]] = {}
+    for key, value in parse_pairs(spec).items():
+        source, _, defect = key.partition(".")
+        changes.setdefault(source, {})[defect] = float(value)
+    try:
+        return demo.with_rates(changes)
+    except ValueError as err:
+        raise SystemExit(f"--rates {spec!r}: {err}") from None
+
+
+def demo_pool(pool_dir: Path, rows: int, rates: dict, tag: str):
+    """The demo pool of these rates under ``pool_dir`` (made once, reused when its lineage matches)."""
+    from cbdsl.pipelines.demo import make_demo
+    from cbdsl.pipelines.pool import Pool
+
+    path = pool_dir / f"demo-{tag}"
+    if (path / "pool.json").is_file():
+        pool = Pool.open(path)
+        lineage = pool.card.lineage
+        if lineage.get("rows") == rows and lineage.get("defect_rates") == rates:
+            return pool
+    return Pool.open(make_demo(path, rows=rows, rates=rates, overwrite=True))
+
+
+def select(pool, text: str, name: str) -> pl.DataFrame:
+    """Compile, lower and execute a policy on ``pool``: its selection (id, rank, ...)."""
+    from cbdsl.compiler.artifact import compile_source
+    from cbdsl.compiler.lower import lower
+    from cbdsl.pipelines.execute import execute
+
+    compiled = compile_source(text, name, pool)
+    low = lower(compiled.plan, pool.schema, lambda a: pool.read_asset(a).to_list())
+    return execute(low, pool).selection
+
+
+def defect_shares(pool, selection: pl.DataFrame) -> dict[str, float]:
+    """Share of the selection carrying each defect, and of rows with none (from the ground truth asset)."""
+    from cbdsl.pipelines.demo import DEFECTS
+
+    truth = pool.read_asset("demo-defects").join(selection.select(pool.id_column), on="id")
+    shares = {d: round(float(truth[d].mean()), 4) for d in DEFECTS}
+    shares["clean"] = round(float(truth.select(~pl.any_horizontal(DEFECTS)).to_series().mean()), 4)
+    return shares
+
+
+def run_one(pool_path: str, selection_path: str, recipe: dict, seed: int) -> dict:
+    """One mini train/eval (in a worker process): metrics and seconds."""
+    from cbdsl.pipelines.backends import Job
+    from cbdsl.pipelines.backends.mini import MiniBackend
+    from cbdsl.pipelines.pool import Pool
+
+    pool = Pool.open(pool_path)
+    selection = pl.read_parquet(selection_path)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = MiniBackend(seed=seed, **recipe).run(
+            Job(pool=pool, selection=selection, export_dir=Path(tmp), workdir=Path(tmp), log=lambda m: None))
+    return {**metrics, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def summarize(results: dict[str, list[dict]], seeds: list[int]) -> dict:
+    """Mean/std per arm, the pooled seed noise, the best curated arm's margin in sigmas, per-seed rankings."""
+    agg = {arm: np.array([r["aggregate"] for r in runs]) for arm, runs in results.items()}
+    noise = float(np.sqrt(np.mean([a.var(ddof=1) for a in agg.values()])))
+    best = max((a for a in agg if a in CURATED), key=lambda a: agg[a].mean())
+    margin = float(agg[best].mean() - agg["random"].mean())
+    rankings = [sorted(agg, key=lambda a: -agg[a][i]) for i in range(len(seeds))]
+    benchmarks = sorted(results["random"][0]["benchmarks"])
+    return {
+        "arms": {a: {"mean": round(float(v.mean()), 4), "std": round(float(v.std(ddof=1)), 4),
+                     "per_seed": [round(float(x), 4) for x in v],
+                     "benchmarks": {b: round(float(np.mean([r["benchmarks"][b] for r in results[a]])), 4)
+                                    for b in benchmarks},
+                     "seconds": [r["seconds"] for r in results[a]]} for a, v in agg.items()},
+        "seed_noise_std": round(noise, 4),
+        "best_curated": best,
+        "margin_over_random": round(margin, 4),
+        "sigmas": round(margin / noise, 2) if noise > 0 else None,
+        "sigmas_vs_larger_std": round(margin / max(agg[best].std(ddof=1), agg["random"].std(ddof=1)), 2),
+        "rankings_per_seed": rankings,
+        "ranking_stable": all(r == rankings[0] for r in rankings),
+        "target_met": noise > 0 and margin / noise >= TARGET_SIGMAS and all(r == rankings[0] for r in rankings),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=50_000, help="demo pool rows (the default demo)")
+    ap.add_argument("--budget", type=int, default=BUDGET)
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds (comma-separated)")
+    ap.add_argument("--recipe", action="append", default=None,
+                    help='mini recipe changes, e.g. "lr=0.004,steps=200" (repeat to compare; "" = defaults)')
+    ap.add_argument("--rates", action="append", default=None,
+                    help='demo defect-rate changes, e.g. "laion.mismatched=0.5" (repeat; "" = the defaults)')
+    ap.add_argument("--jobs", type=int, default=1, help="mini runs in parallel (worker processes)")
+    ap.add_argument("--pool-dir", default=None, help="where the demo pools are made (default: a temporary folder)")
+    ap.add_argument("--teacher-device", default="cpu", help="where the CLIP teacher is trained if not cached")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("CBDSL_PROGRESS", "0")
+    from cbdsl.pipelines.backends.mini import SUITE_VERSION
+    from cbdsl.pipelines.scores import device
+    from cbdsl.scorers.models import tinyclip
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    recipes = args.recipe if args.recipe is not None else [""]
+    variants = args.rates if args.rates is not None else [""]
+    t0 = time.perf_counter()
+    _model, teacher_path, teacher_sha = tinyclip.teacher(device=args.teacher_device)
+    teacher_s = time.perf_counter() - t0
+    texts = arms(args.budget)
+    with tempfile.TemporaryDirectory() as tmp:
+        pool_dir = Path(args.pool_dir or tmp)
+        pool_dir.mkdir(parents=True, exist_ok=True)
+        prepared = {}
+        for v, spec in enumerate(variants):
+            t0 = time.perf_counter()
+            pool = demo_pool(pool_dir, args.rows, rates_of(spec), f"r{args.rows}-{v}")
+            sels = {}
+            for arm, text in texts.items():
+                path = pool_dir / f"sel-{v}-{arm}.parquet"
+                select(pool, text, f"{arm}.cur").write_parquet(path)
+                sels[arm] = path
+            shares = {arm: defect_shares(pool, pl.read_parquet(p)) for arm, p in sels.items()}
+            prepared[spec] = (str(pool.path), sels, shares, round(time.perf_counter() - t0, 1))
+            _progress(f"pool and selections for rates {spec or 'defaults'!r}: {prepared[spec][3]} s")
+        tasks = [(spec, r, arm, seed) for spec in variants for r in recipes for arm in texts for seed in seeds]
+        t0 = time.perf_counter()
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(max(1, args.jobs), mp_context=ctx) as ex:
+            futures = {t: ex.submit(run_one, prepared[t[0]][0], str(prepared[t[0]][1][t[2]]), recipe_of(t[1]), t[3])
+                       for t in tasks}
+            done = {}
+            for future in as_completed(futures.values()):
+                task = next(t for t, f in futures.items() if f is future)
+                done[task] = future.result()
+                _progress(f"{len(done)}/{len(tasks)} {task}: aggregate {done[task]['aggregate']:.4f} "
+                          f"in {done[task]['seconds']} s")
+        train_s = time.perf_counter() - t0
+    combos = []
+    for spec in variants:
+        for r in recipes:
+            results = {arm: [done[(spec, r, arm, s)] for s in seeds] for arm in texts}
+            combos.append({"rates": spec or "defaults", "recipe": r or "defaults",
+                           "suite": results["random"][0]["suite"], "defect_shares": prepared[spec][2],
+                           "pool_and_selections_s": prepared[spec][3], **summarize(results, seeds)})
+    result = {
+        "benchmark": "mini backend validity: curated policies against random",
+        "device": device(),
+        "gpu": _gpu_name(),
+        "suite_version": SUITE_VERSION,
+        "rows": args.rows,
+        "budget": args.budget,
+        "seeds": seeds,
+        "teacher": {"path": teacher_path.name, "sha256": teacher_sha[:16], "seconds": round(teacher_s, 1)},
+        "jobs": args.jobs,
+        "train_eval_s": round(train_s, 1),
+        "target": f"best curated arm >= {TARGET_SIGMAS:g} seed-noise sigmas above random; same ranking every seed",
+        "combinations": combos,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return result
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,82 @@
+"""The mini backend as a command (what the ray and command backends run), and the demo's defect-rate knob.
+
+The real train/eval runs with a tiny recipe (a few steps, a small suite) on a
+small demo pool, in a subprocess, as a Ray job would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from cbdsl.pipelines import demo
+from cbdsl.pipelines.demo import make_demo
+
+MINI = [sys.executable, "-m", "cbdsl.pipelines.backends.mini"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> Path:
+    return make_demo(tmp_path_factory.mktemp("pools") / "demo", rows=400, seed=0)
+
+
+def selection(pool: Path, path: Path, rows: int = 120, rank: bool = True) -> Path:
+    ids = pl.read_parquet(next((pool / "shards").glob("*.parquet")), columns=["id"]).head(rows)
+    (ids.with_columns(pl.int_range(1, rows + 1).alias("rank")) if rank else ids).write_parquet(path)
+    return path
+
+
+def test_mini_command_trains_evaluates_and_writes_metrics(pool, tmp_path):
+    sel = selection(pool, tmp_path / "selection.parquet")
+    out = tmp_path / "work" / "metrics.json"
+    proc = subprocess.run([*MINI, str(sel), "--pool", str(pool), "--metrics", str(out), "--steps", "2",
+                           "--batch-size", "32", "--eval-rows", "64", "--threads", "1", "--seed", "3"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "CBDSL_DEVICE": "cpu"})
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(out.read_text())
+    assert metrics["train_rows"] == 120 and metrics["suite"].startswith("mini-v2-")
+    assert len(metrics["benchmarks"]) == 7 and all(0 <= v <= 1 for v in metrics["benchmarks"].values())
+    assert metrics["aggregate"] == pytest.approx(sum(metrics["benchmarks"].values()) / 7)
+    assert "mini: training cbdsl-tiny on 120 pairs (2 steps x 32)" in proc.stdout
+
+
+def test_mini_command_errors_say_what_to_fix(pool, tmp_path):
+    sel = selection(pool, tmp_path / "selection.parquet", rank=False)
+    out = tmp_path / "metrics.json"
+    proc = subprocess.run([*MINI, str(sel), "--pool", str(tmp_path / "nowhere"), "--metrics", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "mini: no pool directory at" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([*MINI, str(sel), "--pool", str(pool), "--metrics", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "has no `rank` column" in proc.stderr and not out.exists()
+
+
+def test_with_rates_changes_only_what_it_names_and_checks_it():
+    rates = demo.with_rates({"laion": {"spam": 0.1}})
+    assert rates["laion"]["spam"] == 0.1 and demo.DEFECT_RATES["laion"]["spam"] != 0.1
+    assert {s: r for s, r in rates.items() if s != "laion"} == {s: r for s, r in demo.DEFECT_RATES.items()
+                                                                  if s != "laion"}
+    with pytest.raises(ValueError, match="unknown source 'reddit'"):
+        demo.with_rates({"reddit": {"spam": 0.1}})
+    with pytest.raises(ValueError, match="unknown defect 'blurry'"):
+        demo.with_rates({"coco": {"blurry": 0.1}})
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        demo.with_rates({"coco": {"spam": 1.5}})
+    with pytest.raises(ValueError, match="mismatched, spam, foreign_language sum above 1"):
+        demo.with_rates({"laion": {"mismatched": 0.9}})
+
+
+def test_rates_shape_the_pool_and_its_lineage():
+    rates = demo.with_rates({"coco": {"mismatched": 0.5}})
+    generated = demo.generate_demo(2000, seed=1, rates=rates)
+    truth = generated.defects.join(generated.pool.select("id", "source"), on="id")
+    coco = truth.filter(pl.col("source") == "coco")
+    assert coco["mismatched"].mean() == pytest.approx(0.5, abs=1.5 / coco.height)
+    assert generated.lineage["defect_rates"] == rates
+    assert generated.lineage["defect_rates_overall"] == demo.expected_rates(rates)
