@@ -138,6 +138,12 @@ def test_settings_and_template_errors_are_clear(tmp_path):
         RayBackend(address="http://127.0.0.1:1", entrypoint="train {exprot}").run(job)
     with pytest.raises(BackendError, match="unknown export format 'csv'"):
         RayBackend(address="http://127.0.0.1:1", entrypoint="train {export}", format="csv").run(job)
+    with pytest.raises(BackendError, match="`timeout` must be a positive number of seconds, not 'soon'"):
+        RayBackend(address="http://127.0.0.1:1", entrypoint="train {export}", timeout="soon").run(job)
+    with pytest.raises(BackendError, match="`runtime_env` must be a table"):
+        RayBackend(address="http://127.0.0.1:1", entrypoint="train {export}", runtime_env="pip").run(job)
+    with pytest.raises(BackendError, match="runtime_env.working_dir is the export folder cbdsl uploads"):
+        RayBackend(address="http://127.0.0.1:1", entrypoint="train {export}", runtime_env={"working_dir": "."}).run(job)
 
 
 def test_no_address_unreachable_cluster_and_missing_ray(tmp_path, monkeypatch):

@@ -65,9 +65,14 @@ class RayBackend:
         token = uuid.uuid4().hex
         command = render(self.entrypoint, SECTION, export=export_name(self.format, SECTION), format=self.format,
                          workdir=WORKDIR.format(token=token[:12]))
-        client, address = _client(self.address)
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or self.timeout <= 0:
+            raise BackendError(f"{SECTION}: `timeout` must be a positive number of seconds, not {self.timeout!r}")
+        if not isinstance(self.runtime_env, dict):
+            raise BackendError(f"{SECTION}: `runtime_env` must be a table (e.g. runtime_env = {{ pip = [\"polars\"] }}), "
+                               f"not {self.runtime_env!r}")
         if "working_dir" in self.runtime_env:
             raise BackendError(f"{SECTION}: runtime_env.working_dir is the export folder cbdsl uploads; remove it")
+        client, address = _client(self.address)
         runtime_env = {**self.runtime_env, "working_dir": str(job.export_dir)}
         submission_id = f"cbdsl-{job.workdir.parent.name}-{token[:8]}"
         try:
@@ -81,6 +86,10 @@ class RayBackend:
         log_path = job.workdir / "ray-job.log"
         try:
             status, logs = self._follow(client, job_id, job)
+        except Exception as err:  # noqa: BLE001 - the cluster went away or answered nonsense mid-job
+            _stop(client, job_id)
+            raise BackendError(f"lost track of Ray job {job_id} at {address}: {_short(err)}; check the cluster "
+                               f"(`ray job status {job_id} --address {address}`) and submit again") from None
         except BaseException:
             _stop(client, job_id)  # an interrupted submit must not leave the job running on the cluster
             raise
