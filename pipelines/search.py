@@ -128,7 +128,8 @@ def search(cfg, *, iterations: int, strategy: str = "mutate", seed: int = 0, max
         result.steps.append(Step(entry.n, m.kind, m.description, entry.status, entry.aggregate, result.best,
                                  proposal.draws, entry.error))
         score = f"{entry.aggregate:.4f}" if entry.aggregate is not None else entry.status
-        log(f"search step {step + 1}: iteration {entry.n} {score} (best {result.best:.4f}) {m.description}")
+        best = f"{result.best:.4f}" if result.best is not None else "-"
+        log(f"search step {step + 1}: iteration {entry.n} {score} (best {best}) {m.description}")
         if entry.status == "failed":
             result.stopped = f"step {step + 1}: iteration {entry.n} failed: {entry.error}"
             break
@@ -215,13 +216,13 @@ def _key(policy: ast.Policy) -> str:
 def _propose(cfg, pool, vocab, parent: ast.Policy, entries, strategy: str, seed: int, position: int,
              max_draws: int) -> _Proposal | str:
     """The first valid proposal of the step's random streams, or why none of ``max_draws`` was valid."""
+    import polars as pl
+
     from cbdsl.compiler.artifact import compile_source
     from cbdsl.compiler.check import check_source
     from cbdsl.dsl.format import format_policy
     from cbdsl.dsl.mutate import mutate, random_policy, with_citations
     from cbdsl.dsl.parser import parse_diagnostics
-    import polars as pl
-
     from cbdsl.pipelines.execute import RunError
     from cbdsl.scaffolds.modes import check_policy, history_of
 
