@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,8 @@ def find_root(start: str | os.PathLike = ".") -> Path | None:
 
 
 def load(start: str | os.PathLike = ".") -> Config:
+    import tomllib  # here, not at the top: `cbdsl check` imports this module for find_root outside sandboxes too
+
     root = find_root(start)
     if root is None:
         raise SandboxError(f"no {CONFIG} here or in a parent folder: run `cbdsl init` to make a sandbox")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import tomllib
+import json
+import os
 from dataclasses import dataclass, field
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 FAMILIES: tuple[str, ...] = (
@@ -88,15 +89,27 @@ class CatalogueError(ValueError):
     """A catalogue file is malformed: a bug in cbdsl's data, caught by its tests."""
 
 
-def _directory():
-    return resources.files("cbdsl.scaffolds") / "catalogue"
+def _directory() -> Path:
+    # the package's own folder, not importlib.resources: cbdsl is installed unpacked, and importing
+    # importlib.resources costs ~10 ms of every `cbdsl check`
+    return Path(__file__).with_name("catalogue")
 
 
 def _load_one(name: str, text: str) -> Method:
+    return _method(name, _toml(name, text))
+
+
+def _toml(name: str, text: str) -> dict[str, Any]:
+    import tomllib
+
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise CatalogueError(f"{name}: {err}") from err
+
+
+def _method(name: str, data: dict[str, Any]) -> Method:
+    """A validated entry from the parsed TOML of the file ``name``."""
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise CatalogueError(f"{name}: missing field(s) {', '.join(missing)}")
@@ -131,10 +144,41 @@ def _files() -> tuple[tuple[str, str], ...]:
     return tuple(sorted(found))
 
 
+def _cache_path(digest: str) -> Path:
+    home = os.environ.get("CBDSL_HOME")
+    return (Path(home) if home else Path.home() / ".cbdsl") / "cache" / f"catalogue-{digest[:32]}.json"
+
+
+@functools.cache
+def _parsed() -> dict[str, dict[str, Any]]:
+    """The TOML of every file, kept as JSON under ``$CBDSL_HOME/cache`` keyed by the files' hash.
+
+    ``tomllib`` (pure Python) takes about 25 ms over the catalogue, and every
+    ``cbdsl check`` needs the catalogue; JSON loads in a millisecond. A cache
+    that is missing, unreadable or unwritable only costs the parse."""
+    path = _cache_path(catalogue_hash())
+    names = [name for name, _text in _files()]
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(cached, dict) and list(cached) == names:
+            return cached
+    except (OSError, ValueError):
+        pass
+    parsed = {name: _toml(name, text) for name, text in _files()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(parsed), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass
+    return parsed
+
+
 @functools.cache
 def catalogue() -> dict[str, Method]:
     """Every method by id, in id order."""
-    return {m.id: m for m in (_load_one(name, text) for name, text in _files())}
+    return {m.id: m for m in (_method(name, data) for name, data in _parsed().items())}
 
 
 def method_ids() -> tuple[str, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cbdsl.compiler.check import check_source
@@ -113,3 +115,21 @@ def _toml(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return str(value)
+
+
+def test_the_parsed_catalogue_is_cached_as_json_and_a_bad_cache_is_ignored(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CBDSL_HOME", str(tmp_path))
+    cat._parsed.cache_clear()
+    try:
+        fresh = cat._parsed()
+        (path,) = (tmp_path / "cache").glob("catalogue-*.json")
+        cat._parsed.cache_clear()
+        assert cat._parsed() == fresh  # read back from the JSON copy
+        path.write_text("{not json")
+        cat._parsed.cache_clear()
+        assert cat._parsed() == fresh  # a corrupt copy costs a parse, never an error
+        assert json.loads(path.read_text()) == fresh  # and is rewritten
+        entries = {m.id: m for m in (cat._method(n, d) for n, d in fresh.items())}
+        assert entries == catalogue()
+    finally:
+        cat._parsed.cache_clear()
