@@ -2,7 +2,8 @@
 # The main job on the embedded default: the demo pool, every example checked,
 # a metadata policy run and explained, then the loop: a sandbox on the demo
 # pool with the `mini` backend, the random baseline and a curated policy
-# submitted (each really trains and evaluates a small CLIP), the leaderboard.
+# (examples/demo_clip_quality.cur) submitted (each really trains and
+# evaluates a small CLIP), the leaderboard.
 #
 # Pools live in $CBDSL_POOLS (default: ~/.cbdsl/pools); the sandbox in
 # ${CBDSL_SANDBOX:-demo-sandbox}. Set CBDSL_MAIN_LOOP=0 to skip the training part.
@@ -28,10 +29,10 @@ if [ "${CBDSL_MAIN_LOOP:-1}" = "1" ]; then
   echo "== the loop: a sandbox with the mini backend in $SANDBOX"
   rm -rf "$SANDBOX"
   "$CBDSL" init "$SANDBOX" --budget 5000
-  cp examples/demo_basic_quality.cur "$SANDBOX/policy.cur"
+  cp examples/demo_clip_quality.cur "$SANDBOX/policy.cur"
   cd "$SANDBOX"
-  "$CBDSL" compile policy.cur >/dev/null
-  "$CBDSL" submit -m "metadata quality filter, source mix"
+  "$CBDSL" compile policy.cur >/dev/null  # its run trains the demo's CLIP teacher once (about a minute)
+  "$CBDSL" submit -m "basic filter, English, CLIP top 30%, caption dedup"
   "$CBDSL" leaderboard
   "$CBDSL" verify
 fi
