@@ -150,7 +150,7 @@ def _iterations_left(cfg, suite: str) -> int:
 
     ledger = ledger_for(cfg)
     try:
-        used = len([e for e in ledger.scored(suite) if e.n != 0])
+        used = len([e for e in ledger.scored(suite) if not e.is_baseline])
     finally:
         ledger.close()
     return max(0, cfg.iterations - used)
@@ -165,7 +165,7 @@ def _record(result: SearchResult, cfg, suite: str) -> None:
         scored = ledger.scored(suite)
     finally:
         ledger.close()
-    result.baseline = next((e.aggregate for e in scored if e.n == 0), None)
+    result.baseline = next((e.aggregate for e in scored if e.is_baseline), None)
     best = _best(scored)
     if best is not None:
         result.best, result.best_iteration, result.best_policy = best.aggregate, best.n, best.policy_text
@@ -231,8 +231,8 @@ def _propose(cfg, pool, vocab, parent: ast.Policy, entries, strategy: str, seed:
                        if e.manifest and Path(e.manifest).is_file()}
     parent = _frame(cfg, parent, strategy, seed)
     history = history_of(entries)
-    if not any(n == 0 for n, _ in history):  # submit runs the baseline first; the scaffold compares with it
-        history.insert(0, (0, _baseline(cfg)))
+    if not any(e.is_baseline and e.status == "scored" for e in entries):
+        history.insert(0, (0, _baseline(cfg)))  # submit runs the baseline first; the scaffold compares with it
     last = "no operator applies to the policy"
     for draw in range(max_draws):
         rng = random.Random(f"{seed}/{strategy}/{position}/{draw}")

@@ -83,7 +83,7 @@ def run_examples(args, folder: Path) -> dict:
     from cbdsl.pipelines.submit import ledger_for
 
     ledger = ledger_for(cfg)
-    baseline = next((e.aggregate for e in ledger.scored() if e.n == 0), None)
+    baseline = next((e.aggregate for e in ledger.scored() if e.is_baseline), None)
     ledger.close()
     return {"strategy": "examples", "baseline": baseline, "examples": scores}
 
