@@ -28,11 +28,11 @@ CLIP teacher is trained first (``--teacher-device cuda`` trains it on the GPU
 in seconds: same recipe, other floating-point order than the CPU's). Prints
 one JSON object; ``--out FILE`` also writes it there.
 
-Seen on an H200 host (teacher trained on the GPU), demo pool as shipped:
-with mini-v3 (300 steps) random 0.320 +- 0.003, clip_top30 0.341 +- 0.003:
-3.1 pooled sigmas (6.2 in the two arms' own std), clip_top30 first every
-seed, the rest of the ranking unstable; with mini-v2 (150 steps) 2.3 pooled
-sigmas. README, "Validity of the mini backend", says why and what next.
+Seen on the project's 2-core CPU, demo pool as shipped: with mini-v4 (600
+steps) random 0.319 +- 0.001, demo_clip_quality 0.373 +- 0.014: 3.6 pooled
+sigmas, random last on every seed, the two CLIP arms swapping on one; with
+mini-v3 (300 steps) 2.5 pooled sigmas. README, "Validity of the mini
+backend", says why and what next.
 """
 
 from __future__ import annotations
