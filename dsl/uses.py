@@ -53,24 +53,25 @@ def node_uses(node: ast.Node, lets: Mapping[str, ast.Node], seen: set[str] | Non
     return found
 
 
-def policy_uses(policy: ast.Policy) -> set[Use]:
-    """Every use of the clauses that shape the selection."""
+def _selection_walk(policy: ast.Policy) -> tuple[set[Use], set[str]]:
+    """(uses, `let` names read) of the clauses that shape the selection, lets followed once each."""
     lets = lets_of(policy)
     found: set[Use] = set()
+    seen: set[str] = set()
     for clause in policy.clauses:
         if isinstance(clause, SELECTION_CLAUSES):
-            found |= node_uses(clause, lets)
-    return found
+            found |= node_uses(clause, lets, seen)
+    return found, seen
+
+
+def policy_uses(policy: ast.Policy) -> set[Use]:
+    """Every use of the clauses that shape the selection."""
+    return _selection_walk(policy)[0]
 
 
 def live_lets(policy: ast.Policy) -> set[str]:
     """`let` names that a selection clause reads, directly or through other lets."""
-    lets = lets_of(policy)
-    seen: set[str] = set()
-    for clause in policy.clauses:
-        if isinstance(clause, SELECTION_CLAUSES):
-            node_uses(clause, lets, seen)
-    return seen
+    return _selection_walk(policy)[1]
 
 
 def inline(node: ast.Node, lets: Mapping[str, ast.Node], depth: int = 0) -> ast.Node:

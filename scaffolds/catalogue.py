@@ -145,8 +145,9 @@ def _files() -> tuple[tuple[str, str], ...]:
 
 
 def _cache_path(digest: str) -> Path:
-    home = os.environ.get("CBDSL_HOME")
-    return (Path(home) if home else Path.home() / ".cbdsl") / "cache" / f"catalogue-{digest[:32]}.json"
+    from cbdsl.home import home
+
+    return home() / "cache" / f"catalogue-{digest[:32]}.json"
 
 
 @functools.cache

@@ -566,8 +566,9 @@ _FORMAT = 1  # bump when the training code changes what a recipe produces
 
 def models_dir() -> Path:
     """Where cbdsl keeps models it trains: ``$CBDSL_HOME/models``, default ``~/.cbdsl/models``."""
-    home = os.environ.get("CBDSL_HOME")
-    return (Path(home) if home else Path.home() / ".cbdsl") / "models"
+    from cbdsl.home import home
+
+    return home() / "models"
 
 
 def teacher_key(config: TinyConfig | None = None, recipe: Recipe | None = None) -> str:
