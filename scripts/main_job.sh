@@ -31,7 +31,7 @@ if [ "${CBDSL_MAIN_LOOP:-1}" = "1" ]; then
   "$CBDSL" init "$SANDBOX" --budget 5000
   cp examples/demo_clip_quality.cur "$SANDBOX/policy.cur"
   cd "$SANDBOX"
-  "$CBDSL" compile policy.cur >/dev/null  # its run trains the demo's CLIP teacher once (about a minute)
+  "$CBDSL" compile policy.cur >/dev/null  # its run trains the demo's CLIP teacher once (minutes on a CPU)
   "$CBDSL" submit -m "basic filter, English, CLIP top 30%, caption dedup"
   "$CBDSL" leaderboard
   "$CBDSL" verify
