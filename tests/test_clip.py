@@ -160,6 +160,15 @@ def test_train_is_deterministic_and_restores_global_state() -> None:
         assert torch.equal(p, q)
 
 
+def test_deterministic_kernels_without_the_nan_fill_and_restored() -> None:
+    import torch.utils.deterministic as det
+
+    assert det.fill_uninitialized_memory  # torch's default
+    with tinyclip.deterministic_algorithms():
+        assert torch.are_deterministic_algorithms_enabled() and not det.fill_uninitialized_memory
+    assert not torch.are_deterministic_algorithms_enabled() and det.fill_uninitialized_memory
+
+
 def test_encoders_give_unit_vectors(rows) -> None:
     model = tinyclip.build(MICRO)
     img = tinyclip.encode_images(model, rows["image"].to_list(), batch_size=40)

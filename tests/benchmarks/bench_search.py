@@ -154,7 +154,11 @@ def main() -> None:
     parts = [*args.strategies, *([] if args.no_examples else ["examples"])]
     if args.parallel:
         base = [sys.executable, __file__, *sys.argv[1:], "--workdir", str(workdir)]
-        procs = {p: subprocess.Popen([*base, "--part", p], stdout=subprocess.PIPE, text=True) for p in parts}
+        # Each part gets its share of the cores: torch and polars default to all of them per process,
+        # and three processes of 16 threads on 16 cores spend their time switching.
+        share = str(max(1, (os.cpu_count() or 1) // len(parts)))
+        env = {**os.environ, "OMP_NUM_THREADS": share, "POLARS_MAX_THREADS": share}
+        procs = {p: subprocess.Popen([*base, "--part", p], stdout=subprocess.PIPE, text=True, env=env) for p in parts}
         results = {p: json.loads(proc.communicate()[0].strip().splitlines()[-1]) for p, proc in procs.items()}
     else:
         results = {p: one(p, args, workdir / p) for p in parts}

@@ -158,8 +158,17 @@ def defect_shares(pool, selection: pl.DataFrame) -> dict[str, float]:
     return shares
 
 
-def run_one(pool_path: str, selection_path: str, recipe: dict, seed: int) -> dict:
-    """One mini train/eval (in a worker process): metrics and seconds."""
+def run_one(pool_path: str, selection_path: str, recipe: dict, seed: int, threads: int) -> dict:
+    """One mini train/eval (in a worker process): metrics and seconds.
+
+    ``threads`` is the worker's share of the cores for what runs outside the
+    recipe's own thread count (decoding, evaluation, and everything on CUDA,
+    where the recipe's ``threads`` does not apply): without it, 16 workers of
+    16 threads each on a 16-core GPU host took 187 s per run.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
     from cbdsl.pipelines.backends import Job
     from cbdsl.pipelines.backends.mini import MiniBackend
     from cbdsl.pipelines.pool import Pool
@@ -210,6 +219,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--jobs", type=int, default=1, help="mini runs in parallel (worker processes)")
     ap.add_argument("--pool-dir", default=None, help="where the demo pools are made (default: a temporary folder)")
     ap.add_argument("--teacher-device", default="cpu", help="where the CLIP teacher is trained if not cached")
+    ap.add_argument("--selections", default=None,
+                    help="read each arm's selection (sel-V-ARM.parquet) from this folder instead of selecting: "
+                         "selections made by an earlier run, e.g. on a machine with the language-ID model "
+                         "(the demo pool is deterministic, so the ids match a pool made with the same rows and rates)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     os.environ.setdefault("CBDSL_PROGRESS", "0")
@@ -221,8 +234,11 @@ def main(argv: list[str] | None = None) -> dict:
     recipes = args.recipe if args.recipe is not None else [""]
     variants = args.rates if args.rates is not None else [""]
     t0 = time.perf_counter()
-    _model, teacher_path, teacher_sha = tinyclip.teacher(device=args.teacher_device)
-    teacher_s = time.perf_counter() - t0
+    teacher = None
+    if not args.selections:  # the teacher scores the CLIP arms; given selections need none
+        _model, teacher_path, teacher_sha = tinyclip.teacher(device=args.teacher_device)
+        teacher = {"path": teacher_path.name, "sha256": teacher_sha[:16],
+                   "seconds": round(time.perf_counter() - t0, 1)}
     texts = arms(args.budget)
     with tempfile.TemporaryDirectory() as tmp:
         pool_dir = Path(args.pool_dir or tmp)
@@ -234,7 +250,10 @@ def main(argv: list[str] | None = None) -> dict:
             sels = {}
             for arm, text in texts.items():
                 path = pool_dir / f"sel-{v}-{arm}.parquet"
-                select(pool, text, f"{arm}.cur").write_parquet(path)
+                if args.selections:
+                    path = Path(args.selections) / path.name
+                else:
+                    select(pool, text, f"{arm}.cur").write_parquet(path)
                 sels[arm] = path
             shares = {arm: defect_shares(pool, pl.read_parquet(p)) for arm, p in sels.items()}
             prepared[spec] = (str(pool.path), sels, shares, round(time.perf_counter() - t0, 1))
@@ -243,8 +262,9 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max(1, args.jobs), mp_context=ctx) as ex:
-            futures = {t: ex.submit(run_one, prepared[t[0]][0], str(prepared[t[0]][1][t[2]]), recipe_of(t[1]), t[3])
-                       for t in tasks}
+            share = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+            futures = {t: ex.submit(run_one, prepared[t[0]][0], str(prepared[t[0]][1][t[2]]), recipe_of(t[1]), t[3],
+                                    share) for t in tasks}
             done = {}
             for future in as_completed(futures.values()):
                 task = next(t for t, f in futures.items() if f is future)
@@ -267,7 +287,8 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": args.rows,
         "budget": args.budget,
         "seeds": seeds,
-        "teacher": {"path": teacher_path.name, "sha256": teacher_sha[:16], "seconds": round(teacher_s, 1)},
+        "teacher": teacher,
+        "selections_from": args.selections,
         "jobs": args.jobs,
         "train_eval_s": round(train_s, 1),
         "target": f"best curated arm >= {TARGET_SIGMAS:g} seed-noise sigmas above random; same ranking every seed",
