@@ -15,35 +15,16 @@ from pathlib import Path
 
 import click
 
-EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+from cbdsl.entry import (EXIT_INTERNAL, EXIT_OK, EXIT_POLICY, EXIT_USAGE, UsageProblem, read_policy,
+                         report_internal_error)
 
 
 def _read(path: str) -> tuple[str, str]:
-    """(text, display name) of a policy path, ``-`` meaning stdin."""
-    if path == "-":
-        return sys.stdin.read(), "<stdin>"
+    """(text, display name) of a policy path, ``-`` meaning stdin; a usage error if it cannot be read."""
     try:
-        return Path(path).read_text(encoding="utf-8"), path
-    except UnicodeDecodeError as err:
-        raise click.UsageError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from err
-    except OSError as err:
-        raise click.UsageError(f"cannot read {path}: {err.strerror}") from err
-
-
-def _schema(pool: str | None) -> dict[str, str] | None:
-    if pool is None:
-        return None
-    card = Path(pool) / "pool.json"
-    try:
-        data = json.loads(card.read_text())
-    except OSError as err:
-        raise click.UsageError(f"no pool card at {card} ({err.strerror}); give a pool directory") from err
-    except json.JSONDecodeError as err:
-        raise click.UsageError(f"{card} is not valid JSON: {err}") from err
-    schema = data.get("schema")
-    if not isinstance(schema, dict):
-        raise click.UsageError(f"{card} has no `schema` mapping of column name to type")
-    return {str(k): str(v) for k, v in schema.items()}
+        return read_policy(path)
+    except UsageProblem as err:
+        raise click.UsageError(str(err)) from err
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,39 +52,13 @@ def check(files: tuple[str, ...], as_json: bool, pool: str | None, explain_code:
         return
     if not files:
         raise click.UsageError("give at least one policy file (or `-` for stdin), or --explain CODE")
-    # Pydantic looks for plugins in the entry points of every installed distribution when it
-    # builds its first validator (~40 ms with torch's stack installed); a check spawns nothing
-    # and uses no plugin, so it skips the scan unless the user set the variable.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    from cbdsl.compiler.check import check_source
-    from cbdsl.dsl.diagnostics import Source, render_all, to_json
+    from cbdsl.entry import run_check
 
-    schema = _schema(pool)
-    reports, failed = [], False
-    for path in files:
-        text, name = _read(path)
-        _policy, diags = check_source(text, name, schema)
-        if _policy is not None and not any(d.is_error for d in diags):
-            from cbdsl.compiler.check import sandbox_scaffold_warnings
-
-            diags = diags + sandbox_scaffold_warnings(_policy, path)
-        source = Source(text, name)
-        ok = not any(d.is_error for d in diags)
-        failed |= not ok
-        if as_json:
-            reports.append({"path": name, "ok": ok, "diagnostics": [to_json(d, source) for d in diags]})
-        else:
-            if diags:
-                click.echo(render_all(diags, source), err=not ok)
-            errors = sum(d.is_error for d in diags)
-            warnings = sum(d.severity == "warning" for d in diags)
-            status = "ok" if ok else f"{errors} error{'s' * (errors != 1)}"
-            if warnings:
-                status += f", {warnings} warning{'s' * (warnings != 1)}"
-            click.echo(f"{name}: {status}", err=not ok)
-    if as_json:
-        click.echo(json.dumps({"files": reports}, indent=2))
-    sys.exit(EXIT_POLICY if failed else EXIT_OK)
+    try:
+        code = run_check(files, as_json, pool)
+    except UsageProblem as err:
+        raise click.UsageError(str(err)) from err
+    sys.exit(code)
 
 
 def _explain(code: str, as_json: bool) -> None:
@@ -854,12 +809,7 @@ def main() -> None:
     except Exception as err:  # noqa: BLE001 - the one boundary where anything is caught
         if os.environ.get("CBDSL_DEBUG"):
             raise
-        click.echo(
-            f"internal error [E900]: {type(err).__name__}: {err}\n"
-            "This is a bug in cbdsl, not in your policy. Please report it to the cbdsl issue tracker "
-            "with the policy file and the command you ran (set CBDSL_DEBUG=1 for the traceback).",
-            err=True,
-        )
+        report_internal_error(err)
         sys.exit(EXIT_INTERNAL)
 
 

@@ -28,7 +28,7 @@ def test_wheel_contains_only_the_cbdsl_package(tmp_path):
     assert "cbdsl/cli.py" in names and "cbdsl/dsl/parser.py" in names
     assert not any(n.startswith("cbdsl/tests/") for n in names), "tests are not shipped"
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "cbdsl = cbdsl.cli:main" in entry_points
+    assert "cbdsl = cbdsl.entry:main" in entry_points
 
 
 def test_wheel_installs_into_a_fresh_venv(tmp_path):
