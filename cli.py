@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from cbdsl.entry import (EXIT_INTERNAL, EXIT_OK, EXIT_POLICY, EXIT_USAGE, UsageProblem, read_policy,
-                         report_internal_error)
+                         report_internal_error, run_check)
 
 
 def _read(path: str) -> tuple[str, str]:
@@ -52,8 +52,6 @@ def check(files: tuple[str, ...], as_json: bool, pool: str | None, explain_code:
         return
     if not files:
         raise click.UsageError("give at least one policy file (or `-` for stdin), or --explain CODE")
-    from cbdsl.entry import run_check
-
     try:
         code = run_check(files, as_json, pool)
     except UsageProblem as err:

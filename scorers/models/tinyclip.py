@@ -467,9 +467,10 @@ def deterministic_algorithms() -> Iterator[None]:
 
     ``use_deterministic_algorithms`` also turns on
     ``torch.utils.deterministic.fill_uninitialized_memory``, a debugging aid
-    that writes every ``torch.empty`` before use: 12% of a mini training
-    step's CPU time (21,000 fills per 60 steps), and no result depends on it,
-    since kernels never read memory they have not written.
+    that writes every ``torch.empty`` before use (21,000 fills per 60 mini
+    training steps; 60 steps took 9.6 s with it and 9.2 s without, the same
+    weights bit for bit), and no result depends on it, since kernels never
+    read memory they have not written.
     """
     import torch.utils.deterministic as det
 
