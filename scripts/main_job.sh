@@ -32,7 +32,7 @@ if [ "${CBDSL_MAIN_LOOP:-1}" = "1" ]; then
   cp examples/demo_clip_quality.cur "$SANDBOX/policy.cur"
   cd "$SANDBOX"
   "$CBDSL" compile policy.cur >/dev/null  # its run trains the demo's CLIP teacher once (minutes on a CPU)
-  "$CBDSL" submit -m "basic filter, English, CLIP top 30%, caption dedup"
+  "$CBDSL" submit -m "basic filter with 7+ word captions, English, CLIP top 30%, caption dedup"
   "$CBDSL" leaderboard
   "$CBDSL" verify
 fi

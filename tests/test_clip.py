@@ -112,6 +112,22 @@ def test_register_makes_open_clip_build_it(tmp_path) -> None:
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in tinyclip.build(MICRO).parameters())
 
 
+def test_mini_config_is_open_clips_resnet_and_trains_deterministically(tmp_path) -> None:
+    cfg = tinyclip.MINI.open_clip_config()["vision_cfg"]
+    assert cfg["layers"] == [1, 1, 1, 1] and "patch_size" not in cfg
+    assert "patch_size" in tinyclip.TINY.open_clip_config()["vision_cfg"]  # the teacher's ViT keeps its config
+    model = open_clip.create_model(tinyclip.register(tinyclip.MINI, name="cbdsl-mini-test", directory=tmp_path))
+    built = tinyclip.build(tinyclip.MINI, seed=0)
+    assert type(model.visual) is type(built.visual) is open_clip.model.ModifiedResNet
+    assert [p.shape for p in model.parameters()] == [p.shape for p in built.parameters()]
+    x = torch.rand(8, 3, 32, 32)
+    tokens = tinyclip.tokenize(["a red circle", "a blue square"] * 4)
+    a, b = (tinyclip.train(tinyclip.build(tinyclip.MINI, seed=0), x, tokens, steps=2, batch_size=4, threads=1)
+            for _ in range(2))
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert tinyclip.encode_images(a, x).shape == (8, tinyclip.MINI.embed_dim)
+
+
 def test_image_prep_equals_the_open_clip_transform() -> None:
     """The split path (PIL steps on threads, normalize per batch) is the transform itself, up to rounding."""
     from PIL import Image

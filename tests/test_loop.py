@@ -263,4 +263,4 @@ def test_mini_backend_trains_and_evaluates(pools, tmp_path, monkeypatch):
     assert set(metrics["benchmarks"]) == {"zeroshot_shape", "zeroshot_color", "zeroshot_size", "zeroshot_position",
                                           "zeroshot_texture", "retrieval_image_to_text_r1",
                                           "retrieval_text_to_image_r1"}
-    assert 0 <= metrics["aggregate"] <= 1 and backend.suite.startswith("mini-v5-")
+    assert 0 <= metrics["aggregate"] <= 1 and backend.suite.startswith("mini-v6-")

@@ -194,7 +194,7 @@ def test_mini_train_eval_as_a_ray_job_is_scored_in_the_ledger(ray_head, pools, t
     assert [r["status"] for r in rows] == ["scored", "scored"] and rows[1]["backend"] == "ray"
     assert json.loads(rows[1]["metrics"])["train_rows"] == 100
     log = (root / ".cbdsl" / "runs" / "0001" / "work" / "ray-job.log").read_text()
-    assert "mini: training cbdsl-tiny on 100 pairs" in log and "ray|" in out  # the log was streamed too
+    assert "mini: training a small CLIP on 100 pairs" in log and "ray|" in out  # the log was streamed too
 
 
 @pytest.mark.slow
