@@ -248,7 +248,7 @@ def run_cmd(file: str, pool_opt: str | None, out_dir: str, fmt: str, threads: in
     result = _execute(compiled, pool)
     try:
         manifest = export(pool, result.selection, out_dir, "parquet")
-        exported = export(pool, result.selection, out_dir, fmt) if fmt != "parquet" else manifest
+        exported = export(pool, result.selection, out_dir, fmt, check=False) if fmt != "parquet" else manifest
     except PoolError as err:
         raise click.UsageError(str(err)) from err
     summary = {

@@ -116,15 +116,16 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
     if score_columns is None:
         score_columns = model_scores(low, pool)
     id_col = scan.id_column
-    frame = pool.scan(list(scan.columns)).with_columns(_hash_column(id_col))
+    frame = pool.scan(list(scan.columns))
     pool_rows = pool.card.rows
     tail_exprs = _tail_columns(low)
     funnel = None
     thresholds: dict[str, Any] = {}
     dropped: dict[str, list[dict]] = {}
 
-    if explain:
-        frame = low.compute(frame, [*low.early_compute, *low.late_compute], score_columns)
+    if explain:  # every row is kept and hashed: the funnel's dropped examples are ordered by the hash
+        frame = low.compute(frame.with_columns(_hash_column(id_col)), [*low.early_compute, *low.late_compute],
+                            score_columns)
         filters = [*low.early_filters, *low.late_filters]
         flags = [low.exprs(f.predicate).fill_null(False).alias(f"#f{i}") for i, f in enumerate(filters)]
         full = frame.with_columns([*flags, *tail_exprs]).collect()
@@ -137,7 +138,9 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
         frame = low.compute(frame, low.late_compute, score_columns)
         if low.late_filters:
             frame = frame.filter(low.predicate(low.late_filters))
-        survivors = frame.with_columns(tail_exprs).collect()
+        # The id hash only orders and breaks ties after the filters: hashing the survivors alone is the same
+        # values for a fraction of the work (DataComp's basic ∩ CLIP: 2.1M of 12.8M ids).
+        survivors = frame.with_columns(_hash_column(id_col), *tail_exprs).collect()
 
     survivors = survivors.select([id_col, HASH, *(e.meta.output_name() for e in tail_exprs)])
     n_survivors = survivors.height

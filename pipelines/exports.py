@@ -40,13 +40,21 @@ UID_DTYPE = np.dtype("u8,u8")  # DataComp's subset dtype (apply_filter.py, resha
 _HEX32 = r"^[0-9a-f]{32}$"
 
 
-def uid_pairs(uids: pl.Series) -> np.ndarray:
-    """32-hex uids -> DataComp's ``u8,u8`` structured array (high, low 64 bits), in the given order."""
-    high = uids.str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64).to_numpy()
-    low = uids.str.slice(16, 16).str.to_integer(base=16, dtype=pl.UInt64).to_numpy()
-    out = np.empty(len(uids), dtype=UID_DTYPE)
-    out["f0"] = high
-    out["f1"] = low
+def uid_pairs(uids: pl.Series, *, sort: bool = False) -> np.ndarray:
+    """32-hex uids -> DataComp's ``u8,u8`` structured array (high, low 64 bits), in the given order.
+
+    ``sort=True`` returns them sorted as ``np.sort`` of that array sorts them
+    (by high, then low: what DataComp saves), but sorted by Polars as two
+    integer columns: NumPy compares a structured array field by field, 1.9 s
+    for 2.1M uids on this 2-core machine against 0.3 s.
+    """
+    halves = pl.DataFrame({"f0": uids.str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64),
+                           "f1": uids.str.slice(16, 16).str.to_integer(base=16, dtype=pl.UInt64)})
+    if sort:
+        halves = halves.sort(["f0", "f1"])
+    out = np.empty(halves.height, dtype=UID_DTYPE)
+    out["f0"] = halves.get_column("f0").to_numpy()
+    out["f1"] = halves.get_column("f1").to_numpy()
     return out
 
 
@@ -62,8 +70,15 @@ def uids_from_pairs(arr: np.ndarray) -> list[str]:
     return [raw[i:i + 32] for i in range(0, len(raw), 32)]
 
 
-def export(pool: Pool | str | os.PathLike, selection: pl.DataFrame, out_dir: str | os.PathLike, fmt: str) -> Path:
-    """Write ``selection`` of ``pool`` in format ``fmt`` under ``out_dir``; return the written path."""
+def export(pool: Pool | str | os.PathLike, selection: pl.DataFrame, out_dir: str | os.PathLike, fmt: str, *,
+           check: bool = True) -> Path:
+    """Write ``selection`` of ``pool`` in format ``fmt`` under ``out_dir``; return the written path.
+
+    The selection is checked first (an id column, no null or repeated id,
+    every id in the pool): ``check=False`` skips that for a selection an
+    earlier export of the same call already checked (the membership test
+    reads every id of the pool: 1.9 s at DataComp-small's 12.8M).
+    """
     if not isinstance(pool, Pool):
         pool = Pool.open(pool)
     if fmt not in FORMATS:
@@ -71,7 +86,8 @@ def export(pool: Pool | str | os.PathLike, selection: pl.DataFrame, out_dir: str
     if isinstance(selection, pl.LazyFrame):
         selection = selection.collect()
     id_col = pool.id_column
-    _check_selection(pool, selection)
+    if check:
+        _check_selection(pool, selection)
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / FORMATS[fmt]
@@ -88,8 +104,7 @@ def export(pool: Pool | str | os.PathLike, selection: pl.DataFrame, out_dir: str
                 row=row, hint="export DataComp subsets from pools imported with `cbdsl pool import datacomp`; "
                 "use fmt='parquet' for other pools",
             )
-        arr = uid_pairs(uids)
-        arr.sort()
+        arr = uid_pairs(uids, sort=True)
         _atomic_file(target, lambda tmp: _save_npy(tmp, arr))
     elif fmt == "llava":
         if "record" not in pool.card.schema:

@@ -164,7 +164,7 @@ def _submit_one(cfg, ledger: Ledger, pool, backend, text: str, name: str, messag
         manifest = export(pool, result.selection, export_dir, "parquet")
         fields["manifest"] = str(manifest)
         if backend.format != "parquet":
-            export(pool, result.selection, export_dir, backend.format)
+            export(pool, result.selection, export_dir, backend.format, check=False)
         t = time.perf_counter()
         metrics = backend.run(Job(pool=pool, selection=result.selection, export_dir=export_dir, workdir=workdir,
                                   log=log))

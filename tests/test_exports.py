@@ -66,6 +66,15 @@ def test_uid_pairs_edge_values():
     assert arr.tolist() == [(2**64 - 1, 2**64 - 1), (0, 0), (0, 2**64 - 1)]
 
 
+def test_uid_pairs_sorted_equals_numpys_sort_of_the_array():
+    rng = np.random.default_rng(0)
+    highs = rng.choice([0, 7, 2**63, 2**64 - 1], 300)  # many equal high halves: the low half must order them
+    uids = pl.Series([f"{int(h):016x}{int(v):016x}" for h, v in zip(highs, rng.integers(0, 2**63, 300))])
+    expected = uid_pairs(uids)
+    expected.sort()
+    assert uid_pairs(uids, sort=True).tobytes() == expected.tobytes()
+
+
 def test_datacomp_needs_hex_uids(llava_pool, tmp_path):
     with pytest.raises(PoolError, match="needs ids that are 32 lowercase hex uids") as err:
         export(llava_pool, selection_of(llava_pool, [0, 1]), tmp_path, "datacomp")
@@ -149,6 +158,8 @@ def test_selection_errors(datacomp_pool, tmp_path):
         export(datacomp_pool, dup, tmp_path, "parquet")
     assert err.value.row == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # check=False is for a selection an earlier export already checked: it trusts the ids as given
+    assert export(datacomp_pool, sel, tmp_path, "datacomp", check=False).name == "subset.npy"
 
 
 def test_every_format_has_a_file_name():

@@ -281,3 +281,33 @@ def test_mutated_policies_get_diagnostics_not_exceptions(text: str) -> None:
 @given(st.binary(max_size=200).map(lambda b: b.decode("utf-8", errors="replace")))
 def test_random_bytes_get_diagnostics_not_exceptions(text: str) -> None:
     check_never_raises(text)
+
+
+# ---------------------------------------------------------------- lowering: words(x) OP c as one regex
+
+_WORDS_TEXT = st.lists(st.sampled_from(["a", "bc", "é", " ", "  ", "\t", "\n", "\u00a0", "\u3000", "\u2028", "x y"]),
+                       max_size=12).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(st.one_of(st.none(), _WORDS_TEXT), min_size=1, max_size=20),
+       op=st.sampled_from(["<", "<=", ">", ">=", "==", "!="]),
+       bound=st.one_of(st.integers(-2, 9), st.floats(-2.5, 9.5, allow_nan=False)),
+       flipped=st.booleans())
+def test_words_comparison_as_a_regex_equals_the_count(texts, op, bound, flipped) -> None:
+    """The lowering's regex test of ``words(x) OP c`` gives the count's results, nulls included, either side."""
+    import polars as pl
+
+    from cbdsl.compiler.lower import ExprLowering
+    from cbdsl.compiler.plan import Apply, Col, Lit, Op
+
+    call, lit = Apply(fn="words", args=(Col(name="text"),)), Lit(value=bound)
+    expr = Op(name=op, args=(lit, call) if flipped else (call, lit))
+    frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
+    got = frame.select(ExprLowering({"text": "str"})(expr).alias("v"))["v"].to_list()
+    count = pl.col("text").str.count_matches(r"\S+")
+    pairs = {"<": count < bound, "<=": count <= bound, ">": count > bound, ">=": count >= bound,
+             "==": count == bound, "!=": count != bound}
+    flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}  # c OP x is x FLIP(OP) c
+    want = frame.select(pairs[flip[op] if flipped else op].alias("v"))["v"].to_list()
+    assert got == want, (texts, op, bound, flipped)

@@ -594,18 +594,21 @@ def profile(args) -> dict:
                lambda: score.drop_nulls().sort(descending=True))
         _timed("  alternative: Series.top_k(k + 1).min()", times,
                lambda: score.top_k(int(len(score) * FRACTION) + 1).min())
-        _timed("cbdsl: id hash (kernels.hash_strings) of every row, before the filters", times,
+        _timed("  id hash (kernels.hash_strings) of every row (cbdsl hashes the survivors only)", times,
                lambda: kernels.hash_strings(frame.get_column("id")))
         result = _timed("cbdsl: execute() in process (scan, filters, tail)", times, lambda: execute(low, pool))
         out = tmp_path / "prof-out"
         _timed("cbdsl: export selection.parquet (with the selection check)", times,
                lambda: export(pool, result.selection, out, "parquet"))
-        _timed("cbdsl: export subset.npy (with the selection check again)", times,
-               lambda: export(pool, result.selection, out, "datacomp"))
+        _timed("cbdsl: export subset.npy (as `cbdsl run` does: not checked twice)", times,
+               lambda: export(pool, result.selection, out, "datacomp", check=False))
         ids = result.selection.get_column(pool.id_column)
-        arr = _timed("  of which uid_pairs (str.to_integer(base=16) twice)", times, lambda: uid_pairs(ids))
-        _timed("  of which NumPy sort of the u8,u8 array", times, lambda: arr.copy().sort())
-        _timed("  of which selection check (anti-join against the pool ids)", times,
+        _timed("  of which uid_pairs (str.to_integer(base=16) twice, Polars sort)", times,
+               lambda: uid_pairs(ids, sort=True))
+        arr = uid_pairs(ids)
+        _timed("  alternative: NumPy sort of the u8,u8 array (DataComp's, cbdsl's before)", times,
+               lambda: arr.copy().sort())
+        _timed("  the selection check (anti-join against the pool ids), once per run", times,
                lambda: pl.DataFrame({"id": ids}).lazy().join(pool.scan(["id"]), on="id", how="anti").collect())
         full = measure(engine_command("cbdsl", str(pool.path), tmp_path / "cold-out", policy, 1), cwd=tmp)
         times["cold `cbdsl run` on the pool"] = [round(full["wall_s"], 3), round(full["cpu_s"], 3)]
