@@ -118,8 +118,8 @@ class ExprLowering:
         ``words(x) >= m`` only asks whether ``m`` runs exist: exactly
         ``x.str.contains(r"\\S(?:\\s+\\S+){m-2}\\s+\\S")`` for ``m >= 2``, ``\\S`` for 1,
         true for ``m <= 0``, with the same Unicode classes and the same nulls.
-        DataComp's ``words(text) > 2`` on 12.8M captions: 9-10 s of CPU as a
-        count (tests/benchmarks/README.md, fix 1), about 1 s as one search.
+        DataComp's ``words(text) > 2`` on 12.8M captions: 7-10 s of CPU as a
+        count over three profiles (tests/benchmarks/README.md, fix 1), 1.0 s as one search.
         """
         if isinstance(left, Lit):
             left, right, name = right, left, _FLIPPED[name]

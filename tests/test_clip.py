@@ -116,6 +116,7 @@ def test_mini_config_is_open_clips_resnet_and_trains_deterministically(tmp_path)
     cfg = tinyclip.MINI.open_clip_config()["vision_cfg"]
     assert cfg["layers"] == [1, 1, 1, 1] and "patch_size" not in cfg
     assert "patch_size" in tinyclip.TINY.open_clip_config()["vision_cfg"]  # the teacher's ViT keeps its config
+    assert tinyclip.TinyConfig(vision_layers=[1, 1, 1, 1], vision_width=16, vision_head_width=16) == tinyclip.MINI
     model = open_clip.create_model(tinyclip.register(tinyclip.MINI, name="cbdsl-mini-test", directory=tmp_path))
     built = tinyclip.build(tinyclip.MINI, seed=0)
     assert type(model.visual) is type(built.visual) is open_clip.model.ModifiedResNet

@@ -99,6 +99,10 @@ class TinyConfig:
     text_heads: int = 2
     text_layers: int = 2
 
+    def __post_init__(self) -> None:
+        if isinstance(self.vision_layers, list):  # a list means a ResNet as a tuple does (and stays hashable)
+            object.__setattr__(self, "vision_layers", tuple(self.vision_layers))
+
     def open_clip_config(self) -> dict[str, Any]:
         """The model config in open_clip's JSON form (``embed_dim``, ``vision_cfg``, ``text_cfg``)."""
         vision: dict[str, Any] = {"image_size": self.image_size, "width": self.vision_width,

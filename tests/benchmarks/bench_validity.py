@@ -250,11 +250,15 @@ def main(argv: list[str] | None = None) -> dict:
                    "seconds": round(time.perf_counter() - t0, 1)}
     texts = arms(args.budget)
     for file in map(Path, args.policy):
+        if file.stem in texts:
+            raise SystemExit(f"--policy {file}: an arm is already named {file.stem!r}; rename the file")
         texts[file.stem] = with_budget(file.read_text(), args.budget)
     if args.arms:
-        keep = {"random", *args.arms.split(",")}
+        keep = {"random", *filter(None, (a.strip() for a in args.arms.split(",")))}
         if unknown := keep - set(texts):
             raise SystemExit(f"--arms: no arm {', '.join(sorted(unknown))}; arms are {', '.join(texts)}")
+        if keep == {"random"}:
+            raise SystemExit("--arms: name at least one arm besides random (the margin is measured against it)")
         texts = {arm: text for arm, text in texts.items() if arm in keep}
     with tempfile.TemporaryDirectory() as tmp:
         pool_dir = Path(args.pool_dir or tmp)
