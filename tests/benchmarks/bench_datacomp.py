@@ -97,7 +97,8 @@ filter top(clip_l14_similarity_score, 0.3)
 KEY = "clip_l14_similarity_score"
 FRACTION = 0.3
 ENGINES = ("cbdsl", "pandas", "duckdb")
-EXTRA_ENGINES = ("sketch",)  # opt-in: the proposed cbdsl plan, sketched by hand (see run_sketch)
+EXTRA_ENGINES = ("sketch", "baseline")  # opt-in: the proposed cbdsl plan, sketched by hand (see run_sketch);
+# `cbdsl run` from another checkout of cbdsl (--baseline DIR), to measure a change against its parent
 
 
 # --------------------------------------------------------------------------- DataComp's reference, re-created
@@ -386,6 +387,9 @@ def measure(cmd: list[str], cwd: str, env: dict | None = None) -> dict:
 
 
 def engine_command(engine: str, pool_dir: str, out_dir: Path, policy: Path, workers: int) -> list[str]:
+    if engine == "baseline":  # the checkout named by --baseline, through engine_env's PYTHONPATH
+        return [sys.executable, "-m", "cbdsl", "run", str(policy), "--pool", pool_dir, "--format", "datacomp",
+                "--out", str(out_dir)]
     if engine == "cbdsl":
         cbdsl = shutil.which("cbdsl", path=str(Path(sys.executable).parent)) or "cbdsl"
         return [cbdsl, "run", str(policy), "--pool", pool_dir, "--format", "datacomp", "--out", str(out_dir)]
@@ -396,6 +400,17 @@ def engine_command(engine: str, pool_dir: str, out_dir: Path, policy: Path, work
 
 def _summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def engine_env(engine: str, baseline: str | None, tmp_path: Path) -> dict | None:
+    """The baseline engine imports `cbdsl` from the --baseline checkout (PYTHONPATH wins over an editable install)."""
+    if engine != "baseline":
+        return None
+    pkg = tmp_path / "baseline-pkg"
+    if not pkg.exists():
+        pkg.mkdir()
+        (pkg / "cbdsl").symlink_to(Path(baseline).resolve())
+    return {**os.environ, "PYTHONPATH": str(pkg)}
 
 
 def benchmark(args) -> dict:
@@ -425,7 +440,7 @@ def benchmark(args) -> dict:
         for engine in engines:
             (tmp_path / f"warm-{engine}").mkdir()
             warm = measure(engine_command(engine, str(tiny.path), tmp_path / f"warm-{engine}", policy, args.workers),
-                           cwd=tmp)
+                           cwd=tmp, env=engine_env(engine, args.baseline, tmp_path))
             if warm["rc"] != 0:
                 raise SystemExit(f"{engine} failed on the warm-up pool (exit {warm['rc']}):\n{warm['output']}")
         for r in range(args.runs):
@@ -433,12 +448,13 @@ def benchmark(args) -> dict:
             for engine in order:
                 out_dir = tmp_path / f"{engine}-{r}"
                 out_dir.mkdir()
-                res = measure(engine_command(engine, str(pool.path), out_dir, policy, args.workers), cwd=tmp)
+                res = measure(engine_command(engine, str(pool.path), out_dir, policy, args.workers), cwd=tmp,
+                              env=engine_env(engine, args.baseline, tmp_path))
                 if res["rc"] != 0:
                     raise SystemExit(f"{engine} failed (exit {res['rc']}):\n{res['output']}")
                 data = (out_dir / "subset.npy").read_bytes()
                 digests[engine].add(data)
-                if engine != "cbdsl":
+                if engine not in ("cbdsl", "baseline"):
                     lines = [ln for ln in res["output"].splitlines() if ln.startswith("{")]
                     if lines:
                         extra[engine] = json.loads(lines[-1])
@@ -488,7 +504,7 @@ def benchmark(args) -> dict:
     def ratios(of: str) -> dict:
         return {f"{e}_over_{of}": {"wall": summary[e]["wall_s"]["median"] / summary[of]["wall_s"]["median"],
                                    "cpu": summary[e]["cpu_s"]["median"] / summary[of]["cpu_s"]["median"]}
-                for e in ("pandas", "duckdb") if e in engines}
+                for e in ("pandas", "duckdb", "baseline") if e in engines}
 
     if "cbdsl" in engines:
         summary["ratios"] = ratios("cbdsl")  # > 1: cbdsl is faster
@@ -627,7 +643,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="pandas worker processes (DataComp's num_workers)")
     ap.add_argument("--engines", default=",".join(ENGINES),
-                    help="comma-separated, of " + ",".join(ENGINES + EXTRA_ENGINES) + " (sketch: opt-in)")
+                    help="comma-separated, of " + ",".join(ENGINES + EXTRA_ENGINES) + " (sketch, baseline: opt-in)")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="a checkout of another cbdsl commit, timed as engine `baseline` (e.g. `git worktree add DIR "
+                         "HEAD~1`; add baseline to --engines)")
     ap.add_argument("--keep", help="copy each engine's last subset.npy into this directory")
     ap.add_argument("--profile", action="store_true", help="profile cbdsl's phases instead of the comparison")
     ap.add_argument("--engine", choices=["pandas", "duckdb", "sketch"], help=argparse.SUPPRESS)  # one cold run
@@ -647,6 +666,8 @@ def main() -> None:
     unknown = set(args.engines) - set(ENGINES) - set(EXTRA_ENGINES)
     if unknown:
         ap.error(f"unknown engines: {', '.join(sorted(unknown))}")
+    if ("baseline" in args.engines) != bool(args.baseline):
+        ap.error("the baseline engine and --baseline DIR go together")
     result = profile(args) if args.profile else benchmark(args)
     print(json.dumps(result, indent=2))
 
