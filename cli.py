@@ -289,6 +289,7 @@ def explain_cmd(file: str, pool_opt: str | None, do_run: bool, examples: int, as
         result = _execute(compiled, pool, explain=True, examples=examples)
         report["funnel"] = [vars(f) for f in result.funnel or []]
         report["thresholds"] = result.thresholds
+        report["missing"] = result.missing
         report["dropped_examples"] = result.examples
         report["after_dedup"] = {"rows_in": result.survivors, "rows_out": result.after_dedup}
         report["groups"] = result.quotas
@@ -310,6 +311,10 @@ def explain_cmd(file: str, pool_opt: str | None, do_run: bool, examples: int, as
             click.echo(f"      dropped: {json.dumps(row, default=str)}")
     if any(s.step == "dedup" for s in compiled.plan.steps):
         click.echo(f"  {result.survivors:>9} -> {result.after_dedup:>9}  dedup")
+    if result.missing:
+        click.echo("\nrows without a value (null or NaN: they fail every filter and sort last):")
+        for column, count in result.missing.items():
+            click.echo(f"  {count:>9} of {result.frame.height:>9}  {column}")
     if result.thresholds:
         click.echo("\nstatistics resolved to:")
         for k, v in result.thresholds.items():

@@ -24,7 +24,8 @@ from cbdsl.compiler.plan import (
     Apply, AssetIds, BudgetStep, Col, DedupStep, Derive, FilterStep, Lit, MixStep, Op, Plan, Score,
     SelectStep, Stat,
 )
-from cbdsl.compiler.types import parse_type
+from cbdsl.compiler.text_classes import PY_SPACE
+from cbdsl.compiler.types import FLOAT, parse_type
 from cbdsl.scorers.registry import LowerContext, registry
 
 HASH = "#hash"  # the stable id hash column (kernels.hash_strings), every tie is broken by it
@@ -40,6 +41,7 @@ _AT_LEAST: dict[str, Callable[[float], tuple[int, bool]]] = {
     "<=": lambda c: (math.floor(c) + 1, True),
 }
 _MAX_WORDS_REGEX = 64  # past this the regex's repetition outgrows the count it replaces
+_NUMERIC_OUTPUTS = frozenset({"float", "same", "join"})  # outputs that may be NaN: made null by _no_nan
 
 
 @dataclass
@@ -56,7 +58,7 @@ class ExprLowering:
     def __call__(self, e) -> pl.Expr:
         match e:
             case Col(name=n):
-                return pl.col(n)
+                return _no_nan(pl.col(n)) if parse_type(self.schema.get(n, "any")) == FLOAT else pl.col(n)
             case Lit(value=v):
                 return pl.lit(v)
             case Apply(fn=fn, args=args, params=params):
@@ -68,7 +70,8 @@ class ExprLowering:
                     schema=self.schema,
                     pool=self.pool,
                 )
-                return entry.lower(ctx, *(self(a) for a in args))
+                out = entry.lower(ctx, *(self(a) for a in args))
+                return _no_nan(out) if entry.output in _NUMERIC_OUTPUTS else out
             case Op(name=name, args=args):
                 return self._op(name, args)
         raise TypeError(f"cannot lower {type(e).__name__}")
@@ -98,7 +101,7 @@ class ExprLowering:
             return fast
         lowered = [self(a) for a in args]
         if name == "neg":
-            return -lowered[0]
+            return _no_nan(-lowered[0])
         if name == "not":
             return ~lowered[0]
         if name == "and":
@@ -106,24 +109,26 @@ class ExprLowering:
         if name == "or":
             return lowered[0] | lowered[1]
         if name == "/":
-            return lowered[0].cast(pl.Float64) / lowered[1].cast(pl.Float64)
+            return _no_nan(lowered[0].cast(pl.Float64) / lowered[1].cast(pl.Float64))
         if name in _ARITH:
-            return getattr(lowered[0], _ARITH[name])(lowered[1])
+            return _no_nan(getattr(lowered[0], _ARITH[name])(lowered[1]))
         return getattr(lowered[0], _COMPARE[name])(lowered[1])
 
     def _words_test(self, name: str, left, right) -> pl.Expr | None:
         """``words(x) OP c`` (either side) as one regex test; None when the comparison is not of that shape.
 
-        Why: ``words`` counts every ``\\S+`` run (Polars pays per match), while
+        Why: ``words`` counts every run of non-space (Polars pays per match), while
         ``words(x) >= m`` only asks whether ``m`` runs exist: exactly
-        ``x.str.contains(r"\\S(?:\\s+\\S+){m-2}\\s+\\S")`` for ``m >= 2``, ``\\S`` for 1,
-        true for ``m <= 0``, with the same Unicode classes and the same nulls.
+        ``x.str.contains("W(?:S+W+){m-2}S+W")`` for ``m >= 2``, ``W`` for 1, true for ``m <= 0``,
+        where S is Python's whitespace (:data:`~cbdsl.compiler.text_classes.PY_SPACE`) and W any
+        other character: the same classes and the same nulls as the count.
         DataComp's ``words(text) > 2`` on 12.8M captions: 7-10 s of CPU as a
         count over three profiles (tests/benchmarks/README.md, fix 1), 1.0 s as one search.
         """
         if isinstance(left, Lit):
             left, right, name = right, left, _FLIPPED[name]
-        if not (isinstance(left, Apply) and left.fn == "words" and len(left.args) == 1 and not left.params
+        if not (isinstance(left, Apply) and left.fn == "words" and len(left.args) == 1
+                and left.params.get("split", "whitespace") == "whitespace"
                 and isinstance(right, Lit) and isinstance(right.value, (int, float))
                 and not isinstance(right.value, bool) and math.isfinite(right.value)):
             return None
@@ -131,12 +136,13 @@ class ExprLowering:
         if at_least > _MAX_WORDS_REGEX:
             return None
         text = self(left.args[0])
+        word, space = f"[^{PY_SPACE}]", f"[{PY_SPACE}]"
         if at_least <= 0:
             test = pl.when(text.is_not_null()).then(pl.lit(True))
         elif at_least == 1:
-            test = text.str.contains(r"\S")
+            test = text.str.contains(word)
         else:
-            test = text.str.contains(r"\S(?:\s+\S+){%d}\s+\S" % (at_least - 2))
+            test = text.str.contains(f"{word}(?:{space}+{word}+){{{at_least - 2}}}{space}+{word}")
         return ~test if negate else test
 
     def stat(self, s: Stat) -> pl.Expr:
@@ -149,7 +155,15 @@ class ExprLowering:
             among=self(s.among) if s.among is not None else None,
             pool=self.pool,
         )
-        return entry.lower(ctx, self(s.arg)).alias(s.column)
+        out = entry.lower(ctx, self(s.arg))
+        return (_no_nan(out) if entry.output in _NUMERIC_OUTPUTS else out).alias(s.column)
+
+
+def _no_nan(e: pl.Expr) -> pl.Expr:
+    """NaN as null (DESIGN rule 9): a missing value then fails every comparison, ``in`` and filter,
+    sorts last, and is skipped by every statistic, as Polars does for nulls. Polars alone would
+    treat NaN as the largest number (``NaN >= x`` is true). A no-op on integers; numbers only."""
+    return e.fill_nan(None)
 
 
 @dataclass

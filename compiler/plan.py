@@ -376,6 +376,11 @@ class _Planner:
             column = format_expr(c)
             self.computed.append(Score(column=column, scorer=res.id, args=args, params=params, cost=entry.cost))
             return Col(name=column)
+        # a row-local call keeps only the parameters that differ from their defaults: `words(text)` and
+        # `words(text, split="whitespace")` are one column, and adding a parameter to a function
+        # leaves the plans (and derived column names) of policies that do not use it as they were
+        model = self.typed.params_of(c)
+        params = model.model_dump(mode="json", exclude_defaults=True) if model is not None else {}
         return Apply(fn=res.id, args=args, params=params, extra=self._extra(entry))
 
     def _extra(self, entry) -> tuple[str, ...]:

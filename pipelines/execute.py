@@ -62,6 +62,7 @@ class RunResult:
     examples: dict[str, list[dict]] = field(default_factory=dict)
     frame: pl.DataFrame | None = None  # explain: the filter-stage population with one flag column per filter
     deduped_ids: pl.Series | None = None  # explain: the ids that survived dedup
+    missing: dict[str, int] = field(default_factory=dict)  # explain: score -> rows without a value (null or NaN)
 
     def selection_hash(self) -> str:
         """sha256 over the selected ids in rank order (what `submit` records and `reproduce` compares)."""
@@ -130,6 +131,7 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
         flags = [low.exprs(f.predicate).fill_null(False).alias(f"#f{i}") for i, f in enumerate(filters)]
         full = frame.with_columns([*flags, *tail_exprs]).collect()
         funnel, thresholds, dropped = _funnel(full, filters, plan, examples, id_col)
+        missing = _missing(full, plan, pool.schema)
         keep = pl.all_horizontal([pl.col(f"#f{i}") for i in range(len(filters))]) if filters else pl.lit(True)
         survivors = full.filter(keep)
     else:
@@ -151,7 +153,18 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
         selection=selection, pool_rows=pool_rows, survivors=n_survivors, after_dedup=deduped.height,
         quotas=quotas, warnings=warnings, funnel=funnel, thresholds=thresholds, examples=dropped,
         frame=full if explain else None, deduped_ids=deduped.get_column(id_col) if explain else None,
+        missing=missing if explain else {},
     )
+
+
+def _missing(full: pl.DataFrame, plan, schema) -> dict[str, int]:
+    """Rows of the filter-stage population without a value, per score: each model score and each
+    float column of the pool the plan reads (DataComp's precomputed CLIP scores are pool columns).
+    A missing value fails every filter (DESIGN rule 9), so a scorer that failed on rows shows here."""
+    columns = [s.column for s in plan.of(Score)]
+    columns += [c for c in plan.scan.columns if schema.get(c) == "float"]
+    return {c: int(full[c].is_null().sum() + (full[c].is_nan().sum() if full[c].dtype.is_float() else 0))
+            for c in columns if c in full.columns}
 
 
 # --- filter-stage funnel (explain --run) ---------------------------------------------------

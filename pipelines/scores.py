@@ -235,7 +235,10 @@ def provide(frame: pl.LazyFrame, steps: Sequence[Score], pool, lower_expr, workd
             fresh = _compute(entry, step, pool, missing, id_col, workdir)
             cached = fresh if cached is None else pl.concat([cached, fresh.cast(cached.schema)])
             _write_cache(path, cached, id_col)
-        scores = cached.lazy().rename({VALUE: step.column})
+        value = pl.col(VALUE)
+        if cached.schema[VALUE].is_float():  # NaN is a missing score (DESIGN rule 9), as null is
+            value = value.fill_nan(None)
+        scores = cached.lazy().select(id_col, value.alias(step.column))
         frame = frame.with_columns(pl.col(id_col).cast(pl.String).alias("#idstr")).join(
             scores.rename({id_col: "#idstr"}), on="#idstr", how="left", maintain_order="left"
         ).drop("#idstr")

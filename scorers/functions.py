@@ -27,18 +27,27 @@ from cbdsl.scorers.registry import Input, LowerContext, Params, function, statis
 
 @function("min", inputs=[Input("x", "number", variadic=True, min_count=2)], output="join")
 def min_(ctx: LowerContext, *xs):
-    """The smallest of its arguments, row by row (`min(width, height)`)."""
+    """The smallest of its arguments, row by row (`min(width, height)`); missing if any one is."""
     import polars as pl
 
-    return pl.min_horizontal(*xs)
+    return _missing_if_any(xs, pl.min_horizontal(*xs))
 
 
 @function("max", inputs=[Input("x", "number", variadic=True, min_count=2)], output="join")
 def max_(ctx: LowerContext, *xs):
-    """The largest of its arguments, row by row."""
+    """The largest of its arguments, row by row; missing if any one is."""
     import polars as pl
 
-    return pl.max_horizontal(*xs)
+    return _missing_if_any(xs, pl.max_horizontal(*xs))
+
+
+def _missing_if_any(xs, out):
+    """Null where an argument is null (DESIGN rule 9). Polars' min/max_horizontal skip nulls, so
+    `min(width, height) >= 200` would pass a row with no height; NumPy's `np.minimum`, which DataComp's
+    basic filter uses, gives NaN there and the row fails."""
+    import polars as pl
+
+    return pl.when(pl.any_horizontal(*(x.is_null() for x in xs))).then(None).otherwise(out)
 
 
 @function("abs", inputs=[Input("x", "number")], output="same")
@@ -200,17 +209,19 @@ class TopParams(Params):
 def top(ctx: LowerContext, x):
     """True for rows whose x is at least DataComp's threshold for the top `frac` (ties kept).
 
-    As DataComp's ``get_threshold``: sort the population's values in
-    descending order and take the one at index ``floor(n * frac)`` (the last
-    one if that is past the end); keep ``x >= threshold``. Nulls are not part of
-    the population and are never kept. Rows outside ``among`` are not kept.
+    As DataComp's ``get_threshold`` (``-np.sort(-x)[int(n * frac)]``): sort the
+    population's values in descending order, missing values (null, NaN) last
+    but counted in ``n``, and take the one at index ``floor(n * frac)`` (the
+    last one if that is past the end); keep ``x >= threshold``. A missing value
+    is never kept, and when the index falls on one nothing is kept, as in
+    DataComp (``x >= NaN`` is false). Rows outside ``among`` are not kept.
     """
     import polars as pl
 
-    pop = _population(ctx, x).drop_nulls()
-    n = pop.count()
-    index = pl.min_horizontal((n * ctx.params.frac).floor(), n - 1).cast(pl.UInt32)
-    threshold = _grouped(ctx, pop.sort(descending=True).gather(index).first())
+    pop = _population(ctx, x)
+    n = pop.len()
+    index = pl.max_horizontal(pl.min_horizontal((n * ctx.params.frac).floor(), n - 1), 0).cast(pl.UInt32)
+    threshold = _grouped(ctx, pop.sort(descending=True, nulls_last=True).gather(index).first())
     keep = x >= threshold
     if ctx.among is not None:
         keep = keep & ctx.among

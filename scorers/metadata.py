@@ -1,6 +1,6 @@
 """Metadata scorers: cheap, row-local measurements of text and images.
 
-Text length ``len(x)`` and word count ``words(x)``; image ``width``,
+Text length ``len(x)`` and word count ``words(x)`` (Python's or fastText's split); image ``width``,
 ``height``, ``area`` and ``aspect_ratio``. An image column holds the encoded
 bytes; when the pool also has ``width`` and ``height`` columns (DataComp's
 metadata does), the image scorers read those instead of the bytes.
@@ -10,8 +10,12 @@ metadata does), the image scorers read those instead of the bytes.
 from __future__ import annotations
 
 import struct
+from typing import Literal
 
-from cbdsl.scorers.registry import Input, LowerContext, scorer
+from pydantic import Field
+
+from cbdsl.compiler.text_classes import FASTTEXT_SPACE, PY_SPACE
+from cbdsl.scorers.registry import Input, LowerContext, Params, scorer
 
 
 @scorer("len", inputs=[Input("x", "sized")], output="int")
@@ -23,10 +27,21 @@ def length(ctx: LowerContext, x):
     return x.str.len_chars()
 
 
-@scorer("words", inputs=[Input("text", "str")], output="int")
+class WordsParams(Params):
+    split: Literal["whitespace", "fasttext"] = Field(
+        default="whitespace",
+        description='"whitespace": Python\'s `len(text.split())` (DataComp\'s basic filter); '
+                    '"fasttext": `len(fasttext.tokenize(text))` (DataComp\'s image-based caption filter), '
+                    "where each newline is a token of its own",
+    )
+
+
+@scorer("words", inputs=[Input("text", "str")], params=WordsParams, output="int")
 def words(ctx: LowerContext, text):
-    """Number of whitespace-separated words of a text."""
-    return text.str.count_matches(r"\S+")
+    """Number of words of a text: Python's `len(text.split())`, or fastText's token count."""
+    if ctx.params.split == "fasttext":  # every run of non-separators, plus the end-of-line token per newline
+        return text.str.count_matches(f"[^{FASTTEXT_SPACE}]+") + text.str.count_matches("\n")
+    return text.str.count_matches(f"[^{PY_SPACE}]+")
 
 
 @scorer("width", inputs=[Input("image", "image")], output="int")
