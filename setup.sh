@@ -12,7 +12,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test,ray]"
+# setuptools reports "Editable installation. Please be careful with folders ... with the same name as
+# your package" on every editable build of this layout (package-dir "cbdsl" = "."): information only,
+# silenced by its message. Any other warning of the build still shows.
+PYTHONWARNINGS="ignore:Editable installation:UserWarning" \
+  .venv/bin/python -m pip install --quiet -e ".[test,ray]"
 # Byte-compile the package: with PYTHONDONTWRITEBYTECODE set (as on some
 # machines), an editable install would otherwise recompile every module on
 # every `cbdsl` start.

@@ -13,23 +13,22 @@ import os
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import polars as pl
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-open_clip = pytest.importorskip("open_clip")
-
-from cbdsl.compiler.artifact import compile_source  # noqa: E402
-from cbdsl.compiler.check import check_source  # noqa: E402
-from cbdsl.compiler.lower import lower  # noqa: E402
-from cbdsl.pipelines.demo import generate_clean, make_demo  # noqa: E402
-from cbdsl.pipelines.execute import RunError, execute  # noqa: E402
-from cbdsl.pipelines.pool import Pool, add_asset, write_pool  # noqa: E402
-from cbdsl.pipelines.scores import ScoreContext  # noqa: E402
-from cbdsl.scaffolds.catalogue import get_method  # noqa: E402
-from cbdsl.scorers import clip  # noqa: E402
-from cbdsl.scorers.models import tinyclip  # noqa: E402
-from cbdsl.scorers.registry import registry  # noqa: E402
+from cbdsl.compiler.artifact import compile_source
+from cbdsl.compiler.check import check_source
+from cbdsl.compiler.lower import lower
+from cbdsl.pipelines.demo import generate_clean, make_demo
+from cbdsl.pipelines.execute import RunError, execute
+from cbdsl.pipelines.pool import Pool, add_asset, write_pool
+from cbdsl.pipelines.scores import ScoreContext
+from cbdsl.scaffolds.catalogue import get_method
+from cbdsl.scorers import clip
+from cbdsl.scorers.models import tinyclip
+from cbdsl.scorers.registry import registry
 
 #: A config small enough that training it takes a second or two.
 MICRO = tinyclip.TinyConfig(embed_dim=16, patch_size=8, vision_width=32, vision_layers=1, vision_head_width=16,
@@ -363,7 +362,7 @@ def test_an_unknown_model_and_a_missing_or_wrong_checkpoint_are_clear_errors(wei
 
 def test_known_tag_without_weights_says_which_and_how(demo_pool, monkeypatch) -> None:
     """Offline, a known tag fails at once (no minute of retries), naming the weights and the checkpoint way out."""
-    hub = pytest.importorskip("huggingface_hub")
+    import huggingface_hub as hub
     cfg = open_clip.get_pretrained_cfg("RN50", "openai")
     model_id, filename = os.path.split(cfg["hf_hub"])  # as open_clip reads it
     if isinstance(hub.try_to_load_from_cache(model_id, filename or "open_clip_pytorch_model.bin"), str):

@@ -364,7 +364,8 @@ def test_generate_clean_streams_are_disjoint(generated):
 
 
 def test_make_demo_writes_pool_and_defects_asset(tmp_path):
-    pool_mod = pytest.importorskip("cbdsl.pipelines.pool")
+    from cbdsl.pipelines import pool as pool_mod
+
     path = demo.make_demo(tmp_path / "demo", rows=300, seed=0)
     pool = pool_mod.Pool.open(path)
     assert pool.name == "demo" and pool.id_column == "id"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -17,8 +16,6 @@ from cbdsl.pipelines.pool import Pool, PoolError, write_pool
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from pool_fixtures import LLAVA_CASES, write_datacomp, write_llava  # noqa: E402
-
-HAS_DATASETS = importlib.util.find_spec("datasets") is not None
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +104,6 @@ def test_parquet_manifest_is_the_selection_as_given(datacomp_pool, tmp_path):
     assert pl.read_parquet(path).equals(sel)
 
 
-@pytest.mark.skipif(not HAS_DATASETS, reason="the `datasets` package is not installed (pip install datasets)")
 def test_hf_save_to_disk_round_trip(llava_pool, tmp_path):
     import datasets
 
@@ -123,7 +119,6 @@ def test_hf_save_to_disk_round_trip(llava_pool, tmp_path):
     assert datasets.load_from_disk(str(path)).num_rows == 1
 
 
-@pytest.mark.skipif(not HAS_DATASETS, reason="the `datasets` package is not installed (pip install datasets)")
 def test_hf_export_with_embeddings_and_int_ids(tmp_path):
     import datasets
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -26,9 +25,6 @@ from cbdsl.pipelines.pool import Pool, PoolError, sha256_file
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from pool_fixtures import LLAVA_CASES, datacomp_frame, llava_records, write_datacomp, write_llava  # noqa: E402
 
-HAS_DATASETS = importlib.util.find_spec("datasets") is not None
-needs_datasets = pytest.mark.skipif(not HAS_DATASETS, reason="the `datasets` package is not installed "
-                                    "(pip install datasets) so the Hugging Face importer cannot be tested")
 
 # --------------------------------------------------------------------------- DataComp
 
@@ -231,7 +227,6 @@ def test_llava_jsonl(tmp_path):
 # --------------------------------------------------------------------------- Hugging Face
 
 
-@needs_datasets
 def test_hf_without_id_makes_row_index_ids(tmp_path):
     import datasets
 
@@ -245,7 +240,6 @@ def test_hf_without_id_makes_row_index_ids(tmp_path):
     assert pool.name == "pool" and pool.card.rows == 3
 
 
-@needs_datasets
 def test_hf_with_id_column_splits_and_images(tmp_path):
     import datasets
 
@@ -265,7 +259,6 @@ def test_hf_with_id_column_splits_and_images(tmp_path):
     assert "did you mean `key`?" in err.value.hint
 
 
-@needs_datasets
 def test_hf_not_a_dataset(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(PoolError, match="not a dataset saved with save_to_disk"):

@@ -1,4 +1,5 @@
-"""The wheel holds ``cbdsl/...`` only (plus the grammar as package data), and installs one console script."""
+"""The wheel holds ``cbdsl/...`` only (plus the grammar and the method catalogue as package data), and installs
+one console script."""
 
 from __future__ import annotations
 
@@ -25,10 +26,17 @@ def test_wheel_contains_only_the_cbdsl_package(tmp_path):
     top = {n.split("/")[0] for n in names}
     assert top == {"cbdsl", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     assert "cbdsl/grammar/curation.lark" in names
+    catalogue = {p.name for p in (ROOT / "scaffolds" / "catalogue").glob("*.toml")}
+    assert len(catalogue) > 10
+    assert {n.removeprefix("cbdsl/scaffolds/catalogue/") for n in names
+            if n.startswith("cbdsl/scaffolds/catalogue/")} == catalogue
+    assert "cbdsl/scaffolds/catalogue.py" in names
     assert "cbdsl/cli.py" in names and "cbdsl/dsl/parser.py" in names
     assert not any(n.startswith("cbdsl/tests/") for n in names), "tests are not shipped"
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "cbdsl = cbdsl.entry:main" in entry_points
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
 
 
 def test_wheel_installs_into_a_fresh_venv(tmp_path):
@@ -44,3 +52,9 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
     installed = {n for n in installed if not n.endswith(".dist-info") and n != "bin"}
     assert installed == {"cbdsl"}, installed
     assert (site / "cbdsl" / "grammar" / "curation.lark").is_file()
+    # the catalogue folder (no __init__.py) sits beside the module of the same name, which it must not shadow
+    assert (site / "cbdsl" / "scaffolds" / "catalogue" / "datacomp_basic.toml").is_file()
+    probe = "import cbdsl.scaffolds.catalogue as c; print(c.__file__)"
+    out = subprocess.run([sys.executable, "-S", "-c", probe], env={"PYTHONPATH": str(site)}, cwd=tmp_path,
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    assert Path(out.strip()) == site / "cbdsl" / "scaffolds" / "catalogue.py"

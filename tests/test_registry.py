@@ -166,7 +166,7 @@ def _polars_type(dtype):
 
 @pytest.fixture(scope="module")
 def frame():
-    pl = pytest.importorskip("polars")
+    import polars as pl
     return pl.DataFrame({
         "text": ["a cat  sat", "dogs", "", "one two three four"],
         "tags": [["a"], [], ["x", "y"], ["z"]],
@@ -192,7 +192,7 @@ def test_lower_image_scorers(frame) -> None:
 
 
 def test_lower_image_scorers_read_dimension_columns() -> None:
-    pl = pytest.importorskip("polars")
+    import polars as pl
     df = pl.DataFrame({"image": [b"x"], "width": [10], "height": [20]})
     assert lowered(df, "width", "image", schema={"width": "int", "height": "int"}) == [10]
     assert lowered(df, "aspect_ratio", "image", schema={"width": "int", "height": "int"}) == [2.0]

@@ -115,7 +115,7 @@ def test_token_count_builtin_tokenizers() -> None:
 
 
 def _word_tokenizer(path: Path):
-    tokenizers = pytest.importorskip("tokenizers")
+    import tokenizers
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import Whitespace
 
@@ -210,7 +210,9 @@ LANG_CASES = [
 
 @pytest.fixture(scope="module")
 def langid():
-    return pytest.importorskip("py3langid.langid")
+    from py3langid import langid as module
+
+    return module
 
 
 def test_lang_on_sentences_in_four_languages(langid) -> None:
@@ -356,8 +358,8 @@ def independent_ppl(model, ids: list[int]) -> float:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny random GPT-2 with a word-level tokenizer that has a BOS token, saved with save_pretrained."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
     path = tmp_path_factory.mktemp("ckpt") / "tiny-gpt2"
     tok = _word_tokenizer(path / "raw-tokenizer.json")
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]",
@@ -374,7 +376,7 @@ PPL_TEXTS = ["a photo of the cat", "hello world !", "the dog on the mat . a red 
 
 
 def test_perplexity_from_a_checkpoint_equals_the_logits_formula(checkpoint, tmp_path) -> None:
-    transformers = pytest.importorskip("transformers")
+    import transformers
     entry = registry().get("perplexity")
     pool = add_asset(_text_pool(tmp_path / "pool").path, "tiny-gpt2", checkpoint, kind="model")
     got = entry.compute(context(entry.params(checkpoint="tiny-gpt2"), pool=pool, n=len(PPL_TEXTS)),
@@ -417,7 +419,7 @@ def quick_lm(monkeypatch):
 
 
 def test_byte_sequences_are_byt5_ids() -> None:
-    transformers = pytest.importorskip("transformers")
+    import transformers
     from cbdsl.scorers.models import lm
 
     tok = transformers.ByT5Tokenizer(extra_ids=0)
@@ -427,7 +429,7 @@ def test_byte_sequences_are_byt5_ids() -> None:
 
 
 def test_tiny_lm_is_trained_once_and_scores_by_the_logits_formula(quick_lm, tmp_path) -> None:
-    transformers = pytest.importorskip("transformers")
+    import transformers
     rng = np.random.default_rng([9, 4])
     texts = synth.caption(synth.sample_attributes(40, rng), "coco", rng)
     entry = registry().get("perplexity")
@@ -450,7 +452,7 @@ def test_tiny_lm_is_trained_once_and_scores_by_the_logits_formula(quick_lm, tmp_
 def test_perplexity_of_a_tiny_lm_asset_end_to_end_and_its_content_in_the_cache_key(quick_lm, tmp_path) -> None:
     """cbdsl-tiny-lm saved with save_pretrained and registered as a model asset scores by the logits formula;
     other weights under the same name give another cache entry."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
     pool = _text_pool(tmp_path / "pool")
     policy = 'pool "t"\nlet p = perplexity(text, checkpoint="tiny-lm")\nfilter p > 0\nselect top p\n'
     caches = []
@@ -471,8 +473,8 @@ def test_perplexity_of_a_tiny_lm_asset_end_to_end_and_its_content_in_the_cache_k
 
 
 def test_tiny_lm_training_is_deterministic(quick_lm, tmp_path) -> None:
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
     texts = ["a red circle", "a blue square in the top left", "", "un cercle rouge"]
     state = torch.random.get_rng_state()
     for name in ("one", "two"):
@@ -541,7 +543,6 @@ def test_end_to_end_lang_filter_and_dsir_selection(demo, langid) -> None:
 
 
 def test_end_to_end_ccnet_head(demo, langid, quick_lm) -> None:
-    pytest.importorskip("transformers")
     policy = 'pool "demo"\nlet ppl = perplexity(text)\nfilter ccnet_bucket(text) == "head"\nselect top ppl\n'
     _compiled, result = run_policy(policy, demo)
     frame = demo.scan(["id", "text"]).collect()
