@@ -251,13 +251,15 @@ def family_of(callable_id: str, space: str = "expr") -> str | None:
     dedup ones (`select top` is no method, `top(x, 30%)` is a statistic).
     Statistics, functions and tools several families share (quantile, lang,
     kmeans, image_embedding) belong to none: using them is no new direction.
+    Nor is the `baseline` family (`select random`, no filter): dropping a
+    method for the reference explores nothing, so it earns no new-family credit.
     """
     if space == "expr" and is_generic(callable_id):
         return None
     bucket = {"select": "select", "dedup": "dedup"}.get(space)
     families = {m.family for m in catalogue().values()
                 if callable_id in m.scorers and (bucket is None or m.bucket == bucket)}
-    return families.pop() if len(families) == 1 else None
+    return families.pop() if len(families) == 1 and families != {"baseline"} else None
 
 
 def families_of(uses) -> frozenset[str]:

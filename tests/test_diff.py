@@ -84,6 +84,14 @@ def test_new_family_is_what_no_earlier_iteration_used():
     assert diff(new, prior_families={"dedup"}).change == "structural"
 
 
+def test_dropping_a_method_for_random_selection_is_no_new_family():
+    """A method's selection replaced by the baseline's `select random` explores nothing new."""
+    old = BASE.replace("select random(seed=0)", "select top clip")
+    d = diff(BASE, old)
+    assert d.change != "new-family" and not d.new_families
+    assert all(e.change != "new-family" for e in d.edits)
+
+
 def test_a_new_family_through_a_let_and_a_swapped_scorer():
     new = BASE.replace("clip_score(image, text, model=\"ViT-B-32\")", "el2n(proxy=\"tiny\")")
     d = diff(new)
@@ -106,7 +114,8 @@ def test_name_citations_and_dead_lets_are_metadata():
 
 def test_families_come_from_the_catalogue():
     policy = parse(BASE + "dedup minhash(text)\n")
-    assert policy_families(policy) == {"embedding geometry", "heuristic filter", "baseline", "dedup"}
+    # `select random` is the `baseline` family's strategy: the reference, no family of its own (issue 12)
+    assert policy_families(policy) == {"embedding geometry", "heuristic filter", "dedup"}
     # statistics, functions and shared tools are no family; `select top` is no strategy of a method
     assert policy_families(parse("filter abs(lang_score(text)) > quantile(lang_score(text), 0.5)\nselect top lang_score(text)\n")) == set()
 
