@@ -3,7 +3,9 @@
 One TOML file per method under ``scaffolds/catalogue/<id>.toml`` (read with
 the standard library's ``tomllib``), with its citation, family, bucket, the
 scorers it uses, its canonical form in the DSL, its default parameters and
-its known departures from the reference code. ``cite``/``adapt`` in a policy
+its known departures from the reference code, and the example that
+reproduces the reference (tests/test_catalogue.py holds the two to the same
+rule). ``cite``/``adapt`` in a policy
 resolve against these ids; ``cbdsl methods`` prints them; the scaffold modes
 compare a policy with the canonical form of what it cites.
 
@@ -68,6 +70,7 @@ class Method:
     url: str
     defaults: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     departures: tuple[str, ...] = ()
+    example: str | None = None  # the example under examples/ that reproduces the reference's rule
 
     @property
     def citation(self) -> str:
@@ -113,7 +116,7 @@ def _method(name: str, data: dict[str, Any]) -> Method:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise CatalogueError(f"{name}: missing field(s) {', '.join(missing)}")
-    unknown = set(data) - set(_REQUIRED) - {"defaults", "departures"}
+    unknown = set(data) - set(_REQUIRED) - {"defaults", "departures", "example"}
     if unknown:
         raise CatalogueError(f"{name}: unknown field(s) {', '.join(sorted(unknown))}")
     if data["id"] != name.removesuffix(".toml"):
@@ -135,6 +138,7 @@ def _method(name: str, data: dict[str, Any]) -> Method:
         url=data["url"],
         defaults=dict(data.get("defaults", {})),
         departures=tuple(data.get("departures", ())),
+        example=data.get("example"),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,100 @@ def test_the_parsed_catalogue_is_cached_as_json_and_a_bad_cache_is_ignored(tmp_p
         assert entries == catalogue()
     finally:
         cat._parsed.cache_clear()
+
+
+# --- the stated rule is the example's rule ---------------------------------------------------------
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+WITH_EXAMPLE = [m for m in METHODS if m.example]
+
+
+def _literals(node, reg) -> list:
+    """The constants of an expression (thresholds, strings, parameter values) that state its rule.
+
+    A model scorer's positional inputs are where its data comes from (a CLIP embedding computed from
+    the image, or the one a DataComp download ships), not its rule: they are left out; its keyword
+    parameters are kept. `30%` and `0.3` are one constant.
+    """
+    from cbdsl.dsl import ast
+
+    match node:
+        case ast.Number(value=v) | ast.String(value=v) | ast.Bool(value=v):
+            return [v]
+        case ast.Percent():
+            return [node.fraction]
+        case ast.Call(func=f, args=args, kwargs=kwargs):
+            entry = reg.get(f.name, "expr")
+            model = entry is not None and entry.cost != "metadata"
+            out = [] if model else [x for a in args for x in _literals(a, reg)]
+            return out + [x for k in kwargs for x in _literals(k.value, reg)]
+    return [x for child in node.children() for x in _literals(child, reg)]
+
+
+def _rule(text: str, name: str) -> list[tuple[str, tuple]]:
+    """Each filter atom (lets inlined, `and` split) as its operator and its constants, sorted."""
+    from cbdsl.dsl import ast
+
+    policy = parse(text, name)
+    lets = {c.name.name: c.value for c in policy.clauses if isinstance(c, ast.Let)}
+    atoms: list = []
+
+    def split(node):
+        if isinstance(node, ast.Binary) and node.op == "and":
+            split(node.left)
+            split(node.right)
+        else:
+            atoms.append(node)
+
+    for clause in policy.clauses:
+        if isinstance(clause, ast.Filter):
+            split(clause.condition)
+    reg = registry()
+    out = []
+    for atom in atoms:
+        op = "+".join(atom.ops) if isinstance(atom, ast.Compare) else (
+            atom.func.name if isinstance(atom, ast.Call) else type(atom).__name__)
+        values = _literals(_inlined(atom, lets), reg)
+        out.append((op, tuple(sorted(map(repr, values)))))
+    return sorted(out)
+
+
+def _inlined(node, lets):
+    """``node`` with every `let` name replaced by its value (recursively)."""
+    from cbdsl.dsl import ast
+
+    if isinstance(node, ast.Name) and node.name in lets:
+        return _inlined(lets[node.name], lets)
+    updates = {}
+    for name, value in node:
+        if isinstance(value, ast.Node):
+            updates[name] = _inlined(value, lets)
+        elif isinstance(value, tuple) and value and all(isinstance(v, ast.Node) for v in value):
+            updates[name] = tuple(_inlined(v, lets) for v in value)
+    return node.model_copy(update=updates) if updates else node
+
+
+@pytest.mark.parametrize("method", WITH_EXAMPLE, ids=lambda m: m.id)
+def test_the_stated_rule_is_the_examples_rule(method: Method) -> None:
+    """`cbdsl methods ID` shows the canonical form: its thresholds, operators and parameters are the
+    example's (which reproduces the reference code), so the catalogue cannot drift from the code."""
+    path = EXAMPLES_DIR / method.example
+    text = path.read_text(encoding="utf-8")
+    cited = [i.name for c in parse(text, path.name).clauses if c.kind == "cite" for i in c.methods]
+    assert method.id in cited
+    assert _rule(method.canonical, f"{method.id}.canonical") == _rule(text, path.name)
+
+
+def test_the_rule_comparison_sees_a_drift() -> None:
+    """`aspect_ratio(image) < 3` against the example's `<= 3` (the drift issue 12 found) differs."""
+    basic = get_method("datacomp_basic")
+    drifted = basic.canonical.replace("aspect_ratio(image) <= 3", "aspect_ratio(image) < 3")
+    example = (EXAMPLES_DIR / basic.example).read_text(encoding="utf-8")
+    assert _rule(drifted, "drifted") != _rule(example, "example")
+    fasttext = get_method("datacomp_image_based").canonical.replace(', split="fasttext"', "")
+    assert _rule(fasttext, "a") != _rule((EXAMPLES_DIR / "datacomp_image_based.cur").read_text(encoding="utf-8"), "b")
+
+
+def test_every_named_example_exists() -> None:
+    assert {m.example for m in WITH_EXAMPLE} <= {p.name for p in EXAMPLES_DIR.glob("*.cur")}
+    assert len(WITH_EXAMPLE) >= 5
