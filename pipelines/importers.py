@@ -2,7 +2,8 @@
 
 Each importer reads its format, checks it, and returns an :class:`Imported`
 (a frame ready for :func:`~cbdsl.pipelines.pool.write_pool`, the id column,
-and the lineage: importer, source files with their sha256, parameters).
+the lineage: importer, source files with their sha256, parameters; and
+columns too large to hold, which ``write_pool`` reads a shard at a time).
 :func:`import_pool` chains an importer and ``write_pool``.
 
 Kinds:
@@ -10,6 +11,8 @@ Kinds:
 - ``datacomp``: DataComp metadata parquet (a file or a directory of shards).
   ``uid`` is normalised to 32 lowercase hex characters; every column is kept;
   ``id`` = uid; ``width``/``height`` alias ``original_width``/``original_height``.
+  A shard's ``.npz`` beside its parquet (DataComp's ``l14_img``, ``l14_txt``,
+  ``b32_img``, ``b32_txt``) makes each of its arrays an embedding column.
 - ``llava``: LLaVA-style instruction JSON (the LLaVA-1.5 665K mix and its
   kin); the ``source`` of each record is inferred as the mix is organised.
 - ``hf``: a Hugging Face dataset saved with ``save_to_disk``.
@@ -33,6 +36,7 @@ import polars as pl
 from cbdsl.pipelines.pool import (
     Pool,
     PoolError,
+    StreamedColumns,
     suggest,
     frame_from_records,
     read_json,
@@ -43,9 +47,12 @@ from cbdsl.pipelines.pool import (
 
 
 class Imported(NamedTuple):
+    """What an importer read: the frame, its id column, the lineage, and any columns streamed beside it."""
+
     frame: pl.DataFrame
     id_column: str
     lineage: dict[str, Any]
+    streamed: StreamedColumns | None = None  # columns after the frame's, read a shard at a time
 
 
 def _sources(files: Sequence[Path]) -> list[dict[str, Any]]:
@@ -195,7 +202,19 @@ def _check_datacomp_types(frame: pl.DataFrame, path: Path) -> None:
 
 
 def read_datacomp(src: str | os.PathLike, *, uid_column: str = "uid") -> Imported:
-    """DataComp metadata parquet (a file, or a directory of ``*.parquet`` shards) as a pool frame."""
+    """DataComp metadata parquet (a file, or a directory of ``*.parquet`` shards) as a pool frame.
+
+    When every shard has its ``.npz`` beside it (``00000000.parquet`` and
+    ``00000000.npz``, as DataComp's download writes them), each array of the
+    npz becomes an embedding column named as its key, row i of the array
+    being row i of the parquet. Those columns are ``Imported.streamed``:
+    ``write_pool`` reads them a shard at a time (12.8M x 768 is 39 GB as
+    float32) and stores them as ``Array(Float32, dim)`` (DataComp's are
+    float16; every embedding reader computes in float32). The metadata is
+    held whole, as by every importer: the card's statistics and the
+    duplicate-uid check need whole columns. The npz files are sources in the
+    lineage, each after its parquet.
+    """
     files = _files(src, (".parquet",), "DataComp metadata parquet")
     frames = []
     for path in files:
@@ -203,6 +222,7 @@ def read_datacomp(src: str | os.PathLike, *, uid_column: str = "uid") -> Importe
         _require_column(frame, uid_column, path, "--uid-column")
         _check_datacomp_types(frame, path)
         frames.append(frame.with_columns(normalise_uids(frame.get_column(uid_column), path)))
+    npz = _datacomp_npz(files, [f.height for f in frames], directory=Path(src).expanduser().is_dir())
     frame, locate = _concat(frames, files)
     _check_ids(frame, uid_column, locate)
     extras = [pl.col(uid_column).alias("id")] if uid_column != "id" else []
@@ -211,7 +231,162 @@ def read_datacomp(src: str | os.PathLike, *, uid_column: str = "uid") -> Importe
             extras.append(pl.col(original).alias(alias))
     frame = frame.with_columns(extras)
     frame = frame.select(["id", *[c for c in frame.columns if c != "id"]])
-    return Imported(frame, "id", _lineage("datacomp", files, uid_column=uid_column))
+    if npz is None:
+        return Imported(frame, "id", _lineage("datacomp", files, uid_column=uid_column))
+    clash = next((key for key in npz[0].arrays if key in frame.columns), None)
+    if clash is not None:
+        raise PoolError(f"its array {clash!r} has the name of a column of the parquet", file=npz[0].path,
+                        hint="rename the array (numpy.savez(..., NAME=array)) or the parquet column")
+    sources = [f for parquet, shard in zip(files, npz, strict=True) for f in (parquet, shard.path)]
+    streamed = StreamedColumns({key: dim for key, (_rows, dim) in npz[0].arrays.items()},
+                               _NpzRows(npz, locate.starts))
+    return Imported(frame, "id", _lineage("datacomp", sources, uid_column=uid_column), streamed)
+
+
+# DataComp's .npz: per shard, its CLIP embeddings aligned by row with the parquet
+
+_NPZ_HINT = ("a DataComp shard's .npz is a numpy.savez archive of 2-D float arrays (l14_img, l14_txt, b32_img, "
+             "b32_txt), row i of each being row i of the parquet beside it; download the shard again")
+
+
+class _Npz(NamedTuple):
+    """A shard's .npz: its path and, per array, (rows, dim) as its header says."""
+
+    path: Path
+    arrays: dict[str, tuple[int, int]]
+
+    @property
+    def rows(self) -> int:
+        return next(iter(self.arrays.values()))[0]  # every array's, once checked against the parquet
+
+
+def _npz_arrays(path: Path) -> dict[str, tuple[int, int]]:
+    """Each array of an ``np.savez`` archive as key -> (rows, dim), from the headers alone.
+
+    Reading only the headers checks every shard before a byte of the pool is
+    written, without reading gigabytes of embeddings twice."""
+    import zipfile
+
+    import numpy as np
+
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    headers = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                with archive.open(member) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version not in readers:
+                        raise ValueError(f"{member} is .npy format version {version[0]}.{version[1]}")
+                    headers[member] = readers[version](fh)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise PoolError(f"not a valid .npz archive ({err})", file=path, hint=_NPZ_HINT) from None
+    if not headers:
+        raise PoolError("the .npz holds no arrays", file=path, hint=_NPZ_HINT)
+    arrays = {}
+    for member, (shape, _fortran, dtype) in headers.items():
+        key = member.removesuffix(".npy")
+        if len(shape) != 2 or dtype.kind != "f" or shape[1] < 1:
+            raise PoolError(f"array {key!r} is {dtype} with shape {shape}; an embedding is a 2-D float array "
+                            "(rows, dim)", file=path, hint=_NPZ_HINT)
+        arrays[key] = (int(shape[0]), int(shape[1]))
+    return arrays
+
+
+def _datacomp_npz(files: list[Path], rows: list[int], *, directory: bool) -> list[_Npz] | None:
+    """The ``.npz`` beside each parquet shard, checked against it and the others; None when none has one.
+
+    All or none: a shard without its npz, an array one shard lacks, or a row
+    count that is not its parquet's would misalign rows, so each is an error
+    naming the file."""
+    paths = [f.with_suffix(".npz") for f in files]
+    if directory:
+        stray = sorted(set(files[0].parent.glob("*.npz")) - set(paths))
+        if stray:
+            raise PoolError(f"{stray[0].name} has no parquet beside it ({stray[0].with_suffix('.parquet').name})",
+                            file=stray[0], hint="download the shard's parquet again, or remove the .npz")
+    present = [p.is_file() for p in paths]
+    if not any(present):
+        return None
+    if not all(present):
+        at = present.index(False)
+        raise PoolError(f"no {paths[at].name} beside {files[at].name}, while {sum(present)} of the {len(files)} "
+                        "shards have their .npz", file=files[at],
+                        hint="download the shard's .npz again, or move every .npz away to import the metadata alone")
+    shards = [_Npz(p, _npz_arrays(p)) for p in paths]
+    first = shards[0]
+    for shard, parquet, n in zip(shards, files, rows, strict=True):
+        lacking = [key for key in first.arrays if key not in shard.arrays]
+        extra = [key for key in shard.arrays if key not in first.arrays]
+        if lacking or extra:
+            what = (f"it has no array {lacking[0]!r}, which {first.path.name} has" if lacking
+                    else f"it has an array {extra[0]!r}, which {first.path.name} has not")
+            raise PoolError(what, file=shard.path,
+                            hint="every shard's .npz must hold the same arrays; download the shard again")
+        for key, (count, dim) in shard.arrays.items():
+            if count != n:
+                raise PoolError(f"array {key!r} has {count} rows but {parquet.name} has {n}", file=shard.path,
+                                hint="row i of a shard's .npz is row i of its parquet: the two must come from "
+                                     "one download; download the shard again")
+            if dim != first.arrays[key][1]:
+                raise PoolError(f"array {key!r} has {dim} values a row, but {first.arrays[key][1]} in "
+                                f"{first.path.name}", file=shard.path,
+                                hint="every shard's embeddings must come from the same model")
+    return shards
+
+
+class _NpzRows:
+    """Rows ``[start, stop)`` of the embedding columns, from the shards' .npz files in turn, as float32.
+
+    A source shard that a read ends inside is kept, so the next read, which
+    starts there, reads its npz once; one read to its end is let go before
+    the pool shard is written."""
+
+    def __init__(self, shards: list[_Npz], starts: list[int]):
+        self.shards = shards
+        self.starts = starts
+        self.keys = list(shards[0].arrays)
+        self._cached: tuple[int, dict[str, Any]] | None = None
+
+    def __call__(self, start: int, stop: int) -> pl.DataFrame:
+        import bisect
+
+        import numpy as np
+
+        pieces: dict[str, list[Any]] = {key: [] for key in self.keys}
+        i = bisect.bisect_right(self.starts, start) - 1
+        while start < stop:
+            arrays = self._load(i)
+            lo, hi = start - self.starts[i], min(stop - self.starts[i], self.shards[i].rows)
+            for key in self.keys:
+                pieces[key].append(arrays[key][lo:hi])
+            if hi == self.shards[i].rows:
+                self._cached = None  # read to its end: no later read needs it
+            start += hi - lo
+            i += 1
+        columns = []
+        for key in self.keys:
+            dim = self.shards[0].arrays[key][1]
+            values = np.concatenate(pieces.pop(key) or [np.zeros((0, dim))], dtype=np.float32)
+            columns.append(pl.Series(key, values, dtype=pl.Array(pl.Float32, dim)))
+            del values
+        return pl.DataFrame(columns)
+
+    def _load(self, i: int) -> dict[str, Any]:
+        """Shard i's arrays (as stored, float16 in DataComp), read whole as DataComp's own code reads them."""
+        if self._cached is None or self._cached[0] != i:
+            import zipfile
+
+            import numpy as np
+
+            self._cached = None  # free the last shard's arrays before reading the next
+            path = self.shards[i].path
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    self._cached = (i, {key: npz[key] for key in self.keys})
+            except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+                raise PoolError(f"cannot read the .npz ({err})", file=path, hint=_NPZ_HINT) from None
+        return self._cached[1]
 
 
 # --------------------------------------------------------------------------- LLaVA
@@ -506,7 +681,8 @@ def import_pool(kind: str, src: str | os.PathLike, dest: str | os.PathLike, name
         if key not in accepted:
             raise PoolError(f"the {kind} importer has no option {key!r}",
                             hint=suggest(key, accepted, "its options are") if accepted else "it takes no options")
-    frame, id_column, lineage = importer(src, **{k: v for k, v in opts.items() if v is not None})
+    imported = importer(src, **{k: v for k, v in opts.items() if v is not None})
     dest = Path(dest).expanduser()
-    return write_pool(frame, dest, name=name or dest.name, id_column=id_column, lineage=lineage,
-                      shard_rows=shard_rows, overwrite=overwrite)
+    return write_pool(imported.frame, dest, name=name or dest.name, id_column=imported.id_column,
+                      lineage=imported.lineage, shard_rows=shard_rows, overwrite=overwrite,
+                      streamed=imported.streamed)

@@ -29,7 +29,7 @@ import re
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -532,10 +532,68 @@ def _normalise_embeddings(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _row_group_rows(frame: pl.DataFrame, shard_rows: int) -> int:
     """Rows per parquet row group: about 64 MiB uncompressed, between 1Ki and 128Ki rows."""
-    per_row = max(1, frame.estimated_size() // max(1, frame.height))
-    rows = (64 << 20) // per_row
-    rows = max(1024, min(131_072, rows // 1024 * 1024))
-    return max(1, min(rows, shard_rows))
+    return _group_rows(frame.estimated_size(), frame.height, shard_rows)
+
+
+def _group_rows(estimated_bytes: int, rows: int, shard_rows: int) -> int:
+    """:func:`_row_group_rows` from the frame's size alone, for a frame that is never held whole."""
+    per_row = max(1, estimated_bytes // max(1, rows))
+    group = (64 << 20) // per_row
+    group = max(1024, min(131_072, group // 1024 * 1024))
+    return max(1, min(group, shard_rows))
+
+
+STREAM_SHARD_BYTES = 256 << 20
+
+
+def _streamed_shard_rows(estimated_bytes: int, rows: int, shard_rows: int) -> int:
+    """Rows per shard when columns are streamed: at most ``shard_rows``, and about 256 MiB in memory.
+
+    A shard is the unit held in memory while it is written (Polars writes a
+    parquet file from a whole frame); with DataComp's four embeddings a row
+    is 10 KB, so the default million-row shard would hold 10 GB."""
+    per_row = max(1, estimated_bytes // max(1, rows))
+    return max(1, min(shard_rows, max(1024, STREAM_SHARD_BYTES // per_row // 1024 * 1024)))
+
+
+@dataclass(frozen=True)
+class StreamedColumns:
+    """Embedding columns too large to hold whole, read a row range at a time while a pool is written.
+
+    ``dims`` names the columns in order with their widths; each is stored as
+    ``Array(Float32, dim)``, as the CLIP embedding scorers store theirs:
+    every embedding reader (``execute._embeddings``, ``geometry.embedding_matrix``)
+    computes in float32, so float16 sources lose nothing. ``read(start,
+    stop)`` returns those columns, without nulls, for rows ``[start, stop)``
+    of the frame they extend. ``write_pool(frame, ..., streamed=S)`` writes
+    the pool with the frame's columns and then these, a shard at a time, in
+    shards of ``shard_rows`` capped by :func:`_streamed_shard_rows`; its
+    shards, card and content hash are those that ``write_pool`` gives the
+    whole frame (these columns included) with that ``shard_rows``.
+    """
+
+    dims: Mapping[str, int]
+    read: Callable[[int, int], pl.DataFrame]
+
+    @property
+    def dtypes(self) -> dict[str, pl.DataType]:
+        return {col: pl.Array(pl.Float32, dim) for col, dim in self.dims.items()}
+
+    def estimated_size(self, rows: int) -> int:
+        """What Polars' ``estimated_size`` says these columns take for ``rows`` rows (4 bytes a value, no nulls)."""
+        return rows * 4 * sum(self.dims.values())
+
+    def part(self, start: int, stop: int) -> pl.DataFrame:
+        """Rows ``[start, stop)``, checked: the wrong rows or types would write a pool that lies."""
+        part = self.read(start, stop)
+        if part.height != stop - start or dict(part.schema) != self.dtypes:
+            raise PoolError(f"streamed columns for rows {start}..{stop} came back as {part.height} rows of "
+                            f"{dict(part.schema)}, not {stop - start} rows of {self.dtypes}")
+        nulls = [col for col in part.columns if part.get_column(col).null_count()]
+        if nulls:
+            raise PoolError(f"streamed column {nulls[0]!r} has nulls in rows {start}..{stop}",
+                            hint="streamed embedding columns have a value in every row")
+        return part
 
 
 def _prepare_target(path: Path, overwrite: bool) -> None:
@@ -553,7 +611,8 @@ def _prepare_target(path: Path, overwrite: bool) -> None:
 
 def write_pool(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, *, name: str,
                id_column: str = "id", lineage: Mapping[str, Any] | None = None,
-               shard_rows: int = 1_000_000, overwrite: bool = False) -> Pool:
+               shard_rows: int = 1_000_000, overwrite: bool = False,
+               streamed: StreamedColumns | None = None) -> Pool:
     """Write ``frame`` as a pool at ``path`` and return it opened.
 
     Validates the ids (present, non-null, unique), turns fixed-length float
@@ -561,6 +620,10 @@ def write_pool(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, *, n
     ``shard_rows`` rows, computes the card, and moves the finished directory
     into place with the card written last. ``lineage`` is kept as given, plus
     ``created_at`` and ``cbdsl_version`` when absent.
+
+    ``streamed`` adds embedding columns after the frame's that are read a
+    shard at a time (see :class:`StreamedColumns`): only one shard of them is
+    in memory, and shards hold about 256 MiB at most.
     """
     if shard_rows < 1:
         raise PoolError(f"shard_rows must be at least 1, not {shard_rows}")
@@ -575,9 +638,21 @@ def write_pool(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, *, n
     _validate_ids(frame, id_column)
     frame = _normalise_embeddings(frame).rechunk()
 
-    schema = {col: type_name(dtype) for col, dtype in frame.schema.items()}
-    dtypes = {col: str(dtype) for col, dtype in frame.schema.items()}
-    stats = column_stats(frame, schema, id_column)
+    all_dtypes = dict(frame.schema)
+    estimated = frame.estimated_size()
+    if streamed is not None:
+        clash = [col for col in streamed.dims if col in all_dtypes]
+        if clash:
+            raise PoolError(f"streamed column {clash[0]!r} is also a column of the frame",
+                            hint="rename one of them")
+        all_dtypes.update(streamed.dtypes)
+        estimated += streamed.estimated_size(frame.height)
+        shard_rows = _streamed_shard_rows(estimated, frame.height, shard_rows)
+    schema = {col: type_name(dtype) for col, dtype in all_dtypes.items()}
+    dtypes = {col: str(dtype) for col, dtype in all_dtypes.items()}
+    stats = column_stats(frame, {col: schema[col] for col in frame.columns}, id_column)
+    if streamed is not None:  # what column_stats says of an embedding without nulls
+        stats = {col: stats.get(col) or {"null_count": 0, "dim": streamed.dims[col]} for col in schema}
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.writing-{uuid.uuid4().hex[:12]}"
@@ -585,15 +660,7 @@ def write_pool(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, *, n
         (tmp / SHARDS_DIR).mkdir(parents=True)
         (tmp / SCORES_DIR).mkdir()
         (tmp / ASSETS_DIR).mkdir()
-        group_rows = _row_group_rows(frame, shard_rows)
-        shards: list[ShardInfo] = []
-        n_shards = max(1, -(-frame.height // shard_rows))
-        for i in range(n_shards):
-            part = frame.slice(i * shard_rows, shard_rows)
-            rel = f"{SHARDS_DIR}/part-{i:05d}.parquet"
-            part.write_parquet(tmp / rel, compression="zstd", compression_level=3, statistics=True,
-                               row_group_size=group_rows)
-            shards.append(ShardInfo(file=rel, rows=part.height, sha256=sha256_file(tmp / rel)))
+        shards = _write_shards(frame, streamed, tmp, shard_rows, _group_rows(estimated, frame.height, shard_rows))
 
         from cbdsl import __version__
 
@@ -606,27 +673,48 @@ def write_pool(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, *, n
             content_hash=content_hash([s.sha256 for s in shards], schema, dtypes, id_column),
             lineage=_jsonable(full_lineage), assets={},
         )
-        old = None
-        if path.exists():
-            if any(path.iterdir()):
-                old = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:12]}"
-                os.replace(path, old)
-            else:
-                path.rmdir()
-        try:
-            os.replace(tmp, path)
-            _write_card(path, card)  # last: until now the directory is not a pool
-        except BaseException:
-            if old is not None:  # put the replaced pool back
-                shutil.rmtree(path, ignore_errors=True)
-                os.replace(old, path)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _install(tmp, path, card)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return Pool(path, card)
+
+
+def _write_shards(frame: pl.DataFrame, streamed: StreamedColumns | None, directory: Path, shard_rows: int,
+                  group_rows: int) -> list[ShardInfo]:
+    """The shards of ``shard_rows`` rows, each the frame's slice and then its streamed columns."""
+    shards: list[ShardInfo] = []
+    for i in range(max(1, -(-frame.height // shard_rows))):
+        part = frame.slice(i * shard_rows, shard_rows)
+        if streamed is not None:
+            part = part.hstack(streamed.part(i * shard_rows, i * shard_rows + part.height))
+        rel = f"{SHARDS_DIR}/part-{i:05d}.parquet"
+        part.write_parquet(directory / rel, compression="zstd", compression_level=3, statistics=True,
+                           row_group_size=group_rows)
+        shards.append(ShardInfo(file=rel, rows=part.height, sha256=sha256_file(directory / rel)))
+        del part
+    return shards
+
+
+def _install(tmp: Path, path: Path, card: PoolCard) -> None:
+    """Move the written directory to ``path`` (replacing a pool there) and write the card last."""
+    old = None
+    if path.exists():
+        if any(path.iterdir()):
+            old = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:12]}"
+            os.replace(path, old)
+        else:
+            path.rmdir()
+    try:
+        os.replace(tmp, path)
+        _write_card(path, card)  # last: until now the directory is not a pool
+    except BaseException:
+        if old is not None:  # put the replaced pool back
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(old, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _jsonable(value: Any) -> Any:
