@@ -65,7 +65,7 @@ def area(ctx: LowerContext, image):
 
 @scorer("aspect_ratio", inputs=[Input("image", "image")], output="float")
 def aspect_ratio(ctx: LowerContext, image):
-    """Long side over short side (at least 1; DataComp's basic filter keeps < 3)."""
+    """Long side over short side (at least 1; DataComp's basic filter keeps <= 3)."""
     import polars as pl
 
     w, h = image_dimensions(ctx, image)
