@@ -18,7 +18,7 @@ batch 1024: bare 1,713-1,729 images/s; the scorer with threads only 759
 1,369-1,565 (0.80-0.91, two sessions).
 
 Weights are random (open_clip's ``pretrained=None``; for cbdsl-tiny a freshly
-built checkpoint): the cost is the same as with trained weights and nothing
+built checkpoint, added to the pool as the model asset ``random-tiny``): the cost is the same as with trained weights and nothing
 is downloaded. Images are synthetic shapes (``cbdsl.pipelines.synth``) at
 ``--image-size`` pixels, encoded as PNG; at most 2,048 distinct images,
 repeated to ``--n`` rows (decode cost does not depend on repetition).
@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from cbdsl.compiler.plan import Col, Score
 from cbdsl.pipelines import synth
-from cbdsl.pipelines.pool import Pool, write_pool
+from cbdsl.pipelines.pool import Pool, add_asset, write_pool
 from cbdsl.pipelines.scores import cache_path, provide
 from cbdsl.scorers import clip
 from cbdsl.scorers.models import tinyclip
@@ -128,23 +128,24 @@ def main(argv: list[str] | None = None) -> dict:
         make_pool(tmp_path / "pool", args.n, args.image_size)
         pool_s = time.perf_counter() - t0
         if args.model == tinyclip.NAME:
-            checkpoint = str(tmp_path / "random-tiny.safetensors")
-            tinyclip.save(tinyclip.build(), checkpoint)
-            params = {"model": args.model, "checkpoint": checkpoint}
+            # a policy names weights as a pool model asset, never as a file (NOTES.md, "Model scorers")
+            checkpoint = tmp_path / "random-tiny.safetensors"
+            tinyclip.save(tinyclip.build(), str(checkpoint))
+            add_asset(tmp_path / "pool", "random-tiny", checkpoint, kind="model")
+            params = {"model": args.model, "checkpoint": "random-tiny"}
         else:
             params = {"model": args.model, "pretrained": clip.RANDOM}
         params["batch_size"] = batch
         entry = registry().get("clip_score")
         validated = entry.params.model_validate(params)
-        t0 = time.perf_counter()
-        loaded = clip.load(validated, args.device)
-        load_s = time.perf_counter() - t0
         pool = Pool.open(tmp_path / "pool")
+        t0 = time.perf_counter()
+        loaded = clip.load(validated, args.device, clip.checkpoint(pool, validated))
+        load_s = time.perf_counter() - t0
         frame = pool.scan(["id", "image", "text"]).collect()
         images, texts = frame["image"].to_list(), frame["text"].to_list()
         steps = max(3, min(20, args.n // batch))
         bare = [bare_loop(loaded, images, texts, batch, steps) for _ in range(args.repeats)]
-
 
         step = Score(column="clip", scorer="clip_score", args=(Col(name="image"), Col(name="text")),
                      params=validated.model_dump(mode="json"), cost="gpu_model")

@@ -64,6 +64,7 @@ writes those four characters; the DuckDB query uses Python's exact set.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -668,6 +669,11 @@ def main() -> None:
         ap.error(f"unknown engines: {', '.join(sorted(unknown))}")
     if ("baseline" in args.engines) != bool(args.baseline):
         ap.error("the baseline engine and --baseline DIR go together")
+    needed = ["pyarrow", "psutil", *(e for e in ("pandas", "duckdb") if e in args.engines)]  # beyond cbdsl's deps
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)}: the benchmarks need cbdsl's `bench` extra: "
+                         '.venv/bin/python -m pip install -e ".[bench]"')
     result = profile(args) if args.profile else benchmark(args)
     print(json.dumps(result, indent=2))
 

@@ -69,8 +69,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
+
+try:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+except ImportError as err:  # not a dependency of cbdsl: the `bench` extra installs it
+    raise SystemExit(f"{err}: the benchmarks need cbdsl's `bench` extra: "
+                     '.venv/bin/python -m pip install -e ".[bench]"') from None
 
 GENERATOR = "tests/benchmarks/datacomp_pool.py"
 GENERATOR_VERSION = 1
