@@ -32,8 +32,17 @@ def _read(path: str) -> tuple[str, str]:
 def cli() -> None:
     """cbdsl: declarative data-curation policies.
 
-    Write a policy.cur, check it, format it, and (in later stages) compile,
-    run and submit it. `cbdsl COMMAND --help` explains each command.
+    Write a policy (policy.cur), check and format it, compile it against a
+    pool, run it to write the selection, and ask why rows were kept. In a
+    sandbox (`cbdsl init`), submit trains and evaluates each iteration with
+    the sandbox's backend and records it in a hash-chained ledger, which the
+    research commands read. `cbdsl COMMAND --help` explains each command.
+
+    \b
+    policies:  check, fmt, parse, compile, run, explain, why
+    pools:     pool import, pool make-demo, pool info, pool add-asset
+    the loop:  init, submit, search, log, show, leaderboard, verify, reproduce
+    research:  diff, trajectory, methods
     """
 
 
@@ -43,9 +52,11 @@ def cli() -> None:
 @click.option("--pool", type=click.Path(file_okay=False), help="Pool directory whose schema names the columns.")
 @click.option("--explain", "explain_code", metavar="CODE", help="Explain a diagnostic code, e.g. E101.")
 def check(files: tuple[str, ...], as_json: bool, pool: str | None, explain_code: str | None) -> None:
-    """Parse, resolve and type-check policies; no data is touched.
+    """Parse, resolve and type-check policies; no rows are read.
 
-    Exits 0 when every file is clean (warnings allowed), 1 when a file has errors.
+    With --pool the columns are checked against the pool card's schema; in a
+    sandbox, what its scaffold would refuse is a warning. Exits 0 when every
+    file is clean (warnings allowed), 1 when a file has errors. `-` reads stdin.
     """
     if explain_code:
         _explain(explain_code, as_json)
@@ -211,7 +222,11 @@ def _asset_ids(pool, name: str) -> list[str]:
 @click.option("--pool", "pool_opt", help="Pool directory or name (default: the policy's `pool` clause).")
 @click.option("--json", "as_json", is_flag=True, help="Print the compiled artifact as JSON.")
 def compile_cmd(file: str, pool_opt: str | None, as_json: bool) -> None:
-    """Check, plan and optimize FILE; write the compiled artifact under .cbdsl/ and print the plan."""
+    """Check, plan and optimize FILE against its pool; write the compiled artifact and print the plan.
+
+    The artifact goes under the sandbox's .cbdsl/ (or ./.cbdsl/ outside a
+    sandbox); `cbdsl submit` submits the last one compiled.
+    """
     from cbdsl.compiler.artifact import sandbox_dir, write_artifact
     from cbdsl.pipelines.execute import describe_step
 
@@ -239,7 +254,14 @@ def compile_cmd(file: str, pool_opt: str | None, as_json: bool) -> None:
 @click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def run_cmd(file: str, pool_opt: str | None, out_dir: str, fmt: str, threads: int | None, as_json: bool) -> None:
-    """Execute FILE against its pool; write the selection (exactly the budget, deterministic)."""
+    """Execute FILE against its pool and write the selection under --out.
+
+    Always the manifest selection.parquet (the selected ids in rank order);
+    with --format also subset.npy (datacomp: DataComp's uid array), llava.json
+    (llava: the original records) or hf_dataset (hf: a Hugging Face dataset).
+    With a budget, exactly that many rows (fewer if fewer survive); without
+    one, every survivor. The same policy and pool give the same bytes.
+    """
     _threads(threads)
     from cbdsl.pipelines.exports import export
     from cbdsl.pipelines.pool import PoolError
@@ -279,7 +301,12 @@ def run_cmd(file: str, pool_opt: str | None, out_dir: str, fmt: str, threads: in
 @click.option("--examples", default=3, show_default=True, help="Dropped rows to show per clause.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def explain_cmd(file: str, pool_opt: str | None, do_run: bool, examples: int, as_json: bool) -> None:
-    """The plan with each step's cost class; with --run, why rows were kept or dropped."""
+    """The plan with each step's cost class; with --run, why rows were kept or dropped.
+
+    --run executes the policy and adds the row funnel of each filter, a few
+    dropped rows per clause, the rows without a value per score, the values
+    the statistics resolved to, and the mix quotas.
+    """
     from cbdsl.pipelines.execute import describe_step
 
     compiled, pool, _text, name = _compiled(file, pool_opt)
@@ -333,7 +360,7 @@ def explain_cmd(file: str, pool_opt: str | None, do_run: bool, examples: int, as
 @click.option("--pool", "pool_opt", help="Pool directory or name (default: the policy's `pool` clause).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def why_cmd(row_id: str, file: str, pool_opt: str | None, as_json: bool) -> None:
-    """Which clause kept or dropped one row, and with what values."""
+    """Which clause kept or dropped the row ROW_ID, and with what values (FILE runs on its pool)."""
     import polars as pl
 
     from cbdsl.pipelines.execute import FilterStep
@@ -425,8 +452,9 @@ def pool_info(pool: str, as_json: bool) -> None:
 @click.argument("pool")
 @click.argument("name")
 @click.argument("file", type=click.Path(exists=True))
-@click.option("--kind", type=click.Choice(["ids", "corpus", "centroids", "eval", "labels", "table", "model"]))
-@click.option("--description", default="")
+@click.option("--kind", type=click.Choice(["ids", "corpus", "centroids", "eval", "labels", "table", "model"]),
+              help="What the asset is (default: from NAME and the file's extension).")
+@click.option("--description", default="", help="A line shown by `cbdsl pool info`.")
 def pool_add_asset(pool: str, name: str, file: str, kind: str | None, description: str) -> None:
     """Register FILE (a directory for a model) into POOL as asset NAME; policies name it, never the path."""
     from cbdsl.pipelines.pool import add_asset
@@ -441,11 +469,14 @@ def pool_add_asset(pool: str, name: str, file: str, kind: str | None, descriptio
 
 @pool_group.command("make-demo")
 @click.argument("dest", required=False)
-@click.option("--rows", default=50_000, show_default=True, type=click.IntRange(min=100))
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--rows", default=50_000, show_default=True, type=click.IntRange(min=100), help="Pool rows.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Same seed, same pool.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing pool there.")
 def pool_make_demo(dest: str | None, rows: int, seed: int, overwrite: bool) -> None:
-    """Generate the embedded demo pool (deterministic; default ~/.cbdsl/pools/demo or $CBDSL_POOLS)."""
+    """Generate the demo pool: synthetic image-text pairs with known defects, deterministic.
+
+    DEST defaults to demo/ in the first folder of $CBDSL_POOLS, else ~/.cbdsl/pools/demo.
+    """
     from cbdsl.pipelines.demo import make_demo
     from cbdsl.pipelines.registry import search_path
 
@@ -462,7 +493,10 @@ def pool_make_demo(dest: str | None, rows: int, seed: int, overwrite: bool) -> N
 @click.option("--id-column", help="Id column for hf, parquet and jsonl sources.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing pool at DEST.")
 def pool_import(kind: str, src: str, dest: str, name: str | None, id_column: str | None, overwrite: bool) -> None:
-    """Import SRC (DataComp parquet, LLaVA JSON, HF dataset, parquet, JSONL) as a pool at DEST."""
+    """Import SRC (DataComp parquet, LLaVA JSON, HF dataset, parquet, JSONL) as a pool at DEST.
+
+    KIND `auto` tells the source kind from SRC.
+    """
     from cbdsl.pipelines.importers import import_pool
 
     opts = {"id_column": id_column} if id_column else {}
@@ -486,11 +520,19 @@ def _sandbox():
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @click.option("--pool", "pool_name", default="demo", show_default=True, help="Pool name or directory.")
 @click.option("--budget", default=5000, show_default=True, type=click.IntRange(min=1), help="Rows to select.")
-@click.option("--backend", default="mini", show_default=True, type=click.Choice(["mini", "command", "ray"]))
-@click.option("--scaffold", default="open", show_default=True, type=click.Choice(["open", "guide", "cite", "adapt"]))
-@click.option("--iterations", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--backend", default="mini", show_default=True, type=click.Choice(["mini", "command", "ray"]),
+              help="What trains and evaluates a submission: mini (a small CLIP, here), command (your own "
+                   "command), ray (a Ray job); settings go in cbdsl.toml.")
+@click.option("--scaffold", default="open", show_default=True, type=click.Choice(["open", "guide", "cite", "adapt"]),
+              help="Rules submit enforces: open (none), guide (none, plus a strategy guide), cite (cite a "
+                   "catalogue method), adapt (cite, instantiate and adapt one).")
+@click.option("--iterations", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Scored submissions allowed (the baseline not counted).")
 def init_cmd(directory: str, pool_name: str, budget: int, backend: str, scaffold: str, iterations: int) -> None:
-    """Make a sandbox: cbdsl.toml, policy.cur, PROTOCOL.md, POOL.md, METHODS.md (the demo pool is made if missing)."""
+    """Make a sandbox in DIRECTORY: cbdsl.toml, policy.cur, PROTOCOL.md, POOL.md, METHODS.md.
+
+    The demo pool is made first if it is missing and --pool is demo.
+    """
     from cbdsl.pipelines.pool import Pool, PoolError
     from cbdsl.pipelines.registry import resolve_pool, search_path
     from cbdsl.pipelines.sandbox import SandboxError, init
@@ -520,7 +562,13 @@ def init_cmd(directory: str, pool_name: str, budget: int, backend: str, scaffold
 @click.option("--wait", is_flag=True, help="Wait for a submission in progress instead of refusing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable feedback.")
 def submit_cmd(message: str, wait: bool, as_json: bool) -> None:
-    """Run the last compiled policy, audit it, train and evaluate, record it, print the feedback."""
+    """Submit the last compiled policy: run it, check budget and scaffold, audit, train and evaluate, record.
+
+    The sandbox's backend trains and evaluates the selection; the iteration
+    goes into the ledger as scored, refused (nothing trained, no iteration
+    used) or failed, and the feedback is printed. The first submission scores
+    the random baseline (iteration 0) first. Exits 0 when scored.
+    """
     from cbdsl.pipelines.backends import BackendError
     from cbdsl.pipelines.ledger import LedgerError
     from cbdsl.pipelines.pool import PoolError
@@ -553,7 +601,11 @@ def submit_cmd(message: str, wait: bool, as_json: bool) -> None:
               show_default=True, help="The most expensive scorers a proposal may use.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 def search_cmd(iterations: int, strategy: str, seed: int, max_cost: str, as_json: bool) -> None:
-    """Propose policies by mutating the AST, submit each through the loop, keep the best (a non-LLM baseline)."""
+    """Propose policies and submit each through the loop, keeping the best: a baseline with no LLM.
+
+    mutate edits the AST of the best policy so far; random draws independent
+    policies. Each proposal uses one of this sandbox's iterations.
+    """
     from cbdsl.pipelines.backends import BackendError
     from cbdsl.pipelines.ledger import LedgerError
     from cbdsl.pipelines.pool import PoolError
@@ -578,7 +630,7 @@ def _ledger():
 
 
 @cli.command("log")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def log_cmd(as_json: bool) -> None:
     """Every iteration of the sandbox: status, score, message."""
     ledger = _ledger()
@@ -599,7 +651,7 @@ def log_cmd(as_json: bool) -> None:
 
 @cli.command("show")
 @click.argument("n", type=int)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show_cmd(n: int, as_json: bool) -> None:
     """One iteration in full: its policy, audit, metrics and timings."""
     from cbdsl.pipelines.ledger import LedgerError
@@ -629,7 +681,7 @@ def show_cmd(n: int, as_json: bool) -> None:
 
 
 @cli.command("leaderboard")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def leaderboard_cmd(as_json: bool) -> None:
     """Scored iterations, best first."""
     ledger = _ledger()
@@ -735,7 +787,7 @@ def diff_cmd(old: str, new: str, as_json: bool) -> None:
 @click.argument("runs", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--compare", is_flag=True, help="Put the RUNS (sandbox folders) side by side.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write score vs iteration to this PNG.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def trajectory_cmd(runs: tuple[str, ...], compare: bool, plot_path: str | None, as_json: bool) -> None:
     """A run's iterations: change class, families used and introduced, citations, score, delta, best so far.
 
@@ -765,7 +817,7 @@ def trajectory_cmd(runs: tuple[str, ...], compare: bool, plot_path: str | None, 
 
 @cli.command("methods")
 @click.argument("method_id", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def methods_cmd(method_id: str | None, as_json: bool) -> None:
     """The method catalogue: citations, families, canonical forms."""
     from dataclasses import asdict
