@@ -33,6 +33,8 @@ def test_wheel_contains_only_the_cbdsl_package(tmp_path):
     assert "cbdsl/scaffolds/catalogue.py" in names
     assert "cbdsl/cli.py" in names and "cbdsl/dsl/parser.py" in names
     assert not any(n.startswith("cbdsl/tests/") for n in names), "tests are not shipped"
+    stale = [n for n in names if n.startswith("cbdsl/") and not (ROOT / n.removeprefix("cbdsl/")).is_file()]
+    assert not stale, f"the wheel ships files the tree no longer has (left in build/lib: rm -r build): {stale}"
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "cbdsl = cbdsl.entry:main" in entry_points
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
