@@ -41,10 +41,11 @@ def compile_source(text: str, name: str, pool=None) -> Compiled:
     from cbdsl.scaffolds.catalogue import catalogue_hash
 
     schema = pool.schema if pool is not None else None
-    policy, diags = check_source(text, name, schema)
+    assets = {a: info.kind for a, info in pool.card.assets.items()} if pool is not None else None
+    policy, diags = check_source(text, name, schema, assets)
     if policy is None or any(d.is_error for d in diags):
         raise PolicyError(diags, Source(text, name))
-    typed = resolve(policy, schema, source=Source(text, name))
+    typed = resolve(policy, schema, source=Source(text, name), assets=assets)
     id_column = pool.id_column if pool is not None else "id"
     optimized = optimize(make_plan(typed, id_column=id_column))
     artifact = {

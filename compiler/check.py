@@ -27,9 +27,12 @@ SINGLE_CLAUSES: tuple[str, ...] = ("policy", "pool", "budget", "select", "mix")
 MIX_TOLERANCE = 1e-6
 
 
-def check_source(text: str, name: str = "<policy>", schema: Mapping[str, str] | None = None
-                 ) -> tuple[ast.Policy | None, list[Diagnostic]]:
-    """Parse and check policy text; return the AST (None if it does not parse) and every diagnostic."""
+def check_source(text: str, name: str = "<policy>", schema: Mapping[str, str] | None = None,
+                 assets: Mapping[str, str] | None = None) -> tuple[ast.Policy | None, list[Diagnostic]]:
+    """Parse and check policy text; return the AST (None if it does not parse) and every diagnostic.
+
+    ``schema`` (column -> type) and ``assets`` (asset name -> kind) come from the pool card when a pool is
+    known; without them the column and asset checks wait for one."""
     policy = None
     try:
         from cbdsl.dsl.parser import parse_diagnostics
@@ -37,7 +40,7 @@ def check_source(text: str, name: str = "<policy>", schema: Mapping[str, str] | 
         policy, diags = parse_diagnostics(text, name)
         if policy is None:
             return None, diags
-        return policy, check(policy, schema, source=Source(text, name))
+        return policy, check(policy, schema, source=Source(text, name), assets=assets)
     except Exception as exc:  # the boundary: a bug in cbdsl must not reach the user as a traceback
         return policy, [internal_error(exc)]
 
@@ -52,23 +55,24 @@ def internal_error(exc: BaseException) -> Diagnostic:
     )
 
 
-def check(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None
-          ) -> list[Diagnostic]:
+def check(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
+          assets: Mapping[str, str] | None = None) -> list[Diagnostic]:
     """Every semantic diagnostic (errors, warnings, notes) of a parsed policy, sorted by position.
 
     ``source`` (the text the policy was parsed from) lets messages name lines
     ("the first `budget` is on line 3").
     """
-    return analyze(policy, schema, source=source)[1]
+    return analyze(policy, schema, source=source, assets=assets)[1]
 
 
-def analyze(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None
-            ) -> tuple[TypedPolicy, list[Diagnostic]]:
+def analyze(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
+            assets: Mapping[str, str] | None = None) -> tuple[TypedPolicy, list[Diagnostic]]:
     """Resolve, type-check and apply the clause rules: the typed policy and every diagnostic, sorted."""
     from cbdsl.scaffolds.catalogue import method_ids, scorer_ids, scorer_users
     from cbdsl.scorers.registry import registry
 
-    resolver = Resolver(policy, schema, registry(), scorer_ids(), methods_using=scorer_users(), source=source)
+    resolver = Resolver(policy, schema, registry(), scorer_ids(), methods_using=scorer_users(), source=source,
+                        assets=assets)
     typed = resolver.run()
     diags = resolver.diags + clause_rules(policy, source=source, method_ids=method_ids())
     diags.sort(key=sort_key)
@@ -109,14 +113,17 @@ def sandbox_scaffold_warnings(policy: ast.Policy, path: str) -> list[Diagnostic]
         return []
     history = []
     if (cfg.state / "ledger.sqlite").is_file():
-        from cbdsl.pipelines.ledger import Ledger
+        from cbdsl.pipelines.ledger import Ledger, LedgerError
         from cbdsl.scaffolds.modes import history_of
 
-        ledger = Ledger(cfg.state / "ledger.sqlite")
         try:
-            history = history_of(ledger.entries())
-        finally:
-            ledger.close()
+            ledger = Ledger(cfg.state / "ledger.sqlite")
+            try:
+                history = history_of(ledger.entries())
+            finally:
+                ledger.close()
+        except LedgerError:
+            return []  # a damaged ledger is `cbdsl verify`'s and `submit`'s to report; check is about the policy
     return scaffold_warnings(policy, cfg.scaffold, history)
 
 

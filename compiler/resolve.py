@@ -121,11 +121,14 @@ class TypedPolicy:
         raise KeyError(name)
 
 
-def resolve(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None) -> TypedPolicy:
-    """Resolve and type-check a policy; raise :class:`PolicyError` with every error if there is one."""
+def resolve(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
+            assets: Mapping[str, str] | None = None) -> TypedPolicy:
+    """Resolve and type-check a policy; raise :class:`PolicyError` with every error if there is one.
+
+    ``assets`` (name -> kind, the pool card's) lets the checker refuse what rule 8 forbids."""
     from cbdsl.compiler.check import analyze
 
-    typed, diags = analyze(policy, schema, source=source)
+    typed, diags = analyze(policy, schema, source=source, assets=assets)
     errors = [d for d in diags if d.is_error]
     if errors:
         raise PolicyError(errors, source)
@@ -194,6 +197,11 @@ def mix_weights(mix: ast.Mix) -> dict[str | None, float] | None:
     return {k: w / total for k, w in weights.items()}
 
 
+def looks_like_path(pool: str) -> bool:
+    """Whether a pool given as text is a directory path (``/data/x``, ``./x``, ``~/x``) rather than a name."""
+    return "/" in pool or "\\" in pool or pool.startswith((".", "~"))
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -226,8 +234,10 @@ class Resolver:
         *,
         methods_using: Mapping[str, Sequence[str]] | None = None,
         source: Source | None = None,
+        assets: Mapping[str, str] | None = None,
     ):
         self.policy = policy
+        self.assets = dict(assets) if assets is not None else None  # name -> kind; None: no pool known
         self.schema = dict(schema) if schema is not None else None
         self.column_types = {k: T.parse_type(v) for k, v in schema.items()} if schema is not None else {}
         self.registry = registry
@@ -304,12 +314,45 @@ class Resolver:
             self._dedup(clause)
         elif isinstance(clause, ast.Mix):
             self._group(clause.by, "mix by")
+        elif isinstance(clause, ast.PoolClause):
+            self._pool_clause(clause)
         elif isinstance(clause, ast.Budget) and clause.of is not None:
             t = self.infer(clause.of)
             if not t.is_unknown and not t.is_numeric:
                 self.error("E307", f"a token budget sums a number per row, but {self.show(clause.of)} is {T.describe(t)}",
                            clause.of, label="not a number",
                            hints=("count the tokens, e.g. `budget 2_000_000 tokens of words(text)`",))
+
+    def _pool_clause(self, clause: ast.PoolClause) -> None:
+        """Rule 8: a policy names a pool of the pool roots; only the person running it may give a directory."""
+        name = clause.name.value
+        if not looks_like_path(name):
+            return
+        self.error("E114", f"`pool` names a pool, never a directory: {format_value(name)} is a path", clause.name,
+                   label="a path", hints=("name a pool of the pool roots ($CBDSL_POOLS, ~/.cbdsl/pools), e.g. "
+                                          '`pool "demo"`; `cbdsl pool info NAME` shows one',
+                                          "to run on a pool directory, give it when you run: "
+                                          "`cbdsl run policy.cur --pool DIR`"))
+
+    def _assets_named(self, entry: Entry, bound: _Bound, values: Mapping[str, Any]) -> None:
+        """Rule 8 at check time: no parameter names an evaluation set or ground truth, and `asset()` names
+        an asset the pool has (only when the pool is known)."""
+        if self.assets is None:
+            return
+        for name, value in values.items():
+            if not isinstance(value, str):
+                continue
+            kind = self.assets.get(value)
+            if kind in T.BENCHMARK_KINDS:
+                self.error("E112", f"`{value}` is the pool's `{kind}` asset: {T.BENCHMARK_WHY}", bound.params[name],
+                           label="not readable by a policy", hints=(T.BENCHMARK_FIX,))
+            elif kind is None and entry.id == "asset":
+                readable = sorted(a for a, k in self.assets.items() if k not in T.BENCHMARK_KINDS)
+                listing = ("its assets are " + ", ".join(f"`{a}`" for a in readable[:12])) if readable \
+                    else "it has no assets a policy may name"
+                self.error("E113", f"the pool has no asset `{value}`", bound.params[name], label="unknown asset",
+                           hints=(*did_you_mean(value, readable), listing,
+                                  "register a file with `cbdsl pool add-asset POOL NAME FILE`"))
 
     def _filter(self, clause: ast.Filter) -> None:
         cond = clause.condition
@@ -786,6 +829,7 @@ class Resolver:
             self.error("E210", f"parameter `{name}` of {entry.display} must be a constant (a number, percentage, "
                        "string or true/false), not an expression", expr, label="not a constant",
                        hints=(f"it is called as `{entry.signature()}`",))
+        self._assets_named(entry, bound, values)
         try:
             model = entry.params.model_validate(values)
         except ValidationError as err:
@@ -819,6 +863,11 @@ class Resolver:
         if kind == "invalid_regex":
             self.error("E214", f"{problem['msg']}", where, label="not a valid pattern",
                        hints=["patterns use Python's `re` syntax; escape special characters with `\\\\`"])
+            return
+        if kind == "regex_too_large":
+            self.error("E221", f"{problem['msg']}", where, label="too large",
+                       hints=["repeat less (`\\w{20,}` rather than `\\w{2000}`), or split the test into several "
+                              "`matches` joined with `and`"])
             return
         expected = _TYPE_WORDS.get(kind)
         if expected is not None:

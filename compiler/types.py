@@ -47,6 +47,15 @@ BINARY = Type("binary")
 UNKNOWN = Type("unknown")
 
 
+#: Kinds of pool assets no policy may read (design rule 8): evaluation sets and ground truth. The
+#: checker refuses a policy that names one; the benchmark (audit, backends, tests) reads them itself.
+BENCHMARK_KINDS: tuple[str, ...] = ("eval", "truth")
+#: Why a policy cannot read such an asset, and what to do instead (check and run say the same).
+BENCHMARK_WHY = ("evaluation sets and ground truth are read only by the benchmark, never by a policy "
+                 "(a policy reads only the pool and the scorers)")
+BENCHMARK_FIX = "curate from the pool's columns and scores; POOL.md lists the assets a policy may name"
+
+
 def list_of(item: Type) -> Type:
     return Type("list", item)
 

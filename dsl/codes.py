@@ -122,13 +122,18 @@ group values, not names, so `mix by flag { true: 0.2, false: 0.8 }` is fine.
 """)
 
 _code("E010", "expression nested too deeply", """
-An expression nests operators, calls or lists more than about a hundred
-levels deep. No policy a person writes needs that many; a generated one
-should name its parts.
+An expression nests more than 100 levels deep. Every level counts: each
+operator (`and`, `or`, `+`, ...), `not`, unary `-` and pair of parentheses is
+one, and each call, comparison and list is two. A chain nests too: `a and b
+and c` reads as `(a and b) and c`, one level per `and`. No policy a person
+writes needs that many; a generated one should name its parts.
 
     filter a + (b + (c + (d + ...)))   # hundreds of levels
+    filter ((((((((x)))))))) > 1       # each pair of parentheses is a level
+    filter c1 and c2 and ... and c200  # a chain of 200 conditions
 
-Fix: split it into `let` names and combine those.
+Fix: split it into `let` names and combine those; a long `and` chain in a
+`filter` can be several `filter` clauses, which are one conjunction.
 """)
 
 _code("E011", "number out of range", """
@@ -250,6 +255,44 @@ _code("E111", "unknown dedup method", """
 `semantic(embedding, eps=0.05, keep="hard")`.
 
     dedup minhsh(text)                 # did you mean `minhash`?
+""")
+
+_code("E112", "an evaluation set or ground truth is named", """
+A policy reads only the pool and the scorers (design rule 8). The pool's
+`eval` assets (the evaluation sets the backend scores on and the audit
+compares against) and `truth` assets (ground truth such as the demo's defect
+labels) are the benchmark's, so a policy cannot name them: not in
+`asset("...")`, not as any scorer's or function's parameter.
+
+    filter id in asset("demo-defects")         # the demo's ground truth
+    filter text in asset("mini-eval")          # the evaluation set
+
+Fix: curate from the pool's columns and scores. POOL.md (or
+`cbdsl pool info POOL`) lists the assets a policy may name. The check
+needs the pool to know an asset's kind: `cbdsl check --pool DIR`,
+`cbdsl compile` and `cbdsl run` always have it.
+""")
+
+_code("E113", "unknown asset", """
+`asset("name")` names an asset the pool does not have. Assets are files
+registered into the pool by whoever runs the benchmark:
+
+    cbdsl pool add-asset POOL icons-133k icons-133k.txt
+
+Fix: use a name the pool lists (POOL.md, `cbdsl pool info POOL`), or
+register the file first.
+""")
+
+_code("E114", "the pool is named by a path", """
+`pool "..."` names a pool of the pool roots (`$CBDSL_POOLS`,
+`~/.cbdsl/pools`, or the sandbox's own pool), never a directory: a policy
+cannot point the run at files of its own choosing (design rule 8).
+
+    pool "/data/other-pool"                    # a path
+    pool "demo"                                # a name
+
+Fix: name the pool. To run a policy on a pool directory, whoever runs it
+gives the directory: `cbdsl run policy.cur --pool DIR`.
 """)
 
 # --- types and values ---------------------------------------------------------
@@ -415,6 +458,21 @@ This argument must name a column (or a `let`), not compute an expression.
     select stratified(lower(source))           # wrong
     let source_lower = lower(source)
     select stratified(source_lower)            # right
+""")
+
+_code("E221", "regular expression too large to run", """
+A `matches` pattern runs on Polars' regex engine, whose matching time and
+memory grow with the size of the compiled pattern, and counted repetition
+multiplies that size: `a{100000}` took minutes on one long text, and
+`\\w{1000}` does not compile at all (each Unicode `\\w` is some 50 KB).
+The checker estimates the compiled size and refuses a pattern above about
+4 MB, or one whose groups nest more than 100 deep.
+
+    filter matches(text, "\\w{1000}")                # too large
+    filter matches(text, "\\w{40,}")                 # a word of 40 or more word characters: fine
+
+Fix: repeat less, or split the test into several `matches` joined with
+`and`.
 """)
 
 # --- clause rules -------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from cbdsl.compiler.types import BENCHMARK_KINDS
+
 SCAFFOLD_RULES = {
     "open": "No rule: any valid policy may be submitted.",
     "guide": "No rule. The strategy guide below lists the method families and when each helps.",
@@ -38,7 +40,7 @@ def pool_md(pool) -> str:
     if card.assets:
         out += ["", "## Assets a policy may name", "", "| name | kind | description |", "|---|---|---|"]
         for name, info in sorted(card.assets.items()):
-            if info.kind in ("eval", "labels"):
+            if info.kind in BENCHMARK_KINDS:
                 continue  # evaluation sets and ground truth are not for policies
             out.append(f"| `asset(\"{name}\")` | {info.kind} | {info.description} |")
     return "\n".join(out) + "\n"

@@ -312,7 +312,7 @@ def make_demo(path: str | os.PathLike, rows: int = DEFAULT_ROWS, seed: int = 0, 
             path,
             "demo-defects",
             file,
-            kind="labels",
+            kind="truth",
             description=(
                 "ground truth of the demo pool, one row per id: a bool per defect "
                 f"({', '.join(DEFECTS)}), dup_group, language, and the image's true "

@@ -34,9 +34,11 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from cbdsl.pipelines.pool import (
+    CONTROL_HINT,
     Pool,
     PoolError,
     StreamedColumns,
+    control_characters,
     suggest,
     frame_from_records,
     read_json,
@@ -129,6 +131,13 @@ def _check_ids(frame: pl.DataFrame, id_column: str, locate: Callable[[int], tupl
         path, pos = locate(int(ids.is_null().arg_true()[0]))
         raise PoolError(f"null id in column {id_column!r}", file=path, **{unit: pos},
                         hint="every row needs an id; drop those rows or pick another --id-column")
+    if ids.dtype == pl.String:
+        control = control_characters(ids)
+        if control.any():
+            row = int(control.arg_true()[0])
+            path, pos = locate(row)
+            raise PoolError(f"id {ids[row]!r} in column {id_column!r} holds a control character", file=path,
+                            **{unit: pos}, hint=CONTROL_HINT)
     dup = ids.is_duplicated()
     if dup.any():
         value = ids[int(dup.arg_true()[0])]

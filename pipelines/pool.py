@@ -45,8 +45,8 @@ ASSETS_DIR = "assets"
 
 TypeName = Literal["str", "int", "float", "bool", "embedding", "list[str]", "binary", "any"]
 TYPE_NAMES: tuple[str, ...] = ("str", "int", "float", "bool", "embedding", "list[str]", "binary", "any")
-AssetKind = Literal["ids", "corpus", "centroids", "eval", "labels", "table", "model"]
-ASSET_KINDS: tuple[str, ...] = ("ids", "corpus", "centroids", "eval", "labels", "table", "model")
+AssetKind = Literal["ids", "corpus", "centroids", "eval", "truth", "labels", "table", "model"]
+ASSET_KINDS: tuple[str, ...] = ("ids", "corpus", "centroids", "eval", "truth", "labels", "table", "model")
 ASSET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 QUANTILES = (0.01, 0.5, 0.99)
 MAX_VALUE_COUNTS = 50
@@ -400,20 +400,19 @@ class Pool:
         return frame.select(columns)
 
     def asset_path(self, name: str) -> Path:
-        """The file (or, for a model, possibly the directory) of a registered asset."""
-        info = self._asset(name)
-        return self.path / info.file
+        """The file (or, for a model, possibly the directory) of a registered asset, checked (:meth:`_asset`)."""
+        return self._asset(name)[1]
 
     def read_asset(self, name: str) -> Any:
         """A registered asset parsed by its kind.
 
         ids -> ``pl.Series`` of str; centroids -> 2-D ``np.ndarray``; corpus and
-        eval -> ``pl.DataFrame`` with a ``text`` column; labels and table ->
+        eval -> ``pl.DataFrame`` with a ``text`` column; labels, truth and table ->
         ``pl.DataFrame``; model -> the ``Path`` of its file or directory (its
         library loads it).
         """
-        info = self._asset(name)
-        data, _rows = _load_asset(self.path / info.file, info.kind, self.id_column)
+        info, path = self._asset(name)
+        data, _rows = _load_asset(path, info.kind, self.id_column)
         return data
 
     def verify(self) -> None:
@@ -424,11 +423,10 @@ class Pool:
                                 file=self.path / shard.file,
                                 hint="the shard was changed after the pool was written; import the pool again")
         for name, info in self.card.assets.items():
-            if sha256_path(self.path / info.file) != info.sha256:
-                raise PoolError(f"asset {name!r} does not match its sha256 in the card",
-                                file=self.path / info.file, hint=f"add it again with add_asset(..., {name!r}, FILE)")
+            checked_asset_file(self.path, name, info, rehash=True)
 
-    def _asset(self, name: str) -> AssetInfo:
+    def _asset(self, name: str) -> tuple[AssetInfo, Path]:
+        """The card entry and the file of asset ``name``, after :func:`checked_asset_file` vouched for it."""
         info = self.card.assets.get(name)
         if info is None:
             raise PoolError(
@@ -436,10 +434,66 @@ class Pool:
                 hint=suggest(name, self.card.assets, "its assets are")
                 + "; register one with `cbdsl pool add-asset POOL NAME FILE`",
             )
-        if not (self.path / info.file).exists():
-            raise PoolError(f"asset {name!r} is registered but its file is missing",
-                            file=self.path / info.file, hint=f"add it again with `cbdsl pool add-asset POOL {name} FILE`")
-        return info
+        return info, checked_asset_file(self.path, name, info)
+
+
+#: Assets whose sha256 this process has checked: (path, file signature) -> sha256. A file changed after
+#: the check has another signature, so it is hashed again.
+_VERIFIED: dict[tuple[str, tuple], str] = {}
+
+
+def checked_asset_file(pool_path: Path, name: str, info: AssetInfo, *, rehash: bool = False) -> Path:
+    """The file of an asset, once it is known to be what ``add-asset`` registered.
+
+    Why: a policy reads an asset by name, and the card's sha256 is the promise
+    of what that name holds. A file swapped after registration, or a symbolic
+    link planted in ``assets/`` (to a file outside the pool, to ``/etc/passwd``,
+    or ``assets/`` itself a link), would change a selection silently. So every
+    part of the path inside the pool must be a real file or folder, and the
+    content must hash to the card's sha256; the hash is computed the first time
+    a process reads the file (and again if the file changes), not on every read.
+    """
+    path = pool_path / info.file
+    fix = f"register it again: `cbdsl pool add-asset {pool_path} {name} FILE`"
+    if not os.path.lexists(path):
+        raise PoolError(f"asset {name!r} is registered but its file is missing", file=path, hint=fix)
+    link = _link_inside(pool_path, path)
+    if link is not None:
+        raise PoolError(f"asset {name!r} goes through the symbolic link {link}: an asset is a regular file "
+                        "inside the pool", file=path, hint=f"remove the link and {fix}")
+    key = (str(path), _signature(path))
+    if rehash or _VERIFIED.get(key) != info.sha256:
+        if sha256_path(path) != info.sha256:
+            raise PoolError(f"asset {name!r} does not match its sha256 in the card: the file was changed after it "
+                            "was registered", file=path, hint=fix)
+        _VERIFIED[key] = info.sha256
+    return path
+
+
+def _link_inside(pool_path: Path, path: Path) -> Path | None:
+    """The first symbolic link on the way from the pool folder to ``path``, or within it (a model folder)."""
+    rel = path.relative_to(pool_path)
+    step = pool_path
+    for part in rel.parts:
+        step = step / part
+        if step.is_symlink():
+            return step
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            for entry in (*dirs, *files):
+                if os.path.islink(os.path.join(root, entry)):
+                    return Path(root) / entry
+    return None
+
+
+def _signature(path: Path) -> tuple:
+    """What changes when a file (or any file of a folder) is rewritten: size, mtime and inode of each."""
+    files = [path] if not path.is_dir() else sorted(p for p in path.rglob("*") if p.is_file())
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append((str(f), st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
 
 
 def _read_card(card_path: Path) -> PoolCard:
@@ -483,6 +537,17 @@ def _write_card(directory: Path, card: PoolCard) -> None:
 # --------------------------------------------------------------------------- writing
 
 
+#: Control characters (Unicode category Cc: C0, DEL, C1), which no id may hold.
+_CONTROL = r"[\x00-\x1F\x7F-\x9F]"
+CONTROL_HINT = ("ids are printed, hashed and written to subset files and manifests: a NUL, newline or other "
+                "control character in one is a broken record; fix or drop it in the source")
+
+
+def control_characters(ids: pl.Series) -> pl.Series:
+    """Which string ids hold a control character (a NUL, a newline, an escape)."""
+    return ids.str.contains(_CONTROL).fill_null(False)
+
+
 def _validate_ids(frame: pl.DataFrame, id_column: str) -> None:
     if id_column not in frame.columns:
         raise PoolError(f"the frame has no id column {id_column!r}",
@@ -502,6 +567,11 @@ def _validate_ids(frame: pl.DataFrame, id_column: str) -> None:
             row = int(empty.arg_true()[0])
             raise PoolError(f"id column {id_column!r} has an empty id at row {row}", row=row,
                             hint="every row needs a non-empty id")
+        control = control_characters(ids)
+        if control.any():
+            row = int(control.arg_true()[0])
+            raise PoolError(f"id column {id_column!r} has an id with a control character at row {row}: "
+                            f"{ids[row]!r}", row=row, hint=CONTROL_HINT)
     dup = ids.is_duplicated()
     if dup.any():
         rows = dup.arg_true()
@@ -729,6 +799,10 @@ def add_asset(pool_path: str | os.PathLike, name: str, file: str | os.PathLike,
               kind: str | None = None, description: str = "") -> Pool:
     """Copy ``file`` into the pool as the named asset (replacing one of that name) and record it in the card.
 
+    The pool gets a copy of the content, never a link: a symbolic link given as
+    ``file`` (or inside a model folder) is copied as the regular file it points
+    to now, so later changes to the link's target do not reach the pool.
+
     ``kind`` is inferred from the name and extension when not given. The file
     must parse as that kind; its sha256 and row count go into the card. A
     ``model`` asset may be a directory (a from_pretrained model, a tokenizer
@@ -756,6 +830,10 @@ def add_asset(pool_path: str | os.PathLike, name: str, file: str | os.PathLike,
     suffix = "" if src.is_dir() else src.suffix.lower()
     filename = name if name.endswith(suffix) else name + suffix
     rel = f"{ASSETS_DIR}/{filename}"
+    if pool.assets_dir.is_symlink() or (pool.assets_dir.exists() and not pool.assets_dir.is_dir()):
+        raise PoolError(f"{pool.assets_dir} is a symbolic link or a file, not the pool's own folder: assets live "
+                        "inside the pool", file=pool.assets_dir,
+                        hint=f"remove it (`rm {pool.assets_dir}`) and add the assets again")
     pool.assets_dir.mkdir(exist_ok=True)
     tmp = pool.assets_dir / f".{filename}.{uuid.uuid4().hex}.tmp"
     old = pool.assets_dir / f".{filename}.{uuid.uuid4().hex}.old"
@@ -794,7 +872,8 @@ _KIND_WORDS = {
     "ids": {"ids", "uids", "id", "uid", "subset"},
     "centroids": {"centroids", "centroid", "kmeans", "clusters"},
     "eval": {"eval", "evals", "evaluation", "test", "benchmark", "bench"},
-    "labels": {"labels", "label", "gt", "truth"},
+    "truth": {"truth", "gt", "defects", "groundtruth"},
+    "labels": {"labels", "label"},
     "corpus": {"corpus", "target", "reference"},
     "model": {"model", "checkpoint", "ckpt", "weights", "tokenizer", "tok", "lm", "clip"},
 }
@@ -803,6 +882,7 @@ _ASSET_EXTENSIONS = {
     "corpus": (".txt", ".jsonl", ".parquet"),
     "centroids": (".npy",),
     "eval": (".jsonl", ".json", ".parquet"),
+    "truth": (".parquet", ".jsonl", ".json", ".csv"),
     "labels": (".parquet", ".jsonl", ".json", ".csv", ".npy"),
     "table": (".parquet",),
     "model": (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".json"),  # or a directory

@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from cbdsl.compiler.resolve import looks_like_path
 from cbdsl.pipelines.pool import CARD_FILE, HOW_TO_MAKE, PoolError, _did_you_mean
 
 ENV_VAR = "CBDSL_POOLS"
@@ -38,10 +39,6 @@ def list_pools(search: Sequence[str | os.PathLike] = ()) -> dict[str, Path]:
     return found
 
 
-def _looks_like_path(text: str) -> bool:
-    return os.sep in text or "/" in text or text.startswith((".", "~"))
-
-
 def resolve_pool(name_or_path: str | os.PathLike, search: Sequence[str | os.PathLike] = ()) -> Path:
     """The directory of a pool given by path or by name; PoolError (with the known names) if there is none."""
     text = os.fspath(name_or_path)
@@ -50,7 +47,7 @@ def resolve_pool(name_or_path: str | os.PathLike, search: Sequence[str | os.Path
     path = Path(text).expanduser()
     if (path / CARD_FILE).is_file():
         return path
-    if _looks_like_path(text) or path.is_absolute():
+    if looks_like_path(text) or os.sep in text or path.is_absolute():
         if path.is_dir():
             raise PoolError(f"{path} is a directory but not a pool (no {CARD_FILE})", hint=HOW_TO_MAKE)
         raise PoolError(f"no pool directory at {path}", hint=HOW_TO_MAKE)

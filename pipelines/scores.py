@@ -26,6 +26,7 @@ from typing import Any
 import polars as pl
 
 from cbdsl.compiler.plan import Score, pexpr_text
+from cbdsl.compiler.types import BENCHMARK_FIX, BENCHMARK_KINDS, BENCHMARK_WHY
 from cbdsl.scorers.registry import Entry, Params, registry
 
 VALUE = "value"
@@ -56,7 +57,8 @@ class ScoreContext:
 
 def read_asset(pool, name: str, kinds: Sequence[str] = (), who: str = "this scorer"):
     """A pool asset a parameter names, parsed (a model asset: its path); a RunError saying where, why and what
-    to do when it is missing or of another kind than ``kinds`` (an ``eval`` asset is never a policy's input)."""
+    to do when it is missing or of another kind than ``kinds`` (an ``eval`` or ``truth`` asset is never a
+    policy's input, whatever ``kinds`` says)."""
     from cbdsl.pipelines.execute import RunError
     from cbdsl.pipelines.pool import PoolError
 
@@ -72,22 +74,36 @@ def read_asset(pool, name: str, kinds: Sequence[str] = (), who: str = "this scor
 
 def pool_asset(pool, name: str, kinds: Sequence[str], who: str):
     """The card entry of the asset ``name`` that ``who`` (e.g. "`dsir` parameter `target`") needs, of one of
-    ``kinds`` (any when empty), or a RunError with the fix."""
+    ``kinds`` (any policy-readable kind when empty), or a RunError with the fix."""
     from cbdsl.pipelines.execute import RunError
 
     info = pool.card.assets.get(name)
     wanted = " or ".join(f"`{k}`" for k in kinds) or "any"
     if info is None:
-        known = ", ".join(f"`{a}` ({i.kind})" for a, i in pool.card.assets.items()) or "none"
+        known = ", ".join(f"`{a}` ({i.kind})" for a, i in pool.card.assets.items()
+                          if i.kind not in BENCHMARK_KINDS) or "none"
         raise RunError(f"{who} names the asset `{name}`, which pool `{pool.name}` does not have (its assets: {known})",
                        (f"register it with `cbdsl pool add-asset {pool.name} {name} FILE"
                         + (f" --kind {kinds[0]}`" if kinds else "`"),))
+    if info.kind in BENCHMARK_KINDS:
+        raise RunError(f"{who} names `{name}`, an asset of kind `{info.kind}`: {BENCHMARK_WHY}",
+                       (BENCHMARK_FIX,))
     if kinds and info.kind not in kinds:
         raise RunError(f"{who} needs an asset of kind {wanted}, but `{name}` is of kind `{info.kind}`",
-                       ("evaluation sets are never a policy's input; register the data as an asset of its own",)
-                       if info.kind == "eval" else
                        (f"register the file with `cbdsl pool add-asset {pool.name} NAME FILE --kind {kinds[0]}`",))
     return info
+
+
+#: Asset kinds ``id in asset("name")`` reads: a list of ids, or the first column of a table.
+ID_LIST_KINDS = ("ids", "labels", "table", "corpus")
+
+
+def asset_ids(pool, name: str) -> list[str]:
+    """The values of ``asset("name")`` in ``x in asset("name")``: the ids, or a table's first column, as strings."""
+    value = read_asset(pool, name, ID_LIST_KINDS, f'`asset("{name}")`')
+    if isinstance(value, pl.DataFrame):
+        value = value.get_column(value.columns[0])
+    return [str(v) for v in value.to_list()]
 
 
 def device() -> str:

@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from cbdsl.compiler import regex_cost
 from cbdsl.scorers.registry import Input, LowerContext, Params, function, statistic
 
 # --- row-by-row functions ---------------------------------------------------------
@@ -93,6 +94,9 @@ class MatchesParams(Params):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str) -> str:
+        nested = regex_cost.nesting_problem(value)
+        if nested is not None:
+            raise PydanticCustomError("regex_too_large", "this pattern is too large to run: {why}", {"why": nested})
         try:
             re.compile(value)
         except re.error as err:
@@ -102,6 +106,9 @@ class MatchesParams(Params):
                 "invalid_regex",
                 "look-around and back-references are not supported (patterns run on Polars' regex engine)",
             )
+        too_large = regex_cost.size_problem(value)
+        if too_large is not None:
+            raise PydanticCustomError("regex_too_large", "this pattern is too large to run: {why}", {"why": too_large})
         return value
 
 

@@ -38,6 +38,7 @@ from cbdsl.pipelines.demo import make_demo
 from cbdsl.pipelines.execute import execute
 from cbdsl.pipelines.importers import import_pool
 from cbdsl.pipelines.pool import Pool, add_asset, write_pool
+from cbdsl.pipelines.scores import asset_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "data"))
@@ -54,15 +55,8 @@ LLAVA_ROWS = 12_000
 
 
 def asset_reader(pool: Pool):
-    """The ``asset_ids`` callback of :func:`lower`: an ids asset's ids as strings."""
-
-    def ids(name: str) -> list[str]:
-        value = pool.read_asset(name)
-        if isinstance(value, pl.DataFrame):
-            value = value.get_column(value.columns[0])
-        return [str(v) for v in list(value)]
-
-    return ids
+    """The ``asset_ids`` callback of :func:`lower`, as `cbdsl run` passes it."""
+    return lambda name: asset_ids(pool, name)
 
 
 def run_policy(text: str, pool: Pool, *, explain: bool = False, name: str = "policy.cur", score_columns=None):

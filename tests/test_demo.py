@@ -377,7 +377,7 @@ def test_make_demo_writes_pool_and_defects_asset(tmp_path):
     assert pool.scan().collect().equals(expected.pool)
     labels = pl.read_parquet(pool.asset_path("demo-defects"))
     assert labels.equals(expected.defects)
-    assert pool.card.assets["demo-defects"].kind == "labels"
+    assert pool.card.assets["demo-defects"].kind == "truth"
     with pytest.raises(pool_mod.PoolError, match="already exists"):
         demo.make_demo(path, rows=300)
     demo.make_demo(path, rows=200, overwrite=True)

@@ -21,6 +21,7 @@ from cbdsl.dsl.codes import CODES
 from cbdsl.dsl.diagnostics import Source, render_all
 from cbdsl.dsl.format import format_policy
 from cbdsl.dsl.parser import parse
+from bad_corpus import assets_from_header, schema_from_header
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.cur"))
@@ -38,14 +39,6 @@ def snapshot(path: Path, actual: str) -> None:
         return
     expected = path.read_text(encoding="utf-8")
     assert actual == expected, f"{path.relative_to(ROOT)} differs from the snapshot"
-
-
-def schema_from_header(text: str) -> dict[str, str] | None:
-    """A bad policy that needs a pool schema declares it: ``# schema: id=str text=str``."""
-    for line in text.splitlines():
-        if line.startswith("# schema:"):
-            return dict(item.split("=", 1) for item in line[len("# schema:"):].split())
-    return None
 
 
 def rel(path: Path) -> str:
@@ -69,7 +62,7 @@ def test_example_formatted(path: Path) -> None:
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
 def test_bad_policy_diagnostics(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
-    _policy, diags = check_source(text, rel(path), schema_from_header(text))
+    _policy, diags = check_source(text, rel(path), schema_from_header(text), assets_from_header(text))
     code = path.stem.split("_")[0]
     assert code in {d.code for d in diags}, f"{rel(path)} should produce {code}, got {[d.code for d in diags]}"
     if code.startswith("E"):

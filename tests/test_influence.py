@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cbdsl.compiler.check import check_source
+from cbdsl.dsl.diagnostics import PolicyError
 from cbdsl.pipelines.execute import RunError
 from cbdsl.pipelines.pool import add_asset
 from cbdsl.scorers.models.proxy import Projector, prepare
@@ -114,9 +115,8 @@ def test_asset_errors_say_where_and_what_to_do(pool):
     with pytest.raises(RunError, match="names the asset `nope`, which pool `t` does not have") as err:
         _influence(pool, target="nope")
     assert "cbdsl pool add-asset t nope FILE" in err.value.hints[0]
-    with pytest.raises(RunError, match="kind `eval`") as err:
-        _influence(pool, target="held-out")
-    assert "evaluation sets" in err.value.hints[0]
+    with pytest.raises(PolicyError, match="E112: `held-out` is the pool's `eval` asset"):
+        _influence(pool, target="held-out")  # refused when compiling, before the run reads it
     _p, diags = check_source('pool "t"\nlet s = influence(emb, label, target="/data/target.jsonl")\nselect top s\n',
                              "p.cur", {"id": "str", "emb": "embedding", "label": "int"})
     assert [d.code for d in diags if d.is_error] == ["E209"] and "never a path" in diags[0].message

@@ -21,11 +21,13 @@ from cbdsl.dsl import ast
 from cbdsl.dsl.codes import CODES
 from cbdsl.dsl.diagnostics import PolicyError, Source, render_all, to_json
 from cbdsl.dsl.parser import parse
+from bad_corpus import assets_from_header, schema_from_header
 
 SCHEMA = {
     "id": "str", "text": "str", "image": "binary", "width": "int", "height": "int", "source": "str",
     "emb": "embedding", "tags": "list[str]", "score": "float", "ok": "bool", "extra": "any",
 }
+ASSETS = {"icons-133k": "ids", "target": "corpus", "demo-defects": "truth", "mini-eval": "eval"}
 BAD_DIR = Path(__file__).resolve().parent / "bad"
 MY_PREFIXES = ("E1", "E2", "E3", "W", "N")
 
@@ -44,8 +46,8 @@ def future_scorer(monkeypatch):
     monkeypatch.setattr(catalogue, "scorer_users", lambda: {**users, FUTURE: ("sieve",)})
 
 
-def diagnose(text: str, schema=SCHEMA):
-    policy, diags = check_source(text, "t.cur", schema)
+def diagnose(text: str, schema=SCHEMA, assets=ASSETS):
+    policy, diags = check_source(text, "t.cur", schema, assets)
     assert policy is not None, diags
     return diags
 
@@ -78,6 +80,10 @@ CASES = [
     ("E109", "let n = len(text)\nfilter n() > 2", "n", "let n = len(text)\nfilter n > 2"),
     ("E110", "select randm(seed=1)", "randm", "select random(seed=1)"),
     ("E111", "dedup minhsh(text)", "minhsh", "dedup minhash(text)"),
+    ("E112", 'filter id in asset("demo-defects")', '"demo-defects"', 'filter id in asset("icons-133k")'),
+    ("E112", 'filter dsir(text, target="mini-eval") > 0', '"mini-eval"', 'filter dsir(text, target="target") > 0'),
+    ("E113", 'filter id in asset("icons-133")', '"icons-133"', 'filter id in asset("icons-133k")'),
+    ("E114", 'pool "/data/pools/demo"\nbudget 10', '"/data/pools/demo"', 'pool "demo"\nbudget 10'),
     ("E201", "filter words(text)", "words(text)", "filter words(text) > 2"),
     ("E202", "let n = text + 1\nfilter n > 1", "text", "let n = len(text) + 1\nfilter n > 1"),
     ("E202", "filter -source > 1", "source", "filter -width > -100"),
@@ -110,6 +116,8 @@ CASES = [
     ("E213", "filter score >= quantile(score, 0.3, q=0.5)", "q=0.5", "filter score >= quantile(score, q=0.5)"),
     ("E214", 'filter matches(text, "[a-z")', '"[a-z"', 'filter matches(text, "[a-z]")'),
     ("E214", 'filter matches(text, "(?=a)b")', '"(?=a)b"', 'filter matches(text, "ab")'),
+    ("E221", 'filter matches(text, "a{100000}")', '"a{100000}"', 'filter matches(text, "a{1000}")'),
+    ("E221", 'filter matches(text, "\\w{1000}")', '"\\w{1000}"', 'filter matches(text, "\\w{40,}")'),
     ("E215", "filter words(text) per source > 2", "source", "filter words(text) > quantile(words(text), 0.5) per source"),
     ("E215", "dedup exact(text) per source", "source", "dedup exact(text, source)"),
     ("E216", "filter words(text) among (width > 200) > 2", "width > 200",
@@ -437,14 +445,6 @@ def test_syntax_errors_come_back_unchanged() -> None:
 # --- the bad-policy corpus --------------------------------------------------------------
 
 
-def schema_from_header(text: str) -> dict[str, str] | None:
-    """A `# schema: col=type ...` comment line gives the pool schema a bad policy is checked against."""
-    for line in text.splitlines():
-        if line.startswith("# schema:"):
-            return dict(item.split("=", 1) for item in line[len("# schema:"):].split())
-    return None
-
-
 MY_BAD = sorted(p for p in BAD_DIR.glob("*.cur") if p.stem.split("_")[0].startswith(MY_PREFIXES))
 
 
@@ -453,7 +453,7 @@ def test_bad_policy_file(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# "), "a bad policy starts with a comment saying what is wrong"
     code = path.stem.split("_")[0]
-    _policy, diags = check_source(text, path.name, schema_from_header(text))
+    _policy, diags = check_source(text, path.name, schema_from_header(text), assets_from_header(text))
     assert code in {d.code for d in diags}
     assert all(d.code != "E900" for d in diags)
 

@@ -341,8 +341,8 @@ def test_pool_make_demo_and_add_asset_then_use_it(cbdsl, tmp_path):
     assert result.exit_code == 0, result.output
     assert 'asset("keep-ids")' in result.output
     assert Pool.open(tmp_path / "d500").card.assets["keep-ids"].kind == "ids"
-    write(tmp_path / "a.cur", 'pool "./d500"\nfilter id in asset("keep-ids")\nbudget 40\n')
-    result = cbdsl("run", "a.cur", "--out", "a")
+    write(tmp_path / "a.cur", 'pool "d500"\nfilter id in asset("keep-ids")\nbudget 40\n')
+    result = cbdsl("run", "a.cur", "--pool", "./d500", "--out", "a")
     assert result.exit_code == 0, result.output
     assert sorted(pl.read_parquet(tmp_path / "a" / "selection.parquet")["id"]) == sorted(ids)
 
@@ -355,12 +355,12 @@ def test_pool_add_asset_bad_input_is_a_usage_error(cbdsl, tmp_path):
     assert "not a valid asset name" in result.output
 
 
-def test_missing_asset_at_run_time_exits_1(cbdsl, tmp_path):
+def test_an_asset_the_pool_lacks_is_E113_at_compile_time(cbdsl, tmp_path):
     assert cbdsl("pool", "make-demo", "--rows", "100", "d").exit_code == 0
-    write(tmp_path / "a.cur", 'pool "./d"\nfilter id in asset("icons-133k")\n')
-    result = cbdsl("run", "a.cur")
+    write(tmp_path / "a.cur", 'pool "d"\nfilter id in asset("icons-133k")\n')
+    result = cbdsl("run", "a.cur", "--pool", "./d")
     assert result.exit_code == 1
-    assert "has no asset 'icons-133k'" in result.output
+    assert "E113" in result.output and "has no asset `icons-133k`" in result.output
     assert "cbdsl pool add-asset" in result.output
 
 

@@ -666,12 +666,13 @@ def test_threads_one_and_all_cores_write_identical_manifests(embedding_pool, tmp
     The policy exercises the parallel kernels: MinHash signatures and LSH, and k-center greedy.
     """
     text = policy("dedup minhash(text, threshold=0.6, ngram=1)", "mix by g { a: 0.3, *: 0.7 }", "budget 150",
-                  "select kcenter(emb, seed=2)", pool=str(embedding_pool.path))
+                  "select kcenter(emb, seed=2)", pool="embeddings")
     (tmp_path / "p.cur").write_text(text)
     env = {k: v for k, v in os.environ.items() if k not in ("POLARS_MAX_THREADS", "NUMBA_NUM_THREADS")}
     manifests = []
     for out, extra in (("one", ["--threads", "1"]), ("all", []), ("eight", ["--threads", "8"])):
-        proc = subprocess.run([sys.executable, "-m", "cbdsl", "run", "p.cur", "--out", out, *extra],
+        proc = subprocess.run([sys.executable, "-m", "cbdsl", "run", "p.cur", "--pool", str(embedding_pool.path),
+                               "--out", out, *extra],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert "Traceback" not in proc.stdout + proc.stderr

@@ -147,9 +147,10 @@ def select(pool, text: str, name: str) -> pl.DataFrame:
     from cbdsl.compiler.artifact import compile_source
     from cbdsl.compiler.lower import lower
     from cbdsl.pipelines.execute import execute
+    from cbdsl.pipelines.scores import asset_ids
 
     compiled = compile_source(text, name, pool)
-    low = lower(compiled.plan, pool.schema, lambda a: pool.read_asset(a).to_list())
+    low = lower(compiled.plan, pool.schema, lambda a: asset_ids(pool, a))
     return execute(low, pool).selection
 
 
