@@ -25,24 +25,37 @@ class UsageProblem(Exception):
 
 
 def read_policy(path: str) -> tuple[str, str]:
-    """(text, display name) of a policy path, ``-`` meaning stdin."""
+    """(text, display name) of a policy path, ``-`` meaning stdin.
+
+    The bytes are decoded as they are, without newline translation: spans are
+    byte offsets into the file, and the CLI and the API (given the same text)
+    report the same positions whether lines end in ``\r\n``, ``\r`` or ``\n``.
+    """
     if path == "-":
-        return sys.stdin.read(), "<stdin>"
+        stdin = getattr(sys.stdin, "buffer", None)
+        data, name = (stdin.read() if stdin is not None else sys.stdin.read()), "<stdin>"
+    else:
+        name = path
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            raise UsageProblem(f"cannot read {path}: {err.strerror}") from err
+    if isinstance(data, str):  # a stdin without bytes underneath (a test's StringIO)
+        return data, name
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read(), path
+        return data.decode("utf-8"), name
     except UnicodeDecodeError as err:
-        raise UsageProblem(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from err
-    except OSError as err:
-        raise UsageProblem(f"cannot read {path}: {err.strerror}") from err
+        raise UsageProblem(f"{name} is not UTF-8 text ({err.reason} at byte {err.start})") from err
 
 
-def pool_schema(pool: str | None) -> dict[str, str] | None:
-    """Column name -> type from a pool directory's card; None without a pool (column checks deferred)."""
+def pool_view(pool: str | None) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+    """(column name -> type, asset name -> kind) from a pool directory's card; (None, None) without a pool
+    (column and asset checks deferred)."""
     import json
 
     if pool is None:
-        return None
+        return None, None
     card = os.path.join(pool, "pool.json")
     try:
         with open(card, encoding="utf-8") as f:
@@ -54,7 +67,11 @@ def pool_schema(pool: str | None) -> dict[str, str] | None:
     schema = data.get("schema") if isinstance(data, dict) else None
     if not isinstance(schema, dict):
         raise UsageProblem(f"{card} has no `schema` mapping of column name to type")
-    return {str(k): str(v) for k, v in schema.items()}
+    assets = data.get("assets") or {}
+    if not isinstance(assets, dict) or not all(isinstance(a, dict) for a in assets.values()):
+        raise UsageProblem(f"{card} has an `assets` entry that is not a mapping of name to asset")
+    return ({str(k): str(v) for k, v in schema.items()},
+            {str(name): str(info.get("kind", "")) for name, info in assets.items()})
 
 
 def without_plugin_scan() -> None:
@@ -94,7 +111,7 @@ def without_plugin_scan() -> None:
 
 
 def run_check(files: tuple[str, ...], as_json: bool, pool: str | None) -> int:
-    """Check each policy file and print its diagnostics; the exit code.
+    """Check each policy file and print its diagnostics; the exit code (3 when cbdsl itself failed: E900).
 
     Every input is read before anything is printed, so a usage error (a
     missing second file) leaves no partial report behind.
@@ -106,19 +123,20 @@ def run_check(files: tuple[str, ...], as_json: bool, pool: str | None) -> int:
     # and uses no plugin, so it skips the scan unless the user set the variable.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     without_plugin_scan()
-    schema = pool_schema(pool)
+    schema, assets = pool_view(pool)
     inputs = [(path, *read_policy(path)) for path in files]
     from cbdsl.compiler.check import check_source, sandbox_scaffold_warnings
     from cbdsl.dsl.diagnostics import Source, render_all, to_json
 
-    reports, failed = [], False
+    reports, failed, internal = [], False, False
     for path, text, name in inputs:
-        policy, diags = check_source(text, name, schema)
+        policy, diags = check_source(text, name, schema, assets)
         if policy is not None and not any(d.is_error for d in diags):
             diags = diags + sandbox_scaffold_warnings(policy, path)
         source = Source(text, name)
         ok = not any(d.is_error for d in diags)
         failed |= not ok
+        internal |= any(d.code == "E900" for d in diags)  # reported like any diagnostic, but a bug: exit 3
         if as_json:
             reports.append({"path": name, "ok": ok, "diagnostics": [to_json(d, source) for d in diags]})
             continue
@@ -133,7 +151,7 @@ def run_check(files: tuple[str, ...], as_json: bool, pool: str | None) -> int:
         print(f"{name}: {status}", file=stream, flush=True)
     if as_json:
         print(json.dumps({"files": reports}, indent=2), flush=True)
-    return EXIT_POLICY if failed else EXIT_OK
+    return EXIT_INTERNAL if internal else EXIT_POLICY if failed else EXIT_OK
 
 
 def check_arguments(argv: list[str]) -> tuple[tuple[str, ...], bool, str | None] | None:
@@ -173,6 +191,9 @@ def report_internal_error(err: Exception) -> None:
 
 def main() -> None:
     """Entry point: the plain check here, the rest (and any usage error) through click."""
+    from cbdsl.process import configure
+
+    configure()  # before torch can load: how its threads wait on a shared machine
     args = check_arguments(sys.argv[1:])
     if args is not None:
         try:

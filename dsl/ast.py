@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 N = TypeVar("N", bound="Node")
+M = TypeVar("M", bound=BaseModel)
 
 #: Canonical clause order: the order the formatter writes clause kinds in.
 CLAUSE_ORDER: tuple[str, ...] = (
@@ -39,10 +40,34 @@ class Span(BaseModel):
     def at(cls, start: int = 0, end: int = 0, source: str = "<policy>") -> Span:
         """A span built without validation: the parser's offsets are ints by construction, and
         validating would build pydantic's schema on the check path (~70 ms of a cold start)."""
-        return cls.model_construct(start=start, end=end, source=source)
+        return _trusted(cls, {"start": start, "end": end, "source": source})
 
     def cover(self, other: Span) -> Span:
         return Span.at(min(self.start, other.start), max(self.end, other.end), self.source)
+
+
+_DEFAULTS: dict[type, dict[str, Any]] = {}
+_set = object.__setattr__
+
+
+def _trusted(cls: type[M], values: dict[str, Any]) -> M:
+    """What ``cls.model_construct(**values)`` returns, without its per-field loop over aliases and defaults.
+
+    The parser builds one node and one span per token or rule (about a
+    microsecond here instead of two or three): a 150 KB policy has 50,000 of
+    them. Only for models whose defaults are immutable and that have no
+    aliases, private attributes or post-init, as every AST model;
+    tests/test_robustness.py checks that both give the same instance.
+    """
+    defaults = _DEFAULTS.get(cls)
+    if defaults is None:
+        defaults = _DEFAULTS[cls] = {name: f.default for name, f in cls.model_fields.items() if not f.is_required()}
+    model = cls.__new__(cls)
+    _set(model, "__dict__", {name: values[name] if name in values else defaults[name] for name in cls.model_fields})
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model
 
 
 NO_SPAN = Span.at()
@@ -62,15 +87,38 @@ class Node(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     span: Span = NO_SPAN
 
+    @classmethod
+    def trusted(cls: type[N], **values: Any) -> N:
+        """A node from values the grammar already checked: ``model_construct``, faster (see :func:`_trusted`)."""
+        return _trusted(cls, values)
+
     # -- structural identity -------------------------------------------------
     def key(self) -> tuple:
-        """A hashable structural form without spans or comments."""
-        parts: list[Any] = [type(self).__name__]
-        for name in type(self).model_fields:
-            if name in _META_FIELDS:
+        """A hashable structural form without spans or comments.
+
+        Built bottom-up with an explicit stack: equality must not recurse once
+        per level of an expression nested ``MAX_DEPTH`` deep.
+        """
+        keys: list[tuple] = []  # the keys of finished children, in order
+        work: list[tuple[Node, bool]] = [(self, False)]
+        while work:
+            node, ready = work.pop()
+            if not ready:
+                if node is not self and type(node).key is not Node.key:
+                    keys.append(node.key())  # a node with its own notion of identity (a Policy)
+                    continue
+                work.append((node, True))
+                work.extend((child, False) for child in reversed(list(node.children())))
                 continue
-            parts.append(_key(getattr(self, name)))
-        return tuple(parts)
+            count = sum(1 for _ in node.children())
+            done = iter(keys[len(keys) - count:])
+            del keys[len(keys) - count:]
+            parts: list[Any] = [type(node).__name__]
+            for name in type(node).model_fields:
+                if name not in _META_FIELDS:
+                    parts.append(_key(getattr(node, name), done))
+            keys.append(tuple(parts))
+        return keys[0]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Node):
@@ -97,38 +145,52 @@ class Node(BaseModel):
                 yield from (((name, i), v) for i, v in enumerate(value) if isinstance(v, Node))
 
     def walk(self) -> Iterator[Node]:
-        """This node and all its descendants, depth first, pre-order."""
-        yield self
-        for child in self.children():
-            yield from child.walk()
+        """This node and all its descendants, depth first, pre-order (an explicit stack: no recursion per level)."""
+        stack: list[Node] = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(list(node.children())))
 
     def find_all(self, kind: type[N]) -> Iterator[N]:
         return (n for n in self.walk() if isinstance(n, kind))
 
     def transform(self, fn: Callable[[Node], Node]) -> Node:
-        """Rebuild the tree bottom-up, replacing each node by ``fn(node)``."""
-        updates: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            if name == "span":
+        """Rebuild the tree bottom-up, replacing each node by ``fn(node)`` (an explicit stack: no recursion)."""
+        results: list[Node] = []  # the transformed children of finished nodes, in order
+        work: list[tuple[Node, bool]] = [(self, False)]
+        while work:
+            node, ready = work.pop()
+            if not ready:
+                work.append((node, True))
+                work.extend((child, False) for child in reversed(list(node.children())))
                 continue
-            value = getattr(self, name)
-            if isinstance(value, Node):
-                new = value.transform(fn)
-                if new is not value:
-                    updates[name] = new
-            elif isinstance(value, tuple) and any(isinstance(v, Node) for v in value):
-                new_items = tuple(v.transform(fn) if isinstance(v, Node) else v for v in value)
-                if any(a is not b for a, b in zip(new_items, value)):
-                    updates[name] = new_items
-        node = self.model_copy(update=updates) if updates else self
-        return fn(node)
+            count = sum(1 for _ in node.children())
+            new = iter(results[len(results) - count:])
+            del results[len(results) - count:]
+            updates: dict[str, Any] = {}
+            for name in type(node).model_fields:
+                if name in _META_FIELDS:
+                    continue
+                value = getattr(node, name)
+                if isinstance(value, Node):
+                    changed = next(new)
+                    if changed is not value:
+                        updates[name] = changed
+                elif isinstance(value, tuple) and any(isinstance(v, Node) for v in value):
+                    items = tuple(next(new) if isinstance(v, Node) else v for v in value)
+                    if any(a is not b for a, b in zip(items, value)):
+                        updates[name] = items
+            results.append(fn(node.model_copy(update=updates) if updates else node))
+        return results[0]
 
 
-def _key(value: Any) -> Any:
+def _key(value: Any, children: Iterator[tuple]) -> Any:
+    """The key of a field's value; ``children`` yields the keys of its nodes, in order."""
     if isinstance(value, Node):
-        return value.key()
+        return next(children)
     if isinstance(value, tuple):
-        return tuple(_key(v) for v in value)
+        return tuple(_key(v, children) for v in value)
     if isinstance(value, float) and value.is_integer():
         # 1.0 and 1 are the same number; keep the float-ness visible though.
         return ("float", value)

@@ -70,12 +70,47 @@ def format_string(value: str) -> str:
 
 
 def format_expr(e: ast.Node, min_prec: int = 0) -> str:
-    """An expression, parenthesised only where binding strength requires."""
-    text = _expr(e)
+    """An expression, parenthesised only where binding strength requires.
+
+    Built bottom-up with an explicit stack, not by recursion: an expression
+    may nest :data:`~cbdsl.dsl.parser.MAX_DEPTH` levels, and the caller may
+    already be deep in its own stack.
+    """
+    texts: dict[int, str] = {}  # id(node) -> its text, unparenthesised
+    written = lambda sub, prec: _wrap(sub, texts[id(sub)], prec)  # noqa: E731 - an operand already written
+    work: list[tuple[ast.Node, bool]] = [(e, False)]
+    while work:
+        node, ready = work.pop()
+        if ready:
+            texts[id(node)] = _expr(node, written)
+        elif id(node) not in texts:
+            work.append((node, True))
+            work.extend((sub, False) for sub in _operands(node))
+    return _wrap(e, texts[id(e)], min_prec)
+
+
+def _wrap(e: ast.Node, text: str, min_prec: int) -> str:
     return f"({text})" if _prec(e) < min_prec else text
 
 
-def _expr(e: ast.Node) -> str:
+def _operands(e: ast.Node) -> tuple[ast.Node, ...]:
+    """The subexpressions :func:`_expr` writes through its ``sub`` argument."""
+    match e:
+        case ast.ListExpr(items=items):
+            return items
+        case ast.Unary(operand=o):
+            return (o,)
+        case ast.Binary(left=l, right=r):
+            return (l, r)
+        case ast.Compare(operands=operands):
+            return operands
+        case ast.Call(args=args, kwargs=kwargs, among=among):
+            return (*args, *(k.value for k in kwargs), *((among,) if among is not None else ()))
+    return ()
+
+
+def _expr(e: ast.Node, sub) -> str:
+    """One expression node, its operands written by ``sub(operand, min_prec)``."""
     match e:
         case ast.Number(value=v):
             return format_number(v)
@@ -88,39 +123,39 @@ def _expr(e: ast.Node) -> str:
         case ast.Name(name=n) | ast.Ident(name=n):
             return n
         case ast.ListExpr(items=items):
-            return "[" + ", ".join(format_expr(i) for i in items) + "]"
+            return "[" + ", ".join(sub(i, 0) for i in items) + "]"
         case ast.Unary(op="not", operand=o):
-            return "not " + format_expr(o, _PREC["not"])
+            return "not " + sub(o, _PREC["not"])
         case ast.Unary(op="-", operand=o):
-            inner = format_expr(o, _PREC["neg"])
+            inner = sub(o, _PREC["neg"])
             return "- " + inner if inner.startswith("-") else "-" + inner
         case ast.Binary(op=op, left=l, right=r):
             p = _PREC[op]
-            return f"{format_expr(l, p)} {op} {format_expr(r, p + 1)}"
+            return f"{sub(l, p)} {op} {sub(r, p + 1)}"
         case ast.Compare(operands=operands, ops=ops):
             p = _PREC["compare"] + 1
-            parts = [format_expr(operands[0], p)]
+            parts = [sub(operands[0], p)]
             for op, operand in zip(ops, operands[1:]):
-                parts.append(f"{op} {format_expr(operand, p)}")
+                parts.append(f"{op} {sub(operand, p)}")
             return " ".join(parts)
         case ast.Call():
-            return _call(e)
+            return _call(e, sub)
         case ast.Star():
             return "*"
     raise TypeError(f"not an expression node: {type(e).__name__}")
 
 
-def _arguments(args: tuple, kwargs: tuple) -> str:
-    parts = [format_expr(a) for a in args] + [f"{k.name.name}={format_expr(k.value)}" for k in kwargs]
+def _arguments(args: tuple, kwargs: tuple, sub=format_expr) -> str:
+    parts = [sub(a, 0) for a in args] + [f"{k.name.name}={sub(k.value, 0)}" for k in kwargs]
     return ", ".join(parts)
 
 
-def _call(c: ast.Call) -> str:
-    text = f"{c.func.name}({_arguments(c.args, c.kwargs)})"
+def _call(c: ast.Call, sub=format_expr) -> str:
+    text = f"{c.func.name}({_arguments(c.args, c.kwargs, sub)})"
     if c.per is not None:
         text += f" per {c.per.name}"
     if c.among is not None:
-        text += f" among {format_expr(c.among, _PREC['atom'])}"
+        text += f" among {sub(c.among, _PREC['atom'])}"
     return text
 
 

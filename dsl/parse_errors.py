@@ -23,8 +23,9 @@ would accept there, and the text around it), tried in order, most specific
 first. Lark's ``match_examples`` was the alternative; these checks also see
 the text (brackets, the start of a line), which the messages need.
 
-Spans are built in character offsets of the piece that was parsed and
-turned into byte offsets of the whole text at the end (:func:`to_diagnostic`).
+Spans are character offsets of the piece that was parsed
+(:func:`to_diagnostic`); the parser turns them into byte offsets of the whole
+text. Every helper here is linear in the piece: a policy may be huge.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import difflib
 import re
 from decimal import Decimal, InvalidOperation
 
-from cbdsl.dsl.lark_tables import Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from cbdsl.dsl.lark_tables import Shift, Token, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from cbdsl.dsl import ast
 from cbdsl.dsl.ast import Span
@@ -41,9 +42,6 @@ from cbdsl.dsl.diagnostics import Diagnostic
 
 CLAUSE_KEYWORDS = ("policy", "cite", "adapt", "pool", "let", "filter", "dedup", "mix", "budget", "select")
 OTHER_KEYWORDS = ("by", "tokens", "of", "top", "bottom", "per", "among", "and", "or", "not", "in", "true", "false")
-
-#: Words that can never be a name: wherever a name fits, they fit as themselves.
-RESERVED_NAMES = ("true", "false", "not")
 
 #: Every terminal of the grammar in words (a test checks that none is missing).
 WORDS: dict[str, str] = {
@@ -78,6 +76,7 @@ _CLOSER_TERMINAL = {")": "RPAR", "]": "RSQB", "}": "RBRACE"}
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {v: k for k, v in _OPEN.items()}
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_EXPONENT = re.compile(r"(?<![A-Za-z0-9_.])[0-9][0-9_]*(\.[0-9_]*)?[eE][+-]?[0-9]+\Z")
 _CLAUSE_AT_LINE_START = re.compile(r"^[ \t]*(" + "|".join(CLAUSE_KEYWORDS) + r")(?![A-Za-z0-9_])", re.MULTILINE)
 
 
@@ -137,23 +136,20 @@ def close_keyword(word: str, candidates: tuple[str, ...] = CLAUSE_KEYWORDS) -> s
 # --- text helpers ------------------------------------------------------------------
 
 
+# One match per comment, string, lone quote (an unterminated string) or bracket: `_scan` skips all but brackets.
+_BRACKET_SCAN = re.compile(r"""#[^\n]*|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'|["']|[][(){}]""")
+
+
 def _scan(text: str, stop: int | None = None):
     """Yield ``(char, pos)`` for each bracket in ``text[:stop]``, skipping strings and comments."""
     stop = len(text) if stop is None else stop
-    i = 0
-    while i < stop:
-        ch = text[i]
-        if ch == "#":
-            nl = text.find("\n", i)
-            i = stop if nl < 0 else nl
-            continue
-        if ch in "\"'":
-            m = re.compile(r"%s(\\.|[^%s\\\n])*%s" % (ch, ch, ch)).match(text, i)
-            i = m.end() if m else i + 1
-            continue
+    for m in _BRACKET_SCAN.finditer(text):
+        pos = m.start()
+        if pos >= stop:
+            return
+        ch = m.group()
         if ch in _OPEN or ch in _CLOSE:
-            yield ch, i
-        i += 1
+            yield ch, pos
 
 
 def bracket_problem(text: str) -> Diagnostic | None:
@@ -243,41 +239,72 @@ def _form_hint(clause: str | None) -> tuple[str, ...]:
 # --- the classifier ---------------------------------------------------------------
 
 
-def to_diagnostic(err: UnexpectedInput, piece: str, text: str | None = None, name: str = "<policy>",
-                  base: int = 0, at_end: bool = True) -> Diagnostic:
-    """One Lark error on ``piece`` (which starts at character ``base`` of ``text``) as one diagnostic.
+def to_diagnostic(err: UnexpectedInput, piece: str, at_end: bool = True, shift: int = 0) -> Diagnostic:
+    """One Lark error on ``piece`` as one diagnostic, its span in characters of ``piece``.
 
     ``at_end`` says whether the piece runs to the end of the whole text: if it
     does not, running out of input means this clause stopped before the next
-    one began, not that the policy ended early.
+    one began, not that the policy ended early. ``shift`` is where ``piece``
+    starts in the text the error was raised on (the parser reuses an error of
+    the whole text for the chunk it lies in). The parser turns the span into
+    bytes of the whole text.
     """
-    text = piece if text is None else text
-    diag = _classify(err, piece, at_end)
-    if diag.span is None:
-        return diag
-    start, end = base + diag.span.start, base + diag.span.end
-    byte_start = len(text[:start].encode("utf-8"))
-    span = Span.at(start=byte_start, end=byte_start + len(text[start:end].encode("utf-8")), source=name)
-    return Diagnostic(diag.code, diag.message, span, diag.severity, diag.hints, diag.label)
-
-
-def _classify(err: UnexpectedInput, text: str, at_end: bool) -> Diagnostic:
     if isinstance(err, UnexpectedCharacters):
-        return _bad_character(err.pos_in_stream, text)
-    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
-        return _ended_early(err, text, at_end)
-    assert isinstance(err, UnexpectedToken)
-    tok: Token = err.token
-    accepts = err.accepts if err.accepts else err.expected
+        return _bad_character(err.pos_in_stream - shift, piece)
+    tok = _moved(err.token, shift) if isinstance(err, UnexpectedToken) else None
+    accepts = (_accepts(err) if isinstance(err, UnexpectedToken) else None) or err.expected
     expected = {e for e in accepts if e not in ("WS", "COMMENT")}
+    if tok is None or tok.type == "$END":
+        return _ended_early(expected, tok, piece, at_end)
     start = tok.start_pos
     end = tok.end_pos if tok.end_pos is not None else start + len(tok)
     span = Span.at(start=start, end=max(end, start + 1))
     for recognise in (_equals, _closer, _missing_comma, _unknown_clause, _reserved_before):
-        found = recognise(tok, expected, span, text)
+        found = recognise(tok, expected, span, piece)
         if found is not None:
             return found
-    return _unexpected(tok, expected, span, text)
+    return _unexpected(tok, expected, span, piece)
+
+
+def _accepts(err: UnexpectedToken) -> set[str] | None:
+    """The terminals the parser could have taken where it failed: Lark's ``err.accepts``, on the state stack alone.
+
+    Lark tries each terminal on a copy of the whole interactive parser (its
+    lexer included): a millisecond per error, seconds for a file with
+    thousands of broken clauses. This runs the same reduce-then-shift loop as
+    Lark's ``ParserState.feed_token`` on a copy of the stack of states;
+    tests/test_fuzz.py checks that both agree.
+    """
+    parser = err.interactive_parser
+    if parser is None:
+        return None
+    conf = parser.parser_state.parse_conf
+    states, stack = conf.states, parser.parser_state.state_stack
+    found = set()
+    for terminal in states[stack[-1]]:
+        if not terminal.isupper():
+            continue
+        at = list(stack)
+        while terminal in states[at[-1]]:
+            action, arg = states[at[-1]][terminal]
+            if action is Shift:
+                found.add(terminal)
+                break
+            if arg.expansion:
+                del at[-len(arg.expansion):]
+            at.append(states[at[-1]][arg.origin.name][1])
+            if terminal == "$END" and at[-1] == conf.end_state:
+                found.add(terminal)
+                break
+    return found
+
+
+def _moved(tok: Token, shift: int) -> Token:
+    """``tok`` with its positions ``shift`` characters earlier."""
+    if not shift:
+        return tok
+    return Token(tok.type, tok.value, None if tok.start_pos is None else tok.start_pos - shift, tok.line,
+                 tok.column, tok.end_line, tok.end_column, None if tok.end_pos is None else tok.end_pos - shift)
 
 
 def _bad_character(pos: int, text: str) -> Diagnostic:
@@ -305,7 +332,7 @@ def _bad_character(pos: int, text: str) -> Diagnostic:
         "%": ("`%` must follow a number directly", "write a percentage without a space: `30%`"),
         ".": ("`.` cannot appear here", "write decimals with a leading digit (`0.5`); names have no `.`"),
     }
-    exponent = re.search(r"(?<![A-Za-z0-9_.])[0-9][0-9_]*(\.[0-9_]*)?[eE][+-]?[0-9]+\Z", text[:pos])
+    exponent = _EXPONENT.search(text, max(0, pos - 80), pos)  # a bounded look back: a number is short
     if ch == "%" and exponent:
         number = exponent.group(0)
         try:
@@ -328,14 +355,12 @@ def _bad_character(pos: int, text: str) -> Diagnostic:
                       hints=("remove it; comments start with `#` and text goes in double quotes",))
 
 
-def _ended_early(err: UnexpectedInput, text: str, at_end: bool) -> Diagnostic:
+def _ended_early(expected: set[str], tok: Token | None, text: str, at_end: bool) -> Diagnostic:
     """E003, or E007 when all that is missing is the closing bracket."""
-    expected = set(getattr(err, "accepts", None) or err.expected)
     brackets = bracket_problem(text)
     open_at = _unclosed(text)
     if brackets is not None and (open_at is None or _CLOSER_TERMINAL[_OPEN[text[open_at]]] in expected):
         return brackets
-    tok = getattr(err, "token", None)
     if tok is not None and tok.end_pos:
         start, end = tok.start_pos, tok.end_pos  # $END borrows the position of the last token
     else:
@@ -460,7 +485,7 @@ def _unexpected(tok: Token, expected: set[str], span: Span, text: str) -> Diagno
                       label=f"expected {describe_expected(expected)}", hints=tuple(hints))
 
 
-# --- reserved names after a successful parse ----------------------------------------
+# --- reserved names in a tree that parsed ----------------------------------------
 
 
 def _reserved_hint(word: str) -> str:
@@ -468,25 +493,13 @@ def _reserved_hint(word: str) -> str:
     return f"`{word}` {meaning}; choose another name, e.g. `{word}_`"
 
 
-def reserved_name_diagnostics(policy: ast.Policy) -> list[Diagnostic]:
-    """E009 for each name spelled `true`, `false` or `not`.
+def reserved_name(node: ast.Ident) -> Diagnostic:
+    """E009 for a name spelled `true`, `false` or `not` (the parser's builder finds them as it builds).
 
     The contextual lexer reads them as names wherever a name fits and the
     keyword does not (``let true = 1``, ``x > not``), but such a name could
-    never be referred to, so it is an error here. Mix keys are group values,
-    not names, and may be spelled so (``mix by flag { true: 0.2, false: 0.8 }``).
+    never be referred to, so it is an error. Mix keys are group values, not
+    names, and may be spelled so (``mix by flag { true: 0.2, false: 0.8 }``).
     """
-    found: list[Diagnostic] = []
-
-    def visit(node: ast.Node) -> None:
-        if isinstance(node, ast.MixEntry):
-            visit(node.weight)
-            return
-        if isinstance(node, ast.Ident | ast.Name) and node.name in RESERVED_NAMES:
-            found.append(Diagnostic("E009", f"`{node.name}` is a reserved word and cannot be used as a name",
-                                    node.span, label="reserved", hints=(_reserved_hint(node.name),)))
-        for child in node.children():
-            visit(child)
-
-    visit(policy)
-    return found
+    return Diagnostic("E009", f"`{node.name}` is a reserved word and cannot be used as a name", node.span,
+                      label="reserved", hints=(_reserved_hint(node.name),))
