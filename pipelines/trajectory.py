@@ -89,6 +89,7 @@ class Run:
     scaffold: str
     steps: tuple[Step, ...]
     summary: dict
+    problems: str | None = None  # the ledger's verify report when it does not verify (not in the JSON)
 
     def to_json(self) -> dict:
         return {"run": self.name, "scaffold": self.scaffold, "summary": self.summary,
@@ -100,9 +101,14 @@ class TrajectoryError(Exception):
 
 
 def load_run(start: str | Path = ".") -> Run:
-    """The trajectory of the sandbox at (or above) ``start``, from its ledger."""
-    from cbdsl.pipelines.ledger import Ledger
+    """The trajectory of the sandbox at (or above) ``start``, from its ledger; ``problems`` says when the
+    ledger does not verify. A damaged ledger, or an edited one whose policies no longer parse, raises
+    ``LedgerBroken``."""
+    from cbdsl.dsl.diagnostics import PolicyError
+    from cbdsl.pipelines.ledger import LedgerBroken
     from cbdsl.pipelines.sandbox import SandboxError, load
+    from cbdsl.pipelines.submit import ledger_for
+    from cbdsl.pipelines.witness import Witness
     from cbdsl.scaffolds.modes import history_of
 
     try:
@@ -111,23 +117,32 @@ def load_run(start: str | Path = ".") -> Run:
         raise TrajectoryError(f"{start}: {err}") from None
     path = cfg.state / "ledger.sqlite"
     if not path.is_file():
+        Witness.of(cfg).require_no_history(path)
         raise TrajectoryError(f"{cfg.root}: no submissions yet (no ledger): `cbdsl compile policy.cur && cbdsl submit`")
-    ledger = Ledger(path)
+    ledger = ledger_for(cfg)
     try:
         entries = ledger.entries()
+        verdict = ledger.verify()
     finally:
         ledger.close()
     counts = Counter(e.status for e in entries)
-    run = steps(history_of(entries), entries)
-    return Run(cfg.root.name, cfg.scaffold, tuple(run), summary(run, counts["refused"], counts["failed"]))
+    try:
+        run = steps(history_of(entries), entries)
+    except PolicyError:
+        if verdict.ok:
+            raise
+        raise LedgerBroken(verdict.report()) from None
+    return Run(cfg.root.name, cfg.scaffold, tuple(run), summary(run, counts["refused"], counts["failed"]),
+               None if verdict.ok else verdict.report())
 
 
 def iteration_policy(ref: str, start: str | Path = ".") -> tuple[str, str, frozenset[str]]:
     """``@N`` of the sandbox at ``start``: iteration N's canonical text, a display name, and the families of
     the scored iterations before it (what a change must not have used to count as a new family)."""
     from cbdsl.dsl.diff import policy_families
-    from cbdsl.pipelines.ledger import Ledger, LedgerError
+    from cbdsl.pipelines.ledger import LedgerError
     from cbdsl.pipelines.sandbox import SandboxError, load
+    from cbdsl.pipelines.submit import ledger_for
     from cbdsl.scaffolds.modes import history_of
 
     if not ref[1:].isdigit():
@@ -139,13 +154,14 @@ def iteration_policy(ref: str, start: str | Path = ".") -> tuple[str, str, froze
         raise TrajectoryError(f"{ref} names a ledger iteration, but {err}") from None
     if not (cfg.state / "ledger.sqlite").is_file():
         raise TrajectoryError(f"{ref}: the sandbox has no submissions yet")
-    ledger = Ledger(cfg.state / "ledger.sqlite")
     try:
-        entry, entries = ledger.get(n), ledger.entries()
+        ledger = ledger_for(cfg)
+        try:
+            entry, entries = ledger.get(n), ledger.entries()
+        finally:
+            ledger.close()
     except LedgerError as err:
         raise TrajectoryError(str(err)) from None
-    finally:
-        ledger.close()
     prior = frozenset().union(*(policy_families(p) for k, p in history_of(entries) if k < n))
     return entry.policy_text, f"@{n}", prior
 

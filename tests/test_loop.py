@@ -64,6 +64,16 @@ def set_backend(root: Path, crash: str = "0", sleep: str = "0", timeout: float =
                                      f'format = "parquet"\ntimeout = {timeout}\nmetrics = "metrics.json"\n')
 
 
+def accept_settings(root: Path) -> None:
+    """The researcher changes cbdsl.toml on purpose after the first submit: the witness records the new settings."""
+    from cbdsl.pipelines.witness import Witness
+
+    path = Witness(root).path
+    record = json.loads(path.read_text())
+    del record["settings_digest"]
+    path.write_text(json.dumps(record))
+
+
 def cli_ok(*args, code: int = 0) -> str:
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == code, result.output
@@ -112,6 +122,15 @@ def test_submit_runs_baseline_then_scores_and_reports(sandbox):
     assert "words filter" in cli_ok("log")
     assert "iteration 1" in cli_ok("leaderboard")
     assert "filter words(text) > 2" in cli_ok("show", "1")
+
+
+def test_a_policy_with_crlf_or_cr_line_ends_submits(sandbox):
+    for end in ("\r\n", "\r"):
+        (sandbox / "policy.cur").write_bytes(end.join(['policy "p"', 'pool "demo"', "budget 200",
+                                                        f"select random(seed={len(end)})", ""]).encode())
+        cli_ok("compile", "policy.cur")
+        assert "iteration" in cli_ok("submit")
+    assert [r["status"] for r in ledger_rows(sandbox)] == ["scored", "scored", "scored"]
 
 
 def test_stale_compile_and_no_compile_are_refused_without_a_ledger_entry(sandbox):
@@ -173,6 +192,7 @@ def test_backend_crash_and_timeout_are_failed_entries(sandbox):
     out = cli_ok("submit", code=1)
     assert "exit code 3" in out and "stderr.txt" in out
     set_backend(sandbox, sleep="5", timeout=0.5)
+    accept_settings(sandbox)
     out = cli_ok("submit", code=1)
     assert "timeout" in out
     assert [r["status"] for r in ledger_rows(sandbox)] == ["scored", "scored", "failed", "failed"]
