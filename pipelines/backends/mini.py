@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     backends read back. SELECTION is an exported ``selection.parquet``; the
     pool must be readable where the command runs.
     """
+    from cbdsl.process import configure
+
+    configure()  # before torch loads: how its threads wait on a shared machine
     ap = argparse.ArgumentParser(prog="python -m cbdsl.pipelines.backends.mini", description=main.__doc__.split("\n")[0])
     ap.add_argument("selection", help="the exported selection.parquet (id and rank columns)")
     ap.add_argument("--pool", required=True, help="the pool directory (or a registered pool name)")
