@@ -2,8 +2,10 @@
 
 Agents call this hundreds of times per run, so it must start fast: heavy
 packages (polars, torch, ...) are imported inside the commands that need
-them, never at module top. Exit codes: 0 ok (warnings allowed), 1 the policy
-has errors, 2 usage error (bad flag, missing file), 3 internal error.
+them, never at module top. Exit codes: 0 ok (warnings allowed); 1 a policy
+has errors, a submission was refused or failed, or the ledger is damaged or
+does not verify; 2 usage error (bad flag, missing file, unknown iteration);
+3 internal error.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def check(files: tuple[str, ...], as_json: bool, pool: str | None, explain_code:
 
     With --pool the columns are checked against the pool card's schema; in a
     sandbox, what its scaffold would refuse is a warning. Exits 0 when every
-    file is clean (warnings allowed), 1 when a file has errors. `-` reads stdin.
+    file is clean (warnings allowed), 1 when a file has errors, 3 when cbdsl
+    itself failed (E900). `-` reads stdin.
     """
     if explain_code:
         _explain(explain_code, as_json)
@@ -92,7 +95,7 @@ def _explain(code: str, as_json: bool) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file is not formatted.")
 def fmt_cmd(files: tuple[str, ...], check_only: bool) -> None:
-    """Rewrite policies in canonical form (idempotent; comments kept).
+    """Rewrite policies in canonical form (idempotent; comments kept; lines end in \\n).
 
     `cbdsl fmt -` reads stdin and writes the result to stdout.
     """
@@ -110,16 +113,18 @@ def fmt_cmd(files: tuple[str, ...], check_only: bool) -> None:
             click.echo(f"{name}: not formatted: fix the syntax errors first", err=True)
             status = EXIT_POLICY
             continue
-        formatted = format_policy(policy)
+        formatted = format_policy(policy)  # lines end in `\n`, whatever the file used
         if check_only:
             if formatted != text:
-                click.echo(f"{name}: would reformat (run `cbdsl fmt {path}`)")
+                only = "\r" in text and formatted == text.replace("\r\n", "\n").replace("\r", "\n")
+                why = ": only its line ends, which cbdsl fmt writes as \\n" if only else ""
+                click.echo(f"{name}: would reformat{why} (run `cbdsl fmt {path}`)")
                 status = EXIT_POLICY
         elif path == "-":
             click.echo(formatted, nl=False)
         elif formatted != text:
             tmp = Path(path).with_name(Path(path).name + ".cbdsl-tmp")
-            tmp.write_text(formatted, encoding="utf-8")
+            tmp.write_bytes(formatted.encode("utf-8"))  # bytes: no newline translation
             os.replace(tmp, path)  # atomic: never a half-written policy
             click.echo(f"{name}: formatted", err=True)
     sys.exit(status)
@@ -152,19 +157,19 @@ def _threads(threads: int | None) -> None:
 
 
 def _open_pool(pool_opt: str | None, text: str, name: str):
-    """The pool: --pool (a path or a name), else the policy's own `pool "NAME"` clause."""
+    """The pool: --pool (a path or a name, given by whoever runs), else the policy's own `pool "NAME"` clause,
+    which names a pool of the pool roots (or, in a sandbox, the sandbox's pool) and never a directory."""
+    from cbdsl.compiler.resolve import looks_like_path
     from cbdsl.pipelines.pool import Pool, PoolError
     from cbdsl.pipelines.registry import resolve_pool
 
     target = pool_opt
-    if target is None:
-        import re
-
-        m = re.search(r'^\s*pool\s+"([^"]+)"', text, re.MULTILINE)
-        if m is None:
-            raise click.UsageError(f"{name} names no pool: add `pool \"demo\"` to it or pass --pool DIR")
-        target = m.group(1)
     try:
+        if target is None:
+            target = _pool_clause(text, name)
+            if looks_like_path(target):
+                _refuse_policy(text, name)  # E114, with the policy's other errors
+            return Pool.open(_policy_pool(target))
         return Pool.open(resolve_pool(target))
     except PoolError as err:
         hint = "" if Path(target).exists() else (
@@ -173,26 +178,79 @@ def _open_pool(pool_opt: str | None, text: str, name: str):
         raise click.UsageError(f"{err}{hint}") from err
 
 
+def _pool_clause(text: str, name: str) -> str:
+    """The pool a policy's text names; its syntax errors (exit 1) or a usage error when it names none."""
+    from cbdsl.dsl import ast
+    from cbdsl.dsl.parser import parse_diagnostics
+
+    policy, diags = parse_diagnostics(text, name)
+    if policy is None:
+        _refuse_policy(text, name, diags)
+    pools = policy.of_kind(ast.PoolClause)
+    if not pools:
+        raise click.UsageError(f"{name} names no pool: add `pool \"demo\"` to it or pass --pool DIR")
+    return pools[0].name.value
+
+
+def _policy_pool(name: str) -> Path:
+    """The directory of the pool a policy names: in a sandbox, its own pool when the name is the sandbox's
+    (as cbdsl.toml gives it, or the pool card's name), else a pool of the pool roots."""
+    from cbdsl.pipelines.registry import resolve_pool
+    from cbdsl.pipelines.sandbox import SandboxError, find_root, load, pool_dir
+
+    root = find_root(".")
+    if root is None:
+        return resolve_pool(name)
+    try:
+        cfg = load(root)
+    except SandboxError:
+        return resolve_pool(name)
+    own = pool_dir(cfg)
+    if name == cfg.pool or name == _card_name(own):
+        return own
+    return resolve_pool(name, search=[cfg.root / "pools"])
+
+
+def _card_name(pool_path: Path) -> str | None:
+    from cbdsl.pipelines.pool import Pool, PoolError
+
+    try:
+        return Pool.open(pool_path).name
+    except PoolError:
+        return None
+
+
+def _refuse_policy(text: str, name: str, diags=None) -> None:
+    """Print a policy's errors (checked without a pool when ``diags`` is None) and exit 1."""
+    from cbdsl.compiler.check import check_source
+    from cbdsl.dsl.diagnostics import Source, render_all
+
+    if diags is None:
+        diags = check_source(text, name)[1]
+    click.echo(render_all(diags, Source(text, name)), err=True)
+    click.echo(f"{name}: not compiled: fix the errors above (`cbdsl check {name}` shows them)", err=True)
+    sys.exit(EXIT_POLICY)
+
+
 def _compiled(file: str, pool_opt: str | None):
     """Compile FILE against its pool; policy errors print as diagnostics and exit 1."""
     from cbdsl.compiler.artifact import compile_source
-    from cbdsl.dsl.diagnostics import PolicyError, Source, render_all
+    from cbdsl.dsl.diagnostics import PolicyError
 
     text, name = _read(file)
     pool = _open_pool(pool_opt, text, name)
     try:
         return compile_source(text, name, pool), pool, text, name
     except PolicyError as err:
-        click.echo(render_all(err.diagnostics, err.source or Source(text, name)), err=True)
-        click.echo(f"{name}: not compiled: fix the errors above (`cbdsl check {file}` shows them)", err=True)
-        sys.exit(EXIT_POLICY)
+        _refuse_policy(err.source.text if err.source else text, name, err.diagnostics)
 
 
 def _execute(compiled, pool, explain: bool = False, examples: int = 3):
     from cbdsl.compiler.lower import lower
     from cbdsl.pipelines.execute import RunError, execute
+    from cbdsl.pipelines.scores import asset_ids
 
-    low = lower(compiled.plan, pool.schema, lambda asset: _asset_ids(pool, asset))
+    low = lower(compiled.plan, pool.schema, lambda asset: asset_ids(pool, asset))
     try:
         return execute(low, pool, explain=explain, examples=examples)
     except RunError as err:
@@ -200,21 +258,6 @@ def _execute(compiled, pool, explain: bool = False, examples: int = 3):
         for hint in err.hints:
             click.echo(f"  = hint: {hint}", err=True)
         sys.exit(EXIT_POLICY)
-
-
-def _asset_ids(pool, name: str) -> list[str]:
-    from cbdsl.pipelines.execute import RunError
-    from cbdsl.pipelines.pool import PoolError
-
-    try:
-        value = pool.read_asset(name)
-    except PoolError as err:
-        raise RunError(str(err), ("register it with `cbdsl pool add-asset POOL NAME FILE`",)) from err
-    import polars as pl
-
-    if isinstance(value, pl.DataFrame):
-        value = value.get_column(value.columns[0])
-    return [str(v) for v in list(value)]
 
 
 @cli.command("compile")
@@ -452,8 +495,9 @@ def pool_info(pool: str, as_json: bool) -> None:
 @click.argument("pool")
 @click.argument("name")
 @click.argument("file", type=click.Path(exists=True))
-@click.option("--kind", type=click.Choice(["ids", "corpus", "centroids", "eval", "labels", "table", "model"]),
-              help="What the asset is (default: from NAME and the file's extension).")
+@click.option("--kind", type=click.Choice(["ids", "corpus", "centroids", "eval", "truth", "labels", "table", "model"]),
+              help="What the asset is (default: from NAME and the file's extension); `eval` (an evaluation "
+                   "set) and `truth` (ground truth) are the benchmark's: no policy can read them.")
 @click.option("--description", default="", help="A line shown by `cbdsl pool info`.")
 def pool_add_asset(pool: str, name: str, file: str, kind: str | None, description: str) -> None:
     """Register FILE (a directory for a model) into POOL as asset NAME; policies name it, never the path."""
@@ -623,112 +667,161 @@ def search_cmd(iterations: int, strategy: str, seed: int, max_cost: str, as_json
     sys.exit(EXIT_OK if result.steps else EXIT_POLICY)
 
 
-def _ledger():
+def _read_ledger(read):
+    """``read(ledger)`` on the sandbox's ledger, then verify it: (what was read, the verdict). A ledger
+    that cannot be read exits 1 with what is wrong and how to restore it; ``read``'s own LedgerError
+    (an unknown iteration) is the caller's, unless the ledger does not verify."""
+    from cbdsl.pipelines.ledger import LedgerBroken, LedgerError
     from cbdsl.pipelines.submit import ledger_for
 
-    return ledger_for(_sandbox())
+    cfg = _sandbox()
+    try:
+        ledger = ledger_for(cfg)
+    except LedgerError as err:
+        _ledger_failed(err)
+    try:
+        try:
+            value = read(ledger)
+        except LedgerBroken as err:
+            _ledger_failed(err)
+        except LedgerError:
+            _unverified(_verdict(ledger))
+            raise
+        return value, _verdict(ledger)
+    finally:
+        ledger.close()
+
+
+def _verdict(ledger):
+    from cbdsl.pipelines.ledger import LedgerError
+
+    try:
+        return ledger.verify()
+    except LedgerError as err:
+        _ledger_failed(err)
+
+
+def _ledger_failed(err: Exception) -> None:
+    """A ledger that cannot be read or verified: what is wrong and how to restore it, exit 1."""
+    click.echo(str(err), err=True)
+    sys.exit(EXIT_POLICY)
+
+
+def _unverified(verdict) -> None:
+    """After what a command printed: say on stderr that the ledger does not verify, and exit 1."""
+    if not verdict.ok:
+        click.echo(f"warning: what is shown above comes from a ledger that does not verify\n{verdict.report()}",
+                   err=True)
+        sys.exit(EXIT_POLICY)
+
+
+def _score(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
 @cli.command("log")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def log_cmd(as_json: bool) -> None:
-    """Every iteration of the sandbox: status, score, message."""
-    ledger = _ledger()
-    entries = ledger.entries()
-    ledger.close()
+    """Every iteration of the sandbox: status, score, message (exit 1 when the ledger does not verify)."""
+    entries, verdict = _read_ledger(lambda ledger: ledger.entries())
     if as_json:
         click.echo(json.dumps([{"iteration": e.n, "status": e.status, "aggregate": e.aggregate, "message": e.message,
                                 "policy_hash": e.policy_hash, "selection_hash": e.selection_hash, "error": e.error}
                                for e in entries], indent=2))
-        return
-    if not entries:
-        click.echo("no submissions yet: `cbdsl compile policy.cur && cbdsl submit`")
-    for e in entries:
-        score = f"{e.aggregate:.4f}" if e.aggregate is not None else "-"
-        note = e.message if e.status == "scored" else (e.error or "")
-        click.echo(f"{e.n:>4}  {e.status:<8} {score:>8}  {e.policy_hash[:10]}  {note}")
+    else:
+        if not entries:
+            click.echo("no submissions yet: `cbdsl compile policy.cur && cbdsl submit`")
+        for e in entries:
+            note = e.message if e.status == "scored" else (e.error or "")
+            click.echo(f"{e.n:>4}  {e.status:<8} {_score(e.aggregate):>8}  {e.policy_hash[:10]}  {note}")
+    _unverified(verdict)
 
 
 @cli.command("show")
 @click.argument("n", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show_cmd(n: int, as_json: bool) -> None:
-    """One iteration in full: its policy, audit, metrics and timings."""
+    """One iteration in full: its policy, audit, metrics and timings (exit 1 when the ledger does not verify)."""
     from cbdsl.pipelines.ledger import LedgerError
 
-    ledger = _ledger()
     try:
-        e = ledger.get(n)
+        e, verdict = _read_ledger(lambda ledger: ledger.get(n))
     except LedgerError as err:
         raise click.UsageError(str(err)) from err
-    finally:
-        ledger.close()
     data = {k: getattr(e, k) for k in e.__dataclass_fields__ if k != "policy_ast"}
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
+        _unverified(verdict)
         return
     click.echo(f"iteration {e.n}: {e.status}" + (f" - {e.message}" if e.message else ""))
     if e.error:
         click.echo(f"error: {e.error}")
     click.echo(f"policy {e.policy_hash[:16]}  selection {(e.selection_hash or '-')[:16]}  rows {e.selected}")
     if e.metrics:
-        for name, v in sorted(e.metrics.get("benchmarks", {}).items()):
-            click.echo(f"  {name:<28} {v:.4f}")
-        click.echo(f"  {'aggregate':<28} {e.aggregate:.4f}")
+        benchmarks = e.metrics.get("benchmarks")
+        for name, v in sorted((benchmarks if isinstance(benchmarks, dict) else {}).items()):
+            click.echo(f"  {name:<28} {_score(v)}")
+        click.echo(f"  {'aggregate':<28} {_score(e.aggregate)}")
     if e.audit:
         click.echo(f"audit: {e.audit.get('verdict')} ({e.audit.get('flagged')} flagged)")
     click.echo("\n" + e.policy_text)
+    _unverified(verdict)
 
 
 @cli.command("leaderboard")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def leaderboard_cmd(as_json: bool) -> None:
-    """Scored iterations, best first."""
-    ledger = _ledger()
-    scored = sorted(ledger.scored(), key=lambda e: (-e.aggregate, e.n))
-    ledger.close()
+    """Scored iterations, best first (exit 1, with a warning, when the ledger does not verify)."""
+    entries, verdict = _read_ledger(lambda ledger: ledger.scored())
+    scored = sorted(entries, key=lambda e: (e.aggregate is None, -(e.aggregate or 0.0), e.n))
     if as_json:
         click.echo(json.dumps([{"rank": i + 1, "iteration": e.n, "aggregate": e.aggregate, "message": e.message,
                                 "benchmarks": (e.metrics or {}).get("benchmarks")} for i, e in enumerate(scored)],
                               indent=2))
-        return
-    if not scored:
-        click.echo("nothing scored yet")
-    for i, e in enumerate(scored):
-        label = "baseline" if e.is_baseline else (e.message or "")
-        click.echo(f"{i + 1:>3}. iteration {e.n:<4} {e.aggregate:.4f}  {label}")
+    else:
+        if not scored:
+            click.echo("nothing scored yet")
+        for i, e in enumerate(scored):
+            label = "baseline" if e.is_baseline else (e.message or "")
+            click.echo(f"{i + 1:>3}. iteration {e.n:<4} {_score(e.aggregate)}  {label}")
+    _unverified(verdict)
 
 
 @cli.command("verify")
 def verify_cmd() -> None:
-    """Check the ledger's hash chain: an edited or deleted entry is reported (exit 1)."""
-    ledger = _ledger()
-    problems = ledger.verify()
-    count = len(ledger.entries())
-    ledger.close()
-    if problems:
-        for p in problems:
-            click.echo(f"ledger: {p}", err=True)
+    """Check the ledger: its hash chain, then its witness outside the sandbox (head, number of entries,
+    format, benchmark settings). An edited, deleted, rewound, replaced or damaged ledger, or changed
+    settings, are reported with the file and how to restore it (exit 1)."""
+    _, verdict = _read_ledger(lambda ledger: None)
+    if not verdict.ok:
+        click.echo(verdict.report(), err=True)
         sys.exit(EXIT_POLICY)
-    click.echo(f"ledger intact: {count} entries, hash chain verified")
+    click.echo(f"ledger intact: {verdict.rows} entries, hash chain verified"
+               + (f", matching its witness {verdict.witnessed}" if verdict.witnessed else ""))
+    for note in verdict.notes:
+        click.echo(f"note: {note}")
 
 
 @cli.command("reproduce")
 @click.argument("n", type=int)
 def reproduce_cmd(n: int) -> None:
     """Re-run iteration N from the ledger alone and compare the selection hash."""
-    from cbdsl.pipelines.ledger import LedgerError
+    from cbdsl.pipelines.ledger import LedgerBroken, LedgerError
     from cbdsl.pipelines.submit import reproduce
 
+    _, verdict = _read_ledger(lambda ledger: None)
     try:
         same, recorded, new = reproduce(_sandbox(), n)
+    except LedgerBroken as err:
+        _ledger_failed(err)
     except LedgerError as err:
         raise click.UsageError(str(err)) from err
     if same:
         click.echo(f"iteration {n} reproduced: selection {new[:16]} is identical")
     else:
         click.echo(f"iteration {n} NOT reproduced: recorded {recorded[:16]}, now {new[:16]}", err=True)
-        sys.exit(EXIT_POLICY)
+    _unverified(verdict)
+    sys.exit(EXIT_OK if same else EXIT_POLICY)
 
 
 # --- research tools: diff, trajectory ----------------------------------------------------------
@@ -796,6 +889,7 @@ def trajectory_cmd(runs: tuple[str, ...], compare: bool, plot_path: str | None, 
     `--compare A B ...` shows several runs (agents, scaffolds) side by side.
     """
     from cbdsl.pipelines import trajectory as tj
+    from cbdsl.pipelines.ledger import LedgerError
 
     if len(runs) > 1 and not compare:
         raise click.UsageError("several runs given: add --compare to put them side by side")
@@ -805,6 +899,8 @@ def trajectory_cmd(runs: tuple[str, ...], compare: bool, plot_path: str | None, 
         loaded = [tj.load_run(r) for r in runs or (".",)]
     except tj.TrajectoryError as err:
         raise click.UsageError(str(err)) from err
+    except LedgerError as err:
+        _ledger_failed(err)
     if plot_path:
         tj.plot(loaded, plot_path)
     if as_json:
@@ -813,6 +909,11 @@ def trajectory_cmd(runs: tuple[str, ...], compare: bool, plot_path: str | None, 
         click.echo(tj.render_compare(loaded) if compare else tj.render(loaded[0]))
         if plot_path:
             click.echo(f"plot: {plot_path}")
+    unverified = [r.problems for r in loaded if r.problems]
+    if unverified:
+        click.echo("warning: what is shown above comes from a ledger that does not verify\n"
+                   + "\n".join(unverified), err=True)
+        sys.exit(EXIT_POLICY)
 
 
 @cli.command("methods")

@@ -89,6 +89,32 @@ def validate(cfg: Config) -> None:
         raise SandboxError(f"{CONFIG}: iterations must be positive, got {cfg.iterations}")
 
 
+def pool_dir(cfg: Config) -> Path:
+    """The directory of the sandbox's pool: ``cbdsl.toml``'s pool (a name or a directory the researcher
+    gave), looked up in the sandbox's ``pools/`` first, then the pool roots."""
+    from cbdsl.pipelines.registry import resolve_pool
+
+    return resolve_pool(cfg.pool, search=[cfg.root / "pools"])
+
+
+def policy_pool(cfg: Config, pool) -> str:
+    """How a policy of this sandbox names its pool: ``cbdsl.toml``'s pool name, or the pool card's name when
+    the researcher gave a directory (a policy never names a directory)."""
+    from cbdsl.compiler.resolve import looks_like_path
+
+    return pool.name if pool is not None and looks_like_path(cfg.pool) else cfg.pool
+
+
+def benchmark_settings(cfg: Config) -> dict[str, Any]:
+    """What decides the benchmark, by cbdsl.toml key: pool, budget, backend and its settings, scaffold,
+    iterations, audit. The witness records them at the first submit; a later change fails `cbdsl verify`."""
+    out: dict[str, Any] = {f"sandbox.{k}": getattr(cfg, k) for k in ("pool", "budget", "backend", "scaffold",
+                                                                       "iterations")}
+    out |= {f"backend.{cfg.backend}.{k}": v for k, v in cfg.backend_settings.items()}
+    out |= {f"audit.{k}": v for k, v in cfg.audit.items()}
+    return out
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -113,6 +139,17 @@ def render_config(cfg: Config) -> str:
     if cfg.audit:
         lines += ["", "[audit]"] + [f"{k} = {_toml_value(v)}" for k, v in sorted(cfg.audit.items())]
     return "\n".join(lines) + "\n"
+
+
+def _no_earlier_run(root: Path) -> None:
+    """A new sandbox where a benchmarked one was would look like an erased ledger: say so now, not at submit."""
+    from cbdsl.pipelines.witness import Witness
+
+    witness = Witness(root)
+    if witness.path.is_file():
+        raise SandboxError(f"a sandbox in {root} was submitted to before: its ledger's witness {witness.path} "
+                           "records its history; to start over here on purpose, delete that file (and "
+                           f"{witness.backup_path.name} beside it) first, or choose another folder")
 
 
 STARTER = """\
@@ -144,10 +181,12 @@ def init(root: str | os.PathLike, *, pool: str = "demo", budget: int = 5000, bac
     root.mkdir(parents=True, exist_ok=True)
     if (root / CONFIG).exists():
         raise SandboxError(f"{root / CONFIG} exists already; this folder is a sandbox (delete it to start over)")
+    _no_earlier_run(root)
     cfg = Config(root=root, pool=pool, budget=budget, backend=backend, scaffold=scaffold, iterations=iterations,
                  backends=default_backends(backend))
     validate(cfg)
-    (root / "policy.cur").write_text(STARTER.format(pool=pool, budget=f"{budget:_}" if budget >= 10_000 else budget))
+    amount = f"{budget:_}" if budget >= 10_000 else budget
+    (root / "policy.cur").write_text(STARTER.format(pool=policy_pool(cfg, pool_obj), budget=amount))
     if pool_obj is not None:
         from cbdsl.pipelines.cards import methods_md, pool_md, protocol_md
 

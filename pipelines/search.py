@@ -150,6 +150,7 @@ def _iterations_left(cfg, suite: str) -> int:
 
     ledger = ledger_for(cfg)
     try:
+        ledger.require_intact()  # a tampered ledger blocks the search before its first proposal
         used = len([e for e in ledger.scored(suite) if not e.is_baseline])
     finally:
         ledger.close()
@@ -190,7 +191,7 @@ def _parent(cfg, entries, strategy: str) -> ast.Policy:
     if best is not None:
         return parse_diagnostics(best.policy_text, f"<iteration {best.n}>")[0]
     if strategy == "mutate" and (cfg.root / "policy.cur").is_file():
-        policy, _ = parse_diagnostics((cfg.root / "policy.cur").read_text(encoding="utf-8"), "policy.cur")
+        policy, _ = parse_diagnostics((cfg.root / "policy.cur").read_bytes().decode("utf-8"), "policy.cur")
         if policy is not None:
             return policy
     return _baseline(cfg)
@@ -284,9 +285,9 @@ def _dry_run(compiled, pool):
     """The run of a compiled policy, as ``submit`` runs it (its selection and selection hash)."""
     from cbdsl.compiler.lower import lower
     from cbdsl.pipelines.execute import execute
-    from cbdsl.pipelines.submit import _ids
+    from cbdsl.pipelines.scores import asset_ids
 
-    low = lower(compiled.plan, pool.schema, lambda a: [str(v) for v in _ids(pool, a)])
+    low = lower(compiled.plan, pool.schema, lambda a: asset_ids(pool, a))
     return execute(low, pool)
 
 

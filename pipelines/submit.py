@@ -6,6 +6,8 @@ finished in one transaction as ``scored``, ``refused`` (budget, scaffold,
 audit: the agent's to fix; no iteration used) or ``failed`` (a run or backend
 error, or an interruption). Iteration 0 is the random baseline at the
 budget, run before the first real submission, as Curation-Bench does.
+Nothing is written before the ledger verifies against its witness (outside
+the sandbox, :mod:`cbdsl.pipelines.witness`): a tampered ledger blocks submit.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cbdsl.pipelines.ledger import BASELINE_MESSAGE, Entry, Ledger, LedgerError
+from cbdsl.pipelines.sandbox import policy_pool, pool_dir
 
 
 class Refused(Exception):
@@ -65,14 +68,15 @@ select random(seed=0)
 
 
 def ledger_for(cfg) -> Ledger:
-    return Ledger(cfg.state / "ledger.sqlite")
+    """The sandbox's ledger, checked against its witness (outside the sandbox)."""
+    from cbdsl.pipelines.witness import Witness
+
+    return Ledger(cfg.state / "ledger.sqlite", witness=Witness.of(cfg))
 
 
 def _open_pool(cfg):
     from cbdsl.pipelines.pool import Pool
-    from cbdsl.pipelines.registry import resolve_pool
-
-    return Pool.open(resolve_pool(cfg.pool, search=[cfg.root / "pools"]))
+    return Pool.open(pool_dir(cfg))
 
 
 def submit(cfg, *, message: str = "", wait: bool = False, log: Callable[[str], None] = print,
@@ -87,7 +91,11 @@ def submit(cfg, *, message: str = "", wait: bool = False, log: Callable[[str], N
     source_path = Path(artifact.get("source_path") or cfg.root / artifact["source"])
     if not source_path.is_file():
         raise SubmitError(f"the compiled policy's source {source_path} is gone: compile again")
-    text = source_path.read_text(encoding="utf-8")
+    try:
+        text = source_path.read_bytes().decode("utf-8")  # as `cbdsl compile` read it: no newline translation
+    except UnicodeDecodeError as err:
+        raise SubmitError(f"{source_path} is no longer UTF-8 text ({err.reason} at byte {err.start}): fix it and "
+                          "compile again") from None
     pool = _open_pool(cfg)
     stale = is_stale(artifact, text, pool)
     if stale:
@@ -95,11 +103,11 @@ def submit(cfg, *, message: str = "", wait: bool = False, log: Callable[[str], N
     backend = backend or make_backend(cfg.backend, cfg.backend_settings)
     ledger = ledger_for(cfg)
     try:
-        with ledger.submit_lock(wait=wait):
+        with ledger.submit_lock(wait=wait, log=log):
             scored = ledger.scored(backend.suite)
             if not any(e.is_baseline for e in scored):
                 log(f"iteration {ledger.next_number()}: the baseline (random {cfg.budget} rows)")
-                base_text = BASELINE.format(pool=cfg.pool, budget=cfg.budget)
+                base_text = BASELINE.format(pool=policy_pool(cfg, pool), budget=cfg.budget)
                 base = _submit_one(cfg, ledger, pool, backend, base_text, "<baseline>", BASELINE_MESSAGE, log)
                 if base.status == "failed":  # the run or the backend is broken: the policy would fail the same way
                     raise SubmitError(f"the baseline (iteration {base.n}) failed: {base.error}; your policy was not "
@@ -125,6 +133,7 @@ def _submit_one(cfg, ledger: Ledger, pool, backend, text: str, name: str, messag
     from cbdsl.pipelines.backends import BackendError, Job
     from cbdsl.pipelines.execute import RunError, execute
     from cbdsl.pipelines.exports import export
+    from cbdsl.pipelines.scores import asset_ids
 
     compiled = compile_source(text, name, pool)
     n = ledger.start(policy_text=compiled.artifact["canonical_text"], policy_ast=json.dumps(compiled.artifact["ast"]),
@@ -134,7 +143,7 @@ def _submit_one(cfg, ledger: Ledger, pool, backend, text: str, name: str, messag
     run_dir = cfg.state / "runs" / f"{n:04d}"
     try:
         t = time.perf_counter()
-        low = lower(compiled.plan, pool.schema, lambda a: [str(v) for v in _ids(pool, a)])
+        low = lower(compiled.plan, pool.schema, lambda a: asset_ids(pool, a))
         result = execute(low, pool)
         timings["run_s"] = time.perf_counter() - t
         selected = result.selection.height
@@ -184,13 +193,6 @@ def _safe(fields: dict | None) -> dict:
     return dict(fields or {})
 
 
-def _ids(pool, name: str):
-    value = pool.read_asset(name)
-    if hasattr(value, "columns"):
-        value = value.get_column(value.columns[0])
-    return list(value)
-
-
 def feedback(cfg, ledger: Ledger, entry: Entry, suite: str) -> Feedback:
     scored = [e for e in ledger.scored(suite)]
     baseline = next((e for e in scored if e.is_baseline), None)
@@ -231,6 +233,7 @@ def reproduce(cfg, n: int) -> tuple[bool, str, str]:
     from cbdsl.compiler.artifact import compile_source
     from cbdsl.compiler.lower import lower
     from cbdsl.pipelines.execute import execute
+    from cbdsl.pipelines.scores import asset_ids
 
     ledger = ledger_for(cfg)
     try:
@@ -244,6 +247,6 @@ def reproduce(cfg, n: int) -> tuple[bool, str, str]:
         raise LedgerError(f"the pool changed since iteration {n} (content hash {pool.content_hash[:12]} vs "
                           f"{entry.pool_hash[:12]}): the selection cannot be reproduced on it")
     compiled = compile_source(entry.policy_text, f"<iteration {n}>", pool)
-    result = execute(lower(compiled.plan, pool.schema, lambda a: [str(v) for v in _ids(pool, a)]), pool)
+    result = execute(lower(compiled.plan, pool.schema, lambda a: asset_ids(pool, a)), pool)
     new = result.selection_hash()
     return new == entry.selection_hash, entry.selection_hash, new
