@@ -788,10 +788,23 @@ def leaderboard_cmd(as_json: bool) -> None:
 
 
 @cli.command("verify")
-def verify_cmd() -> None:
+@click.option("--accept-settings", is_flag=True,
+              help="For whoever runs the benchmark: record cbdsl.toml's settings as they are now in the witness "
+                   "(after changing them on purpose), then verify.")
+def verify_cmd(accept_settings: bool) -> None:
     """Check the ledger: its hash chain, then its witness outside the sandbox (head, number of entries,
     format, benchmark settings). An edited, deleted, rewound, replaced or damaged ledger, or changed
     settings, are reported with the file and how to restore it (exit 1)."""
+    if accept_settings:
+        from cbdsl.pipelines.ledger import LedgerError
+        from cbdsl.pipelines.witness import Witness
+
+        try:
+            accepted = Witness.of(_sandbox()).accept_settings()
+        except LedgerError as err:
+            _ledger_failed(err)
+        click.echo("the witness records cbdsl.toml's settings as they are now" if accepted else
+                   "no settings recorded yet: the next submit records them")
     _, verdict = _read_ledger(lambda ledger: None)
     if not verdict.ok:
         click.echo(verdict.report(), err=True)

@@ -187,6 +187,18 @@ class Witness:
                 return
             self._write({**data, "settings": self.settings, "settings_digest": settings_digest(self.settings)})
 
+    def accept_settings(self) -> bool:
+        """Record the sandbox's settings as they are now (the researcher changed them on purpose); False when
+        there is nothing to accept (no witness yet, or no settings recorded: the next submit records them)."""
+        if self.settings is None:
+            return False
+        with self._locked():
+            data = self.read()
+            if data is None or not data.get("settings_digest"):
+                return False
+            self._write({**data, "settings": self.settings, "settings_digest": settings_digest(self.settings)})
+        return True
+
     # -- checks ------------------------------------------------------------------------------
     def require_no_history(self, ledger: Path) -> None:
         """A missing ledger is new only if the witness records no finished entry."""
@@ -224,8 +236,9 @@ class Witness:
                    for k in sorted(set(recorded) | set(self.settings)) if _show(recorded, k) != _show(self.settings, k)]
         return [f"{self.sandbox / 'cbdsl.toml'}: the benchmark settings changed since the first submit"
                 + (f" ({'; '.join(changes)})" if changes else "")
-                + f": set them back; if you run the benchmark and changed them on purpose, delete "
-                  f"`settings_digest` from {self.path} (the next submit records the new ones)"]
+                + ": set them back; if you run the benchmark and changed them on purpose, run "
+                  "`cbdsl verify --accept-settings` where the agent cannot (results before and after the "
+                  "change are not comparable)"]
 
 
 def _point(data: Any) -> Point | None:

@@ -64,16 +64,6 @@ def set_backend(root: Path, crash: str = "0", sleep: str = "0", timeout: float =
                                      f'format = "parquet"\ntimeout = {timeout}\nmetrics = "metrics.json"\n')
 
 
-def accept_settings(root: Path) -> None:
-    """The researcher changes cbdsl.toml on purpose after the first submit: the witness records the new settings."""
-    from cbdsl.pipelines.witness import Witness
-
-    path = Witness(root).path
-    record = json.loads(path.read_text())
-    del record["settings_digest"]
-    path.write_text(json.dumps(record))
-
-
 def cli_ok(*args, code: int = 0) -> str:
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == code, result.output
@@ -192,7 +182,8 @@ def test_backend_crash_and_timeout_are_failed_entries(sandbox):
     out = cli_ok("submit", code=1)
     assert "exit code 3" in out and "stderr.txt" in out
     set_backend(sandbox, sleep="5", timeout=0.5)
-    accept_settings(sandbox)
+    assert "ledger: " not in cli_ok("verify", code=1)  # the settings changed: verify fails ...
+    assert "records cbdsl.toml's settings" in cli_ok("verify", "--accept-settings")  # ... until accepted
     out = cli_ok("submit", code=1)
     assert "timeout" in out
     assert [r["status"] for r in ledger_rows(sandbox)] == ["scored", "scored", "failed", "failed"]

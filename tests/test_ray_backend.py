@@ -213,6 +213,8 @@ def test_failing_timed_out_and_metricless_jobs_fail_cleanly(ray_head, pools, tmp
         head, _sep, _rest = cfg.partition("[backend.ray]")
         (root / "cbdsl.toml").write_text(head + "[backend.ray]\n" + f"address = {json.dumps(ray_head)}\n"
                                          f"entrypoint = {json.dumps(entrypoint)}\ntimeout = {timeout}\n")
+        accepted = CliRunner().invoke(cli, ["verify", "--accept-settings"])  # the researcher changed them on purpose
+        assert accepted.exit_code == 0, accepted.output
 
     reconfigure(f"{sys.executable} -c \"import sys; print('out of memory', file=sys.stderr); sys.exit(3)\"")
     code, out = submit()
