@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from cbdsl.version import __version__
 
 _EXPORTS = {
     "Policy": "cbdsl.dsl.ast",
@@ -24,9 +24,9 @@ _EXPORTS = {
     "Source": "cbdsl.dsl.diagnostics",
     "parse": "cbdsl.dsl.parser",
     "format_policy": "cbdsl.dsl.format",
-    "check": "cbdsl.compiler.check",
-    "check_source": "cbdsl.compiler.check",
-    "resolve": "cbdsl.compiler.resolve",
+    "check": "cbdsl.stages",
+    "check_source": "cbdsl.stages",
+    "resolve": "cbdsl.stages",
 }
 
 __all__ = ["__version__", *_EXPORTS]

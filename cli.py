@@ -160,8 +160,9 @@ def _open_pool(pool_opt: str | None, text: str, name: str):
     """The pool: --pool (a path or a name, given by whoever runs), else the policy's own `pool "NAME"` clause,
     which names a pool of the pool roots (or, in a sandbox, the sandbox's pool) and never a directory."""
     from cbdsl.compiler.resolve import looks_like_path
-    from cbdsl.pipelines.pool import Pool, PoolError
-    from cbdsl.pipelines.registry import resolve_pool
+    from cbdsl.pipelines.data.pool import Pool
+    from cbdsl.pipelines.data.errors import PoolError
+    from cbdsl.pipelines.data.roots import resolve_pool
 
     target = pool_opt
     try:
@@ -195,8 +196,8 @@ def _pool_clause(text: str, name: str) -> str:
 def _policy_pool(name: str) -> Path:
     """The directory of the pool a policy names: in a sandbox, its own pool when the name is the sandbox's
     (as cbdsl.toml gives it, or the pool card's name), else a pool of the pool roots."""
-    from cbdsl.pipelines.registry import resolve_pool
-    from cbdsl.pipelines.sandbox import SandboxError, find_root, load, pool_dir
+    from cbdsl.pipelines.data.roots import resolve_pool
+    from cbdsl.pipelines.loop.sandbox import SandboxError, find_root, load, pool_dir
 
     root = find_root(".")
     if root is None:
@@ -212,7 +213,8 @@ def _policy_pool(name: str) -> Path:
 
 
 def _card_name(pool_path: Path) -> str | None:
-    from cbdsl.pipelines.pool import Pool, PoolError
+    from cbdsl.pipelines.data.pool import Pool
+    from cbdsl.pipelines.data.errors import PoolError
 
     try:
         return Pool.open(pool_path).name
@@ -222,7 +224,7 @@ def _card_name(pool_path: Path) -> str | None:
 
 def _refuse_policy(text: str, name: str, diags=None) -> None:
     """Print a policy's errors (checked without a pool when ``diags`` is None) and exit 1."""
-    from cbdsl.compiler.check import check_source
+    from cbdsl.stages import check_source
     from cbdsl.dsl.diagnostics import Source, render_all
 
     if diags is None:
@@ -234,7 +236,7 @@ def _refuse_policy(text: str, name: str, diags=None) -> None:
 
 def _compiled(file: str, pool_opt: str | None):
     """Compile FILE against its pool; policy errors print as diagnostics and exit 1."""
-    from cbdsl.compiler.artifact import compile_source
+    from cbdsl.stages import compile_source
     from cbdsl.dsl.diagnostics import PolicyError
 
     text, name = _read(file)
@@ -246,9 +248,10 @@ def _compiled(file: str, pool_opt: str | None):
 
 
 def _execute(compiled, pool, explain: bool = False, examples: int = 3):
-    from cbdsl.compiler.lower import lower
-    from cbdsl.pipelines.execute import RunError, execute
-    from cbdsl.pipelines.scores import asset_ids
+    from cbdsl.stages import lower
+    from cbdsl.scorers.api import RunError
+    from cbdsl.pipelines.engine.execute import execute
+    from cbdsl.scorers.api import asset_ids
 
     low = lower(compiled.plan, pool.schema, lambda asset: asset_ids(pool, asset))
     try:
@@ -270,8 +273,8 @@ def compile_cmd(file: str, pool_opt: str | None, as_json: bool) -> None:
     The artifact goes under the sandbox's .cbdsl/ (or ./.cbdsl/ outside a
     sandbox); `cbdsl submit` submits the last one compiled.
     """
-    from cbdsl.compiler.artifact import sandbox_dir, write_artifact
-    from cbdsl.pipelines.execute import describe_step
+    from cbdsl.pipelines.loop.artifacts import sandbox_dir, write_artifact
+    from cbdsl.pipelines.engine.execute import describe_step
 
     compiled, pool, _text, name = _compiled(file, pool_opt)
     artifact = {**compiled.artifact, "source_path": str(Path(file).resolve()) if file != "-" else None}
@@ -306,8 +309,8 @@ def run_cmd(file: str, pool_opt: str | None, out_dir: str, fmt: str, threads: in
     one, every survivor. The same policy and pool give the same bytes.
     """
     _threads(threads)
-    from cbdsl.pipelines.exports import export
-    from cbdsl.pipelines.pool import PoolError
+    from cbdsl.pipelines.data.exports import export
+    from cbdsl.pipelines.data.errors import PoolError
 
     compiled, pool, _text, name = _compiled(file, pool_opt)
     result = _execute(compiled, pool)
@@ -350,7 +353,7 @@ def explain_cmd(file: str, pool_opt: str | None, do_run: bool, examples: int, as
     dropped rows per clause, the rows without a value per score, the values
     the statistics resolved to, and the mix quotas.
     """
-    from cbdsl.pipelines.execute import describe_step
+    from cbdsl.pipelines.engine.execute import describe_step
 
     compiled, pool, _text, name = _compiled(file, pool_opt)
     steps = [{"cost": s.cost, "step": describe_step(s)} for s in compiled.plan.steps]
@@ -406,7 +409,7 @@ def why_cmd(row_id: str, file: str, pool_opt: str | None, as_json: bool) -> None
     """Which clause kept or dropped the row ROW_ID, and with what values (FILE runs on its pool)."""
     import polars as pl
 
-    from cbdsl.pipelines.execute import FilterStep
+    from cbdsl.pipelines.engine.execute import FilterStep
 
     compiled, pool, _text, name = _compiled(file, pool_opt)
     result = _execute(compiled, pool, explain=True)
@@ -457,7 +460,7 @@ def pool_group() -> None:
 
 
 def _pool_call(fn, *args, **kwargs):
-    from cbdsl.pipelines.pool import PoolError
+    from cbdsl.pipelines.data.errors import PoolError
 
     try:
         return fn(*args, **kwargs)
@@ -470,8 +473,8 @@ def _pool_call(fn, *args, **kwargs):
 @click.option("--json", "as_json", is_flag=True, help="The whole card as JSON.")
 def pool_info(pool: str, as_json: bool) -> None:
     """Print a pool's card: schema, rows, per-column statistics, hash, assets."""
-    from cbdsl.pipelines.pool import Pool
-    from cbdsl.pipelines.registry import resolve_pool
+    from cbdsl.pipelines.data.pool import Pool
+    from cbdsl.pipelines.data.roots import resolve_pool
 
     p = _pool_call(lambda: Pool.open(_pool_call(resolve_pool, pool)))
     card = p.card
@@ -501,8 +504,8 @@ def pool_info(pool: str, as_json: bool) -> None:
 @click.option("--description", default="", help="A line shown by `cbdsl pool info`.")
 def pool_add_asset(pool: str, name: str, file: str, kind: str | None, description: str) -> None:
     """Register FILE (a directory for a model) into POOL as asset NAME; policies name it, never the path."""
-    from cbdsl.pipelines.pool import add_asset
-    from cbdsl.pipelines.registry import resolve_pool
+    from cbdsl.pipelines.data.pool import add_asset
+    from cbdsl.pipelines.data.roots import resolve_pool
 
     p = _pool_call(add_asset, _pool_call(resolve_pool, pool), name, file, kind=kind, description=description)
     info = p.card.assets[name]
@@ -521,8 +524,8 @@ def pool_make_demo(dest: str | None, rows: int, seed: int, overwrite: bool) -> N
 
     DEST defaults to demo/ in the first folder of $CBDSL_POOLS, else ~/.cbdsl/pools/demo.
     """
-    from cbdsl.pipelines.demo import make_demo
-    from cbdsl.pipelines.registry import search_path
+    from cbdsl.pipelines.data.demo import make_demo
+    from cbdsl.pipelines.data.roots import search_path
 
     target = Path(dest) if dest else Path(search_path()[0]) / "demo"
     path = _pool_call(make_demo, target, rows=rows, seed=seed, overwrite=overwrite)
@@ -541,7 +544,7 @@ def pool_import(kind: str, src: str, dest: str, name: str | None, id_column: str
 
     KIND `auto` tells the source kind from SRC.
     """
-    from cbdsl.pipelines.importers import import_pool
+    from cbdsl.pipelines.data.importers import import_pool
 
     opts = {"id_column": id_column} if id_column else {}
     p = _pool_call(import_pool, kind, src, dest, name=name, overwrite=overwrite, **opts)
@@ -552,7 +555,7 @@ def pool_import(kind: str, src: str, dest: str, name: str | None, id_column: str
 
 
 def _sandbox():
-    from cbdsl.pipelines.sandbox import SandboxError, load
+    from cbdsl.pipelines.loop.sandbox import SandboxError, load
 
     try:
         return load()
@@ -577,16 +580,17 @@ def init_cmd(directory: str, pool_name: str, budget: int, backend: str, scaffold
 
     The demo pool is made first if it is missing and --pool is demo.
     """
-    from cbdsl.pipelines.pool import Pool, PoolError
-    from cbdsl.pipelines.registry import resolve_pool, search_path
-    from cbdsl.pipelines.sandbox import SandboxError, init
+    from cbdsl.pipelines.data.pool import Pool
+    from cbdsl.pipelines.data.errors import PoolError
+    from cbdsl.pipelines.data.roots import resolve_pool, search_path
+    from cbdsl.pipelines.loop.sandbox import SandboxError, init
 
     try:
         pool = Pool.open(resolve_pool(pool_name))
     except PoolError:
         if pool_name != "demo":
             raise click.UsageError(f"no pool `{pool_name}`: import one with `cbdsl pool import` or give a directory")
-        from cbdsl.pipelines.demo import make_demo
+        from cbdsl.pipelines.data.demo import make_demo
 
         target = Path(search_path()[0]) / "demo"
         click.echo(f"making the demo pool at {target} (once; a few seconds)")
@@ -613,10 +617,10 @@ def submit_cmd(message: str, wait: bool, as_json: bool) -> None:
     used) or failed, and the feedback is printed. The first submission scores
     the random baseline (iteration 0) first. Exits 0 when scored.
     """
-    from cbdsl.pipelines.backends import BackendError
-    from cbdsl.pipelines.ledger import LedgerError
-    from cbdsl.pipelines.pool import PoolError
-    from cbdsl.pipelines.submit import SubmitError, render_feedback, submit
+    from cbdsl.pipelines.loop.backends.base import BackendError
+    from cbdsl.pipelines.loop.ledger import LedgerError
+    from cbdsl.pipelines.data.errors import PoolError
+    from cbdsl.pipelines.loop.submit import SubmitError, render_feedback, submit
 
     cfg = _sandbox()
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
@@ -650,11 +654,11 @@ def search_cmd(iterations: int, strategy: str, seed: int, max_cost: str, as_json
     mutate edits the AST of the best policy so far; random draws independent
     policies. Each proposal uses one of this sandbox's iterations.
     """
-    from cbdsl.pipelines.backends import BackendError
-    from cbdsl.pipelines.ledger import LedgerError
-    from cbdsl.pipelines.pool import PoolError
-    from cbdsl.pipelines.search import SearchError, render, search
-    from cbdsl.pipelines.submit import SubmitError
+    from cbdsl.pipelines.loop.backends.base import BackendError
+    from cbdsl.pipelines.loop.ledger import LedgerError
+    from cbdsl.pipelines.data.errors import PoolError
+    from cbdsl.research.search import SearchError, render, search
+    from cbdsl.pipelines.loop.submit import SubmitError
 
     cfg = _sandbox()
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
@@ -671,8 +675,8 @@ def _read_ledger(read):
     """``read(ledger)`` on the sandbox's ledger, then verify it: (what was read, the verdict). A ledger
     that cannot be read exits 1 with what is wrong and how to restore it; ``read``'s own LedgerError
     (an unknown iteration) is the caller's, unless the ledger does not verify."""
-    from cbdsl.pipelines.ledger import LedgerBroken, LedgerError
-    from cbdsl.pipelines.submit import ledger_for
+    from cbdsl.pipelines.loop.ledger import LedgerBroken, LedgerError
+    from cbdsl.pipelines.loop.submit import ledger_for
 
     cfg = _sandbox()
     try:
@@ -693,7 +697,7 @@ def _read_ledger(read):
 
 
 def _verdict(ledger):
-    from cbdsl.pipelines.ledger import LedgerError
+    from cbdsl.pipelines.loop.ledger import LedgerError
 
     try:
         return ledger.verify()
@@ -742,7 +746,7 @@ def log_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show_cmd(n: int, as_json: bool) -> None:
     """One iteration in full: its policy, audit, metrics and timings (exit 1 when the ledger does not verify)."""
-    from cbdsl.pipelines.ledger import LedgerError
+    from cbdsl.pipelines.loop.ledger import LedgerError
 
     try:
         e, verdict = _read_ledger(lambda ledger: ledger.get(n))
@@ -796,8 +800,8 @@ def verify_cmd(accept_settings: bool) -> None:
     format, benchmark settings). An edited, deleted, rewound, replaced or damaged ledger, or changed
     settings, are reported with the file and how to restore it (exit 1)."""
     if accept_settings:
-        from cbdsl.pipelines.ledger import LedgerError
-        from cbdsl.pipelines.witness import Witness
+        from cbdsl.pipelines.loop.ledger import LedgerError
+        from cbdsl.pipelines.loop.witness import Witness
 
         try:
             accepted = Witness.of(_sandbox()).accept_settings()
@@ -819,8 +823,8 @@ def verify_cmd(accept_settings: bool) -> None:
 @click.argument("n", type=int)
 def reproduce_cmd(n: int) -> None:
     """Re-run iteration N from the ledger alone and compare the selection hash."""
-    from cbdsl.pipelines.ledger import LedgerBroken, LedgerError
-    from cbdsl.pipelines.submit import reproduce
+    from cbdsl.pipelines.loop.ledger import LedgerBroken, LedgerError
+    from cbdsl.pipelines.loop.submit import reproduce
 
     _, verdict = _read_ledger(lambda ledger: None)
     try:
@@ -842,7 +846,7 @@ def reproduce_cmd(n: int) -> None:
 
 def _diff_side(ref: str) -> tuple[str, str, frozenset[str]]:
     """(text, name, families of earlier iterations) of a policy file or a ledger iteration `@N`."""
-    from cbdsl.pipelines.trajectory import TrajectoryError, iteration_policy
+    from cbdsl.research.trajectory import TrajectoryError, iteration_policy
 
     if ref.startswith("@") and not Path(ref).exists():
         try:
@@ -864,6 +868,7 @@ def diff_cmd(old: str, new: str, as_json: bool) -> None:
     """
     from cbdsl.dsl.diagnostics import Source, render_all
     from cbdsl.dsl.diff import diff_policies
+    from cbdsl.scaffolds.catalogue import family_of
     from cbdsl.dsl.parser import parse_diagnostics
 
     sides = []
@@ -876,7 +881,7 @@ def diff_cmd(old: str, new: str, as_json: bool) -> None:
             sys.exit(EXIT_POLICY)
         sides.append((policy, Source(text, name), prior))
     (a, source_a, _), (b, source_b, prior) = sides
-    result = diff_policies(a, b, prior_families=prior)
+    result = diff_policies(a, b, prior_families=prior, family_of=family_of)
     if as_json:
         click.echo(json.dumps({"old": source_a.name, "new": source_b.name, **result.to_json()}, indent=2))
         return
@@ -901,8 +906,8 @@ def trajectory_cmd(runs: tuple[str, ...], compare: bool, plot_path: str | None, 
     that improve the best, and the iteration of the best. RUNS default to the current sandbox;
     `--compare A B ...` shows several runs (agents, scaffolds) side by side.
     """
-    from cbdsl.pipelines import trajectory as tj
-    from cbdsl.pipelines.ledger import LedgerError
+    from cbdsl.research import trajectory as tj
+    from cbdsl.pipelines.loop.ledger import LedgerError
 
     if len(runs) > 1 and not compare:
         raise click.UsageError("several runs given: add --compare to put them side by side")

@@ -125,7 +125,8 @@ def run_check(files: tuple[str, ...], as_json: bool, pool: str | None) -> int:
     without_plugin_scan()
     schema, assets = pool_view(pool)
     inputs = [(path, *read_policy(path)) for path in files]
-    from cbdsl.compiler.check import check_source, sandbox_scaffold_warnings
+    from cbdsl.stages import check_source
+    from cbdsl.pipelines.loop.sandbox import sandbox_scaffold_warnings
     from cbdsl.dsl.diagnostics import Source, render_all, to_json
 
     reports, failed, internal = [], False, False

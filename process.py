@@ -22,7 +22,7 @@ The thread count and how work is split do not change, so neither do the
 numbers: the benchmark checks the metrics' bytes in every case. libgomp reads
 the variables once, when torch loads it, so this runs first thing in every
 entry point (the ``cbdsl`` console script, ``python -m
-cbdsl.pipelines.backends.mini``). A value the user set for either variable
+cbdsl.pipelines.loop.backends.mini``). A value the user set for either variable
 stands; an empty ``OMP_WAIT_POLICY`` asks for libgomp's own default, which is
 how the benchmark runs cbdsl as it was before.
 """

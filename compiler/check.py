@@ -17,8 +17,10 @@ import math
 from collections.abc import Mapping
 
 from cbdsl.compiler.resolve import Resolver, TypedPolicy, mix_weights
+from cbdsl.compiler.signatures import Methods, Registry
 from cbdsl.dsl import ast
-from cbdsl.dsl.diagnostics import Diagnostic, Source, did_you_mean, sort_key
+from cbdsl.dsl.diagnostics import Diagnostic, PolicyError, Source, did_you_mean, sort_key
+from cbdsl.dsl.parser import parse_diagnostics
 
 #: Clauses a policy may hold at most once.
 SINGLE_CLAUSES: tuple[str, ...] = ("policy", "pool", "budget", "select", "mix")
@@ -28,19 +30,19 @@ MIX_TOLERANCE = 1e-6
 
 
 def check_source(text: str, name: str = "<policy>", schema: Mapping[str, str] | None = None,
-                 assets: Mapping[str, str] | None = None) -> tuple[ast.Policy | None, list[Diagnostic]]:
+                 assets: Mapping[str, str] | None = None, *, registry: Registry, methods: Methods
+                 ) -> tuple[ast.Policy | None, list[Diagnostic]]:
     """Parse and check policy text; return the AST (None if it does not parse) and every diagnostic.
 
     ``schema`` (column -> type) and ``assets`` (asset name -> kind) come from the pool card when a pool is
     known; without them the column and asset checks wait for one."""
     policy = None
     try:
-        from cbdsl.dsl.parser import parse_diagnostics
-
         policy, diags = parse_diagnostics(text, name)
         if policy is None:
             return None, diags
-        return policy, check(policy, schema, source=Source(text, name), assets=assets)
+        return policy, check(policy, schema, source=Source(text, name), assets=assets, registry=registry,
+                             methods=methods)
     except Exception as exc:  # the boundary: a bug in cbdsl must not reach the user as a traceback
         return policy, [internal_error(exc)]
 
@@ -56,87 +58,46 @@ def internal_error(exc: BaseException) -> Diagnostic:
 
 
 def check(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
-          assets: Mapping[str, str] | None = None) -> list[Diagnostic]:
+          assets: Mapping[str, str] | None = None, registry: Registry, methods: Methods) -> list[Diagnostic]:
     """Every semantic diagnostic (errors, warnings, notes) of a parsed policy, sorted by position.
 
     ``source`` (the text the policy was parsed from) lets messages name lines
     ("the first `budget` is on line 3").
     """
-    return analyze(policy, schema, source=source, assets=assets)[1]
+    return analyze(policy, schema, source=source, assets=assets, registry=registry, methods=methods)[1]
 
 
 def analyze(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
-            assets: Mapping[str, str] | None = None) -> tuple[TypedPolicy, list[Diagnostic]]:
+            assets: Mapping[str, str] | None = None, registry: Registry, methods: Methods
+            ) -> tuple[TypedPolicy, list[Diagnostic]]:
     """Resolve, type-check and apply the clause rules: the typed policy and every diagnostic, sorted."""
-    from cbdsl.scaffolds.catalogue import method_ids, scorer_ids, scorer_users
-    from cbdsl.scorers.registry import registry
-
-    resolver = Resolver(policy, schema, registry(), scorer_ids(), methods_using=scorer_users(), source=source,
+    resolver = Resolver(policy, schema, registry, methods.scorers, methods_using=methods.users, source=source,
                         assets=assets)
     typed = resolver.run()
-    diags = resolver.diags + clause_rules(policy, source=source, method_ids=method_ids())
+    diags = resolver.diags + clause_rules(policy, source=source, method_ids=methods.ids)
     diags.sort(key=sort_key)
     typed = dataclasses.replace(typed, diagnostics=tuple(d for d in diags if not d.is_error))
     return typed, diags
 
 
-# --- scaffold rules ----------------------------------------------------------------
+def resolve(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
+            assets: Mapping[str, str] | None = None, registry: Registry, methods: Methods) -> TypedPolicy:
+    """Resolve and type-check a policy; raise :class:`PolicyError` with every error if there is one.
 
-
-def scaffold_warnings(policy: ast.Policy, scaffold: str, history) -> list[Diagnostic]:
-    """The scaffold rules `cbdsl submit` would refuse on, as warnings, so no submission is spent to learn them.
-
-    ``history`` is the run's scored iterations, ``(iteration, policy)`` in order.
-    """
-    from cbdsl.scaffolds.modes import RULES, check_policy
-
-    return [Diagnostic(v.code, f"scaffold `{scaffold}`: {v.message}", v.span, "warning",
-                       (v.fix, f"`cbdsl submit` refuses this: {RULES[v.code].title} "
-                               f"(`cbdsl check --explain {v.code}`)"))
-            for v in check_policy(scaffold, policy, history)]
-
-
-def sandbox_scaffold_warnings(policy: ast.Policy, path: str) -> list[Diagnostic]:
-    """:func:`scaffold_warnings` for a policy file inside a sandbox, against its ledger; [] outside one."""
-    from pathlib import Path
-
-    from cbdsl.pipelines.sandbox import SandboxError, find_root, load
-
-    root = find_root(Path(path).resolve().parent if path != "-" else Path.cwd())
-    if root is None:
-        return []
-    try:
-        cfg = load(root)
-    except SandboxError:
-        return []  # `cbdsl submit` reports a broken cbdsl.toml; check is about the policy
-    if cfg.scaffold in ("open", "guide"):
-        return []
-    history = []
-    if (cfg.state / "ledger.sqlite").is_file():
-        from cbdsl.pipelines.ledger import Ledger, LedgerError
-        from cbdsl.scaffolds.modes import history_of
-
-        try:
-            ledger = Ledger(cfg.state / "ledger.sqlite")
-            try:
-                history = history_of(ledger.entries())
-            finally:
-                ledger.close()
-        except LedgerError:
-            return []  # a damaged ledger is `cbdsl verify`'s and `submit`'s to report; check is about the policy
-    return scaffold_warnings(policy, cfg.scaffold, history)
+    ``assets`` (name -> kind, the pool card's) lets the checker refuse what rule 8 forbids."""
+    typed, diags = analyze(policy, schema, source=source, assets=assets, registry=registry, methods=methods)
+    errors = [d for d in diags if d.is_error]
+    if errors:
+        raise PolicyError(errors, source)
+    return typed
 
 
 # --- clause rules ------------------------------------------------------------------
 
 
-def clause_rules(policy: ast.Policy, *, source: Source | None = None, method_ids: tuple[str, ...] | None = None
+def clause_rules(policy: ast.Policy, *, source: Source | None = None, method_ids: tuple[str, ...] = ()
                  ) -> list[Diagnostic]:
-    """The checks on clauses that need no types."""
-    if method_ids is None:
-        from cbdsl.scaffolds import catalogue
-
-        method_ids = catalogue.method_ids()
+    """The checks on clauses that need no types (``method_ids``: the catalogue's, for ``cite`` and ``adapt``)."""
     diags: list[Diagnostic] = []
     diags += _repeats(policy, source)
     diags += _citations(policy, method_ids)

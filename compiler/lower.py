@@ -4,7 +4,7 @@ Native Polars expressions wherever one exists (filters, arithmetic,
 quantiles, ranks, per-group windows); the registry entry of each function or
 statistic builds its own expression (``Entry.lower``). What Polars cannot do
 (dedup grouping, quotas, k-center, stable hashing) is left to the executor,
-which calls :mod:`cbdsl.compiler.kernels` on whole columns.
+which calls :mod:`cbdsl.pipelines.engine.kernels` on whole columns.
 
 :func:`lower` returns a :class:`Lowered` program: the filter-stage lazy frame
 in two phases (before and after the expensive scores, see
@@ -20,13 +20,12 @@ from typing import Any
 
 import polars as pl
 
-from cbdsl.compiler.plan import (
-    Apply, AssetIds, BudgetStep, Col, DedupStep, Derive, FilterStep, Lit, MixStep, Op, Plan, Score,
-    SelectStep, Stat,
+from cbdsl.compiler.ir import (
+    Apply, AssetIds, BudgetStep, Col, DedupStep, Derive, FilterStep, Lit, MixStep, Op, Plan, Score, SelectStep, Stat,
 )
 from cbdsl.compiler.text_classes import PY_SPACE
 from cbdsl.compiler.types import FLOAT, parse_type
-from cbdsl.scorers.registry import LowerContext, registry
+from cbdsl.compiler.signatures import LowerContext, Registry
 
 HASH = "#hash"  # the stable id hash column (kernels.hash_strings), every tie is broken by it
 
@@ -48,10 +47,11 @@ _NUMERIC_OUTPUTS = frozenset({"float", "same", "join"})  # outputs that may be N
 class ExprLowering:
     """Turns plan expressions into Polars expressions for one pool.
 
-    ``pool`` lets a lowering read a model asset (a tokenizer); :func:`cbdsl.pipelines.execute.execute` sets it
+    ``pool`` lets a lowering read a model asset (a tokenizer); :func:`cbdsl.pipelines.engine.execute.execute` sets it
     to the pool it runs against when the caller of :func:`lower` did not."""
 
     schema: Mapping[str, str]
+    registry: Registry
     asset_ids: Callable[[str], list[str]] = field(default=lambda name: [])
     pool: Any = None
 
@@ -62,7 +62,7 @@ class ExprLowering:
             case Lit(value=v):
                 return pl.lit(v)
             case Apply(fn=fn, args=args, params=params):
-                entry = registry().get(fn, "expr")
+                entry = self.registry.get(fn, "expr")
                 ctx = LowerContext(
                     params=entry.params.model_validate(params),
                     arg_types=tuple(self._type(a) for a in args),
@@ -146,7 +146,7 @@ class ExprLowering:
         return ~test if negate else test
 
     def stat(self, s: Stat) -> pl.Expr:
-        entry = registry().get(s.stat, "expr")
+        entry = self.registry.get(s.stat, "expr")
         ctx = LowerContext(
             params=entry.params.model_validate(s.params),
             arg_types=(self._type(s.arg),),
@@ -218,9 +218,11 @@ class Lowered:
 
 
 def lower(plan: Plan, schema: Mapping[str, str], asset_ids: Callable[[str], list[str]] | None = None,
-          pool: Any = None) -> Lowered:
-    """Plan -> :class:`Lowered`: split the filter stage around the expensive scores."""
-    exprs = ExprLowering(schema=schema, asset_ids=asset_ids or (lambda name: []), pool=pool)
+          pool: Any = None, *, registry: Registry) -> Lowered:
+    """Plan -> :class:`Lowered`: split the filter stage around the expensive scores.
+
+    ``registry`` holds the lowering of every function and statistic (:func:`cbdsl.stages.lower` passes cbdsl's)."""
+    exprs = ExprLowering(schema=schema, registry=registry, asset_ids=asset_ids or (lambda name: []), pool=pool)
     filters = plan.of(FilterStep)
     early_filters = [f for f in filters if f.early]
     late_filters = [f for f in filters if not f.early]

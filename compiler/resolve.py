@@ -10,7 +10,7 @@ All mistakes are collected, not just the first, and none cascades: a name
 that got an error has type ``unknown`` afterwards, which is compatible with
 everything. The clause rules that need no types (repeats, cite/adapt, mix
 weights, budget amounts) are in :mod:`cbdsl.compiler.check`, which also holds
-the user-facing entry points; :func:`resolve` runs both and raises on errors.
+the user-facing entry points (its :func:`~cbdsl.compiler.check.resolve` runs both and raises on errors).
 
 With no pool schema (``schema=None``), every unknown bare name is taken as a
 column of unknown type and one note (N001) says the column checks wait for a
@@ -27,10 +27,10 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from cbdsl.compiler import types as T
+from cbdsl.compiler.signatures import PENDING_OUTPUTS, Entry, Params, Registry, format_value
 from cbdsl.compiler.types import BOOL, EMBEDDING, FLOAT, INT, STR, UNKNOWN, Type
 from cbdsl.dsl import ast
-from cbdsl.dsl.diagnostics import Diagnostic, PolicyError, Source, did_you_mean, sort_key
-from cbdsl.scorers.registry import PENDING_OUTPUTS, Entry, Params, Registry, format_value
+from cbdsl.dsl.diagnostics import Diagnostic, Source, did_you_mean, sort_key
 
 SpanKey = tuple[int, int]
 ResolutionKind = Literal["column", "let", "scorer", "function", "statistic", "select", "dedup", "pending"]
@@ -119,20 +119,6 @@ class TypedPolicy:
             if clause.name.name == name:
                 return clause.value
         raise KeyError(name)
-
-
-def resolve(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
-            assets: Mapping[str, str] | None = None) -> TypedPolicy:
-    """Resolve and type-check a policy; raise :class:`PolicyError` with every error if there is one.
-
-    ``assets`` (name -> kind, the pool card's) lets the checker refuse what rule 8 forbids."""
-    from cbdsl.compiler.check import analyze
-
-    typed, diags = analyze(policy, schema, source=source, assets=assets)
-    errors = [d for d in diags if d.is_error]
-    if errors:
-        raise PolicyError(errors, source)
-    return typed
 
 
 # --- helpers --------------------------------------------------------------------

@@ -13,7 +13,6 @@ because clause order within a kind carries no meaning (DESIGN.md).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 
@@ -435,10 +434,9 @@ class Policy(Node):
     trailing: tuple[str, ...] = ()
 
     def key(self) -> tuple:
-        from cbdsl.dsl.format import format_clause
-
-        ordered = sorted(self.clauses, key=lambda c: (c.rank, format_clause(c, comments=False)))
-        return ("Policy", tuple(c.key() for c in ordered))
+        """The clauses as a multiset: sorted by kind, then by their own keys (clause order is no change)."""
+        keyed = sorted(((c.rank, repr(k), k) for c in self.clauses for k in (c.key(),)), key=lambda x: x[:2])
+        return ("Policy", tuple(k for _rank, _text, k in keyed))
 
     def of_kind(self, kind: type[N]) -> list[N]:
         return [c for c in self.clauses if isinstance(c, kind)]
@@ -447,11 +445,5 @@ class Policy(Node):
     def name(self) -> str | None:
         found = self.of_kind(PolicyClause)
         return found[0].name.value if found else None
-
-    def canonical_hash(self) -> str:
-        """sha256 of the canonical text, ignoring comments, whitespace and clause order within a kind."""
-        from cbdsl.dsl.format import canonical_text
-
-        return hashlib.sha256(canonical_text(self).encode()).hexdigest()
 
 

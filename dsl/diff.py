@@ -120,14 +120,11 @@ def strongest(classes: Iterable[str]) -> str:
     return max(classes, key=CLASSES.index, default="none")
 
 
-def default_family_of(callable_id: str, space: str) -> str | None:
-    from cbdsl.scaffolds.catalogue import family_of
+def policy_families(policy: ast.Policy, family_of: FamilyOf) -> frozenset[str]:
+    """The catalogue families of the scorers, strategies and dedup methods that shape the selection.
 
-    return family_of(callable_id, space)
-
-
-def policy_families(policy: ast.Policy, family_of: FamilyOf = default_family_of) -> frozenset[str]:
-    """The catalogue families of the scorers, strategies and dedup methods that shape the selection."""
+    ``family_of(id, space)`` is the catalogue's (:func:`cbdsl.scaffolds.catalogue.family_of`), given by the
+    caller: the diff is pure AST work and imports nothing outside ``dsl/``."""
     return _families(policy_uses(policy), family_of)
 
 
@@ -136,7 +133,7 @@ def _families(uses: Iterable[Use], family_of: FamilyOf) -> frozenset[str]:
 
 
 def diff_policies(a: ast.Policy, b: ast.Policy, *, prior_families: Iterable[str] = (),
-                  family_of: FamilyOf = default_family_of) -> PolicyDiff:
+                  family_of: FamilyOf) -> PolicyDiff:
     """The diff from ``a`` to ``b``; ``prior_families`` adds the families of iterations before ``a``."""
     before, after = policy_families(a, family_of), policy_families(b, family_of)
     new = after - before - frozenset(prior_families)

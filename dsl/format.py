@@ -12,6 +12,7 @@ sorted too, because their order carries no meaning.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from decimal import Decimal
 
@@ -246,8 +247,6 @@ def canonical_text(policy: ast.Policy) -> str:
     return "".join(body + "\n" for _rank, body in bodies)
 
 
-def fmt_text(text: str, name: str = "<policy>") -> str:
-    """Parse and format text (raises PolicyError on syntax errors)."""
-    from cbdsl.dsl.parser import parse
-
-    return format_policy(parse(text, name))
+def canonical_hash(policy: ast.Policy) -> str:
+    """sha256 of the canonical text, ignoring comments, whitespace and clause order within a kind."""
+    return hashlib.sha256(canonical_text(policy).encode()).hexdigest()

@@ -36,11 +36,13 @@ import gc
 import re
 from itertools import accumulate
 
-from cbdsl.dsl.lark_tables import (InteractiveParser, Lark, Lark_StandAlone, Token, Tree, UnexpectedEOF,
-                                   UnexpectedInput, UnexpectedToken)
-
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import Diagnostic, PolicyError, Source
+from cbdsl.dsl.lark_tables import (
+    InteractiveParser, Lark, Lark_StandAlone, Token, Tree, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
+)
+from cbdsl.dsl.parse_errors import close_keyword, reserved_name, to_diagnostic
+
 
 CLAUSE_KEYWORDS = ("policy", "cite", "adapt", "pool", "let", "filter", "dedup", "mix", "budget", "select")
 
@@ -375,8 +377,6 @@ def _too_deep(clause: _Tree, offsets: _Offsets, name: str, base: int) -> Diagnos
 def _clauses(trees: list[_Tree], offsets: _Offsets, name: str,
              base: int = 0) -> tuple[list[ast.Clause], list[Diagnostic]]:
     """The clauses of their parse trees, and the E009, E010 and E011 of each."""
-    from cbdsl.dsl.parse_errors import reserved_name
-
     builder = _Builder(offsets, name, base)
     clauses, diags = [], []
     for clause in trees:
@@ -447,8 +447,6 @@ _LINE_WORD = re.compile(r"^[ \t]*([A-Za-z_][A-Za-z0-9_]*)(?![A-Za-z0-9_])(?=[ \t
 
 @functools.lru_cache(maxsize=4096)
 def _starts_clause(word: str) -> bool:
-    from cbdsl.dsl.parse_errors import close_keyword
-
     return word in CLAUSE_KEYWORDS or (len(word) > 2 and close_keyword(word) is not None)
 
 
@@ -528,8 +526,6 @@ def _syntax_error(err: UnexpectedInput, text: str, start: int, end: int, offsets
 
     ``shift`` is ``start`` when the error was raised on the whole text rather than on the piece.
     """
-    from cbdsl.dsl.parse_errors import to_diagnostic
-
     diag = to_diagnostic(err, text[start:end], at_end=at_end, shift=shift)
     if diag.span is None:
         return diag

@@ -21,7 +21,11 @@ from dataclasses import dataclass
 
 from cbdsl.dsl import ast
 from cbdsl.dsl.codes import Code
+from cbdsl.dsl.diagnostics import Diagnostic
+from cbdsl.dsl.diff import diff_policies, policy_families
+from cbdsl.dsl.parser import parse
 from cbdsl.dsl.uses import SELECTION_CLAUSES, ids, inline, lets_of, node_uses
+from cbdsl.scaffolds.catalogue import family_of, get_method, method_tools
 
 #: How many iterations in a row one family may be the whole story.
 STREAK = 3
@@ -104,8 +108,6 @@ def check_policy(scaffold: str, policy: ast.Policy, history: Sequence[tuple[int,
 
 
 def _adaptation(policy: ast.Policy, cites: list[ast.Ident]) -> list[Violation]:
-    from cbdsl.scaffolds.catalogue import get_method, method_tools
-
     lets = lets_of(policy)
     used = set().union(*(ids(node_uses(c, lets)) for c in policy.clauses if isinstance(c, SELECTION_CLAUSES)))
     methods = [(ident, get_method(ident.name)) for ident in cites]
@@ -133,9 +135,6 @@ def _adaptation(policy: ast.Policy, cites: list[ast.Ident]) -> list[Violation]:
 
 def _as_published(policy: ast.Policy, method) -> bool:
     """Whether the clauses that use ``method`` are those of its canonical form (lets inlined)."""
-    from cbdsl.dsl.parser import parse
-    from cbdsl.scaffolds.catalogue import method_tools
-
     tools = method_tools(method)
     return _instance(policy, tools) == _instance(parse(method.canonical, f"<canonical {method.id}>"), tools)
 
@@ -147,13 +146,11 @@ def _instance(policy: ast.Policy, tools: frozenset[str]) -> frozenset:
 
 
 def _shallow(policy: ast.Policy, history: Sequence[tuple[int, ast.Policy]]) -> list[Violation]:
-    from cbdsl.dsl.diff import diff_policies, policy_families
-
     if not history:
         return []
     n, previous = history[-1]
-    prior = frozenset().union(*(policy_families(p) for _n, p in history))
-    change = diff_policies(previous, policy, prior_families=prior).change
+    prior = frozenset().union(*(policy_families(p, family_of) for _n, p in history))
+    change = diff_policies(previous, policy, prior_families=prior, family_of=family_of).change
     if change not in ("none", "metadata", "literal"):
         return []
     what = {"none": "changes nothing", "metadata": "changes nothing that shapes the selection",
@@ -164,13 +161,11 @@ def _shallow(policy: ast.Policy, history: Sequence[tuple[int, ast.Policy]]) -> l
 
 
 def _streak(policy: ast.Policy, history: Sequence[tuple[int, ast.Policy]]) -> list[Violation]:
-    from cbdsl.dsl.diff import policy_families
-
     recent = list(history[1:])[-STREAK:]  # the baseline (first) is no family's iteration
     if len(recent) < STREAK:
         return []
-    common = frozenset.intersection(*(policy_families(p) for _n, p in recent))
-    families = policy_families(policy)
+    common = frozenset.intersection(*(policy_families(p, family_of) for _n, p in recent))
+    families = policy_families(policy, family_of)
     if len(families) != 1 or not families <= common:
         return []
     family = next(iter(families))
@@ -185,8 +180,6 @@ def history_of(entries) -> list[tuple[int, ast.Policy]]:
     Refused and failed submissions are no iterations: they neither count for a
     streak nor serve as the previous iteration.
     """
-    from cbdsl.dsl.parser import parse
-
     return [(e.n, parse(e.policy_text, f"<iteration {e.n}>"))
             for e in sorted(entries, key=lambda e: e.n) if e.status == "scored"]
 
@@ -194,3 +187,14 @@ def history_of(entries) -> list[tuple[int, ast.Policy]]:
 def check_submission(scaffold: str, policy: ast.Policy, entries) -> list[str]:
     """Why the scaffold refuses ``policy`` after the ledger ``entries``: one line per rule with its fix (empty: accepted)."""
     return [v.text for v in check_policy(scaffold, policy, history_of(entries))]
+
+
+def scaffold_warnings(policy: ast.Policy, scaffold: str, history) -> list[Diagnostic]:
+    """The scaffold rules `cbdsl submit` would refuse on, as warnings, so no submission is spent to learn them.
+
+    ``history`` is the run's scored iterations, ``(iteration, policy)`` in order.
+    """
+    return [Diagnostic(v.code, f"scaffold `{scaffold}`: {v.message}", v.span, "warning",
+                       (v.fix, f"`cbdsl submit` refuses this: {RULES[v.code].title} "
+                               f"(`cbdsl check --explain {v.code}`)"))
+            for v in check_policy(scaffold, policy, history)]

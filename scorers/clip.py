@@ -67,6 +67,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from cbdsl.dsl.diagnostics import did_you_mean
+from cbdsl.scorers.api import Progress, RunError
 from cbdsl.scorers.models.assets import LOCAL_DIR, asset_name, looks_like_path, path_error
 from cbdsl.scorers.registry import Input, Params, model_scorer
 
@@ -141,8 +143,6 @@ class ClipError(RuntimeError):
 
 def _run_error(err: ClipError):
     """The executor's RunError for a ClipError (so `cbdsl run` prints it with its hints, no traceback)."""
-    from cbdsl.pipelines.execute import RunError
-
     return RunError(err.message, err.hints)
 
 
@@ -355,28 +355,12 @@ def _probe_dim(model, tokenizer) -> int:
 def _teacher():
     from cbdsl.scorers.models import tinyclip
 
-    progress = _progress("training the cbdsl-tiny CLIP teacher (once; cached under "
+    progress = Progress("training the cbdsl-tiny CLIP teacher (once; cached under "
                          f"{tinyclip.models_dir()})", tinyclip.TEACHER.steps)
     try:
         return tinyclip.teacher(progress=progress)
     finally:
         progress.close()
-
-
-def _progress(label: str, total: int):
-    try:
-        from cbdsl.pipelines.scores import Progress
-    except ImportError:  # pragma: no cover - the pipelines are part of the package
-        return _NoProgress()
-    return Progress(label, total)
-
-
-class _NoProgress:
-    def __call__(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _open_clip(params: ClipParams, weights: Checkpoint | None = None, folder: Path | None = None):
@@ -391,8 +375,6 @@ def _open_clip(params: ClipParams, weights: Checkpoint | None = None, folder: Pa
                         ("register an open_clip model folder (open_clip_config.json and open_clip_model.safetensors), "
                          "or a weights file and name its architecture: model=\"ViT-B-32\"",))
     if folder is None and not name.startswith("hf-hub:") and open_clip.get_model_config(name.replace("/", "-")) is None:
-        from cbdsl.dsl.diagnostics import did_you_mean
-
         raise ClipError(f"open_clip has no model `{name}`",
                         tuple(did_you_mean(name, open_clip.list_models()))
                         + ("`python -c 'import open_clip; print(open_clip.list_models())'` lists them",))

@@ -15,7 +15,7 @@ reference code (p-lambda/dsir, ``HashedNgramDSIR``) does:
 - log w(x) = sum over buckets of count_x * (log p_target - log p_raw).
 
 Choices, and where they depart from the reference: buckets come from the
-stable 64-bit hash of :func:`cbdsl.compiler.kernels.hash_strings` instead of
+stable 64-bit hash of :func:`cbdsl.pipelines.engine.kernels.hashing.hash_strings` instead of
 sha256 (same role, stable across versions, fast on a whole column); the
 default smoothing is add-one on both distributions, where the reference
 adds ``target_laplace_smoothing`` (default 0) to the target counts and 1e-8
@@ -100,7 +100,7 @@ def features(texts, ngrams: int, buckets: int):
     import numpy as np
     import polars as pl
 
-    from cbdsl.compiler import kernels
+    from cbdsl.pipelines.engine.kernels import hashing
 
     words = pl.col("t").str.to_lowercase().str.extract_all(WORDPUNCT).alias("tok")
     tokens = (pl.DataFrame({"t": texts.cast(pl.String)}).with_row_index("row")
@@ -113,7 +113,7 @@ def features(texts, ngrams: int, buckets: int):
     every = pl.concat(grams, how="vertical")
     if every.height == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    hashes = kernels.hash_strings(every.get_column("tok"))
+    hashes = hashing.hash_strings(every.get_column("tok"))
     return every.get_column("row").to_numpy(), (hashes % np.uint64(buckets)).astype(np.int64)
 
 

@@ -43,6 +43,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from cbdsl.scorers.api import RunError
 from cbdsl.scorers.registry import Input, Params, model_scorer
 
 _DEFAULTS = {"clusters": 100, "seed": 0, "iterations": 20}
@@ -239,8 +240,6 @@ def embedding_matrix(series):
     import numpy as np
     import polars as pl
 
-    from cbdsl.pipelines.execute import RunError
-
     valid = (~series.is_null()).to_numpy()
     s = series.filter(pl.Series(valid)) if not valid.all() else series
     if isinstance(s.dtype, pl.List):
@@ -261,8 +260,6 @@ def embedding_matrix(series):
 def centroid_asset(ctx, name: str, width: int):
     """The centroids asset ``name`` as float32 [k, d], checked against the embeddings' width."""
     import numpy as np
-
-    from cbdsl.pipelines.execute import RunError
 
     value = ctx.asset(name)
     if not isinstance(value, np.ndarray) or value.ndim != 2:

@@ -41,9 +41,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from cbdsl.scorers.api import RunError
 from cbdsl.scorers.registry import Input, Params, model_scorer
 
-ASSET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # = cbdsl.pipelines.pool.ASSET_NAME (no Polars import here)
+ASSET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # = cbdsl.pipelines.data.pool.ASSET_NAME (no Polars import here)
 TARGET_KINDS = ("corpus", "table", "labels")
 
 
@@ -147,8 +148,6 @@ def task_scores(prep, tasks: list, p, progress=lambda n: None, expect=lambda n: 
 
 def _tasks(ctx, prep, inputs) -> list:
     """(task name, proxy data) per target task, prepared like the pool's rows (same encoder, same columns)."""
-    from cbdsl.pipelines.execute import RunError
-
     p = ctx.params
     who = "`influence` parameter `target`"
     columns = ctx.columns or (None,) * len(inputs)

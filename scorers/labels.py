@@ -33,6 +33,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from cbdsl.scorers.api import RunError
 from cbdsl.scorers.registry import Input, Params, model_scorer
 
 
@@ -110,7 +111,6 @@ def _cross_validated(ctx, features, label) -> _CrossValidated:
     import numpy as np
     import polars as pl
 
-    from cbdsl.pipelines.execute import RunError
     from cbdsl.scorers.models.kmeans import canonical_order
 
     p = ctx.params
@@ -152,7 +152,7 @@ def _features(series):
     if series.dtype == pl.String:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        from cbdsl.compiler.kernels import hash_strings
+        from cbdsl.pipelines.engine.kernels.hashing import hash_strings
 
         texts = series.to_list()
         tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, dtype=np.float64)

@@ -3,7 +3,7 @@
 - ``dup_key(x)``: the key of ``dedup exact(dup_key(text))``. For text, the
   normalized form (Unicode NFKC, lowercase, punctuation removed, whitespace
   runs collapsed to one space, trimmed) hashed with the stable 64-bit hash of
-  :func:`cbdsl.compiler.kernels.hash_strings`, written as 16 lowercase hex
+  :func:`cbdsl.pipelines.engine.kernels.hashing.hash_strings`, written as 16 lowercase hex
   digits; for image bytes, the sha256 of the bytes (64 hex digits). A string
   either way (null for null), so keys from any cbdsl version compare equal.
 - ``token_count(text, tokenizer="wordpunct")``: tokens per text. Built in, all
@@ -41,6 +41,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from cbdsl.scorers.api import RunError
 from cbdsl.scorers.models.assets import asset_name
 from cbdsl.scorers.registry import Input, LowerContext, Params, model_scorer, scorer
 
@@ -78,10 +79,10 @@ def dup_keys(values):
     if values.dtype == pl.Binary:
         return pl.Series(values.name, [hashlib.sha256(b).hexdigest() if b is not None else None
                                        for b in values.to_list()], dtype=pl.String)
-    from cbdsl.compiler import kernels
+    from cbdsl.pipelines.engine.kernels import hashing
 
     normal = normalize_text(values)
-    hashes = iter(kernels.hash_strings(normal.drop_nulls()).tolist())
+    hashes = iter(hashing.hash_strings(normal.drop_nulls()).tolist())
     return pl.Series(values.name, [None if v is None else f"{next(hashes):016x}" for v in normal.to_list()],
                      dtype=pl.String)
 
@@ -131,7 +132,6 @@ def token_count(ctx: LowerContext, text):
 def load_tokenizer(pool, name: str):
     """A ``tokenizers.Tokenizer`` from the pool's model asset ``name``: a tokenizer.json or a directory holding
     one. Read when the policy is lowered for a run; a RunError with the fix when it is missing or not one."""
-    from cbdsl.pipelines.execute import RunError
     from cbdsl.scorers.models.assets import model_asset
 
     path, sha256 = model_asset(pool, name, "the token_count parameter `tokenizer`")
@@ -176,8 +176,6 @@ def _langid_model() -> dict[str, Any]:
     try:
         from py3langid import langid, modelio
     except ImportError:
-        from cbdsl.pipelines.execute import RunError
-
         raise RunError("`lang` needs the py3langid package",
                        ("install it: pip install 'py3langid>=0.4,<0.5'",)) from None
     ptc, pc, classes, nextmove, state_row, out_feat = modelio.load_model(langid.MODEL_DIR / langid.MODEL_FILE)

@@ -32,13 +32,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cbdsl.compiler.artifact import compile_source
-from cbdsl.compiler.lower import lower
-from cbdsl.pipelines.demo import make_demo
-from cbdsl.pipelines.execute import execute
-from cbdsl.pipelines.importers import import_pool
-from cbdsl.pipelines.pool import Pool, add_asset, write_pool
-from cbdsl.pipelines.scores import asset_ids
+from cbdsl.stages import compile_source
+from cbdsl.stages import lower
+from cbdsl.pipelines.data.demo import make_demo
+from cbdsl.pipelines.engine.execute import execute
+from cbdsl.pipelines.data.importers import import_pool
+from cbdsl.pipelines.data.pool import Pool, add_asset, write_pool
+from cbdsl.scorers.api import asset_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "data"))

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from cbdsl.compiler.check import check_source
+from cbdsl.stages import check_source
 from cbdsl.dsl.parser import parse
 from cbdsl.scaffolds import catalogue as cat
 from cbdsl.scaffolds.catalogue import (
     BUCKETS, FAMILIES, CatalogueError, Method, catalogue, catalogue_hash, get_method, method_ids, methods_using,
     pending_scorers, scorer_ids,
 )
-from cbdsl.scorers.registry import PENDING_OUTPUTS, registry
+from cbdsl.compiler.signatures import PENDING_OUTPUTS
+from cbdsl.scorers.registry import registry
 
 REQUIRED_IDS = {
     "random", "datacomp_no_filter", "datacomp_basic", "datacomp_clip_score", "datacomp_image_based",

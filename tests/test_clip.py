@@ -18,13 +18,14 @@ import polars as pl
 import pytest
 import torch
 
-from cbdsl.compiler.artifact import compile_source
-from cbdsl.compiler.check import check_source
-from cbdsl.compiler.lower import lower
-from cbdsl.pipelines.demo import generate_clean, make_demo
-from cbdsl.pipelines.execute import RunError, execute
-from cbdsl.pipelines.pool import Pool, add_asset, write_pool
-from cbdsl.pipelines.scores import ScoreContext
+from cbdsl.stages import compile_source
+from cbdsl.stages import check_source
+from cbdsl.stages import lower
+from cbdsl.pipelines.data.demo import generate_clean, make_demo
+from cbdsl.scorers.api import RunError
+from cbdsl.pipelines.engine.execute import execute
+from cbdsl.pipelines.data.pool import Pool, add_asset, write_pool
+from cbdsl.scorers.api import ScoreContext
 from cbdsl.scaffolds.catalogue import get_method
 from cbdsl.scorers import clip
 from cbdsl.scorers.models import tinyclip

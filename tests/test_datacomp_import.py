@@ -20,9 +20,10 @@ import pytest
 from click.testing import CliRunner
 
 from cbdsl.cli import cli
-from cbdsl.pipelines import pool as pool_module
-from cbdsl.pipelines.importers import import_pool, read_datacomp
-from cbdsl.pipelines.pool import Pool, PoolError, sha256_file, write_pool
+from cbdsl.pipelines.data import pool as pool_module
+from cbdsl.pipelines.data.importers import import_pool, read_datacomp
+from cbdsl.pipelines.data.pool import Pool, sha256_file, write_pool
+from cbdsl.pipelines.data.errors import PoolError
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from pool_fixtures import datacomp_frame  # noqa: E402
@@ -243,7 +244,7 @@ def test_the_cli_reports_a_bad_shard_without_a_traceback(tmp_path):
 
 _MEASURE = """
 import json, sys, tracemalloc
-from cbdsl.pipelines.importers import import_pool
+from cbdsl.pipelines.data.importers import import_pool
 
 def rss(field):
     with open("/proc/self/status") as fh:

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cbdsl.pipelines import demo, synth
+from cbdsl.pipelines.data import demo, synth
 
 ROWS = 2_000
 POOL_COLUMNS = ["id", "image", "width", "height", "text", "source", "url"]
@@ -364,7 +364,7 @@ def test_generate_clean_streams_are_disjoint(generated):
 
 
 def test_make_demo_writes_pool_and_defects_asset(tmp_path):
-    from cbdsl.pipelines import pool as pool_mod
+    from cbdsl.pipelines.data import pool as pool_mod
 
     path = demo.make_demo(tmp_path / "demo", rows=300, seed=0)
     pool = pool_mod.Pool.open(path)

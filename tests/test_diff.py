@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from cbdsl.cli import cli
 from cbdsl.dsl.diff import diff_policies, policy_families
 from cbdsl.dsl.parser import parse
+from cbdsl.scaffolds.catalogue import family_of
 
 BASE = """\
 policy "p"
@@ -25,7 +26,7 @@ select random(seed=0)
 
 
 def diff(new: str, old: str = BASE, **kw):
-    return diff_policies(parse(old, "a.cur"), parse(new, "b.cur"), **kw)
+    return diff_policies(parse(old, "a.cur"), parse(new, "b.cur"), **{"family_of": family_of, **kw})
 
 
 def edits(d) -> list[tuple[str, str, str | None, str | None, str]]:
@@ -115,9 +116,9 @@ def test_name_citations_and_dead_lets_are_metadata():
 def test_families_come_from_the_catalogue():
     policy = parse(BASE + "dedup minhash(text)\n")
     # `select random` is the `baseline` family's strategy: the reference, no family of its own (issue 12)
-    assert policy_families(policy) == {"embedding geometry", "heuristic filter", "dedup"}
+    assert policy_families(policy, family_of) == {"embedding geometry", "heuristic filter", "dedup"}
     # statistics, functions and shared tools are no family; `select top` is no strategy of a method
-    assert policy_families(parse("filter abs(lang_score(text)) > quantile(lang_score(text), 0.5)\nselect top lang_score(text)\n")) == set()
+    assert policy_families(parse("filter abs(lang_score(text)) > quantile(lang_score(text), 0.5)\nselect top lang_score(text)\n"), family_of) == set()
 
 
 def test_cli_diff_text_and_json(tmp_path):

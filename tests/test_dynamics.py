@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cbdsl.compiler.check import check_source
-from cbdsl.pipelines.execute import RunError
+from cbdsl.stages import check_source
+from cbdsl.scorers.api import RunError
 from cbdsl.scorers.models.proxy import grad_norm, prepare
 from conftest_pools import make_pool, run_policy
 
@@ -77,8 +77,8 @@ def test_classifier_el2n_loss_grand_match_the_formulas(labelled):
 
 
 def test_contrastive_measure_is_in_batch_infonce_and_own_path_projection_gradient(tmp_path):
-    from cbdsl.pipelines.demo import make_demo
-    from cbdsl.pipelines.pool import Pool
+    from cbdsl.pipelines.data.demo import make_demo
+    from cbdsl.pipelines.data.pool import Pool
 
     make_demo(tmp_path / "demo", rows=60)
     pool = Pool.open(tmp_path / "demo")

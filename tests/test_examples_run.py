@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from cbdsl.compiler.artifact import compile_source
-from cbdsl.compiler.check import check_source
-from cbdsl.compiler.plan import BudgetStep
-from cbdsl.pipelines.pool import Pool
-from cbdsl.pipelines.registry import resolve_pool
+from cbdsl.stages import compile_source
+from cbdsl.stages import check_source
+from cbdsl.compiler.ir import BudgetStep
+from cbdsl.pipelines.data.pool import Pool
+from cbdsl.pipelines.data.roots import resolve_pool
 from conftest_pools import ROOT, pools_dir, run_policy  # noqa: F401 (fixtures)
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.cur"))

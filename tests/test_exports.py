@@ -10,9 +10,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cbdsl.pipelines.exports import FORMATS, export, uid_pairs
-from cbdsl.pipelines.importers import import_pool
-from cbdsl.pipelines.pool import Pool, PoolError, write_pool
+from cbdsl.pipelines.data.exports import FORMATS, export
+from cbdsl.pipelines.data.uids import uid_pairs
+from cbdsl.pipelines.data.importers import import_pool
+from cbdsl.pipelines.data.pool import Pool, write_pool
+from cbdsl.pipelines.data.errors import PoolError
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from pool_fixtures import LLAVA_CASES, write_datacomp, write_llava  # noqa: E402

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cbdsl.compiler.check import check_source
+from cbdsl.stages import check_source
 from cbdsl.dsl.codes import CODES
 from cbdsl.dsl.diagnostics import Source, render_all
 from cbdsl.dsl.format import format_policy

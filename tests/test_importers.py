@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cbdsl.pipelines.importers import (
+from cbdsl.pipelines.data.importers import (
     detect_kind,
     import_pool,
     llava_source,
@@ -20,7 +20,8 @@ from cbdsl.pipelines.importers import (
     read_llava,
     read_parquet_table,
 )
-from cbdsl.pipelines.pool import Pool, PoolError, sha256_file
+from cbdsl.pipelines.data.pool import Pool, sha256_file
+from cbdsl.pipelines.data.errors import PoolError
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from pool_fixtures import LLAVA_CASES, datacomp_frame, llava_records, write_datacomp, write_llava  # noqa: E402

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cbdsl.compiler.check import check_source
+from cbdsl.stages import check_source
 from cbdsl.dsl.diagnostics import PolicyError
-from cbdsl.pipelines.execute import RunError
-from cbdsl.pipelines.pool import add_asset
+from cbdsl.scorers.api import RunError
+from cbdsl.pipelines.data.pool import add_asset
 from cbdsl.scorers.models.proxy import Projector, prepare
 from conftest_pools import make_pool, run_policy
 

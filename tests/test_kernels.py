@@ -1,6 +1,6 @@
 """The Numba kernels against plain reference implementations written here.
 
-Each reference is written independently of ``cbdsl.compiler.kernels``, as
+Each reference is written independently of ``cbdsl.pipelines.engine.kernels``, as
 plainly as possible (pure Python or per-step NumPy), and the kernels must
 match it exactly on seeded random inputs: empty, one row, ties, duplicates.
 Then hand-checked cases, determinism across thread counts, and the compile
@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cbdsl.compiler import kernels as K
+from cbdsl.pipelines.engine.kernels import hashing, kcenter, minhash, quotas, semdedup, thresholds
 
 M64 = (1 << 64) - 1
 P61 = (1 << 61) - 1
@@ -236,7 +236,7 @@ def random_emb(rng, n, d, kind):
 def kc_path(request, monkeypatch):
     """Both k-center paths: the tiled copy with speculation, and one pass per step over the caller's rows."""
     if request.param == "rows":
-        monkeypatch.setattr(K, "_KC_COPY_LIMIT", -1)
+        monkeypatch.setattr(kcenter, "_KC_COPY_LIMIT", -1)
     return request.param
 
 
@@ -256,62 +256,62 @@ def test_hash_pinned_values():
     # every selection that breaks a tie by id depends on these bits.
     assert ref_hash_str("") == 0xF52A15E9A9B5E89B
     assert ref_hash_str("abc") == 0x0DD490490804B508
-    assert K.hash_strings(["", "abc"]).tolist() == [0xF52A15E9A9B5E89B, 0x0DD490490804B508]
+    assert hashing.hash_strings(["", "abc"]).tolist() == [0xF52A15E9A9B5E89B, 0x0DD490490804B508]
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 300])
 def test_hash_strings_matches_reference(n):
     rng = np.random.default_rng(n)
     values = random_strings(rng, n) + (["abc", "abc", ""] if n else [])
-    got = K.hash_strings(values)
+    got = hashing.hash_strings(values)
     assert got.dtype == np.uint64 and got.shape == (len(values),)
     assert got.tolist() == [ref_hash_str(v) for v in values]
-    assert K.hash_strings(pl.Series(values, dtype=pl.String)).tolist() == got.tolist()
+    assert hashing.hash_strings(pl.Series(values, dtype=pl.String)).tolist() == got.tolist()
 
 
 def test_hash_strings_arrow_and_fallback_buffers_agree():
     rng = np.random.default_rng(1)
     s = pl.concat([pl.Series(random_strings(rng, 50)), pl.Series(random_strings(rng, 30))], rechunk=False)
     s = s.slice(3, 60)  # a sliced, multi-chunk column
-    o1, d1 = K._string_buffers(s, use_arrow=True)
-    o2, d2 = K._string_buffers(s, use_arrow=False)
-    h1, h2 = K.hash_ids(o1, d1), K.hash_ids(o2, d2)
+    o1, d1 = hashing._string_buffers(s, use_arrow=True)
+    o2, d2 = hashing._string_buffers(s, use_arrow=False)
+    h1, h2 = hashing.hash_ids(o1, d1), hashing.hash_ids(o2, d2)
     assert h1.tolist() == h2.tolist() == [ref_hash_str(v) for v in s.to_list()]
 
 
 def test_hash_ids_offsets_need_not_start_at_zero():
     data = np.frombuffer(b"xxabcdef", dtype=np.uint8)
-    got = K.hash_ids(np.array([2, 5, 5, 8]), data)
+    got = hashing.hash_ids(np.array([2, 5, 5, 8]), data)
     assert got.tolist() == [ref_hash_bytes(b"abc"), ref_hash_bytes(b""), ref_hash_bytes(b"def")]
 
 
 def test_hash_ids_validates_its_inputs():
     data = np.zeros(4, dtype=np.uint8)
     with pytest.raises(ValueError, match="non-decreasing"):
-        K.hash_ids(np.array([0, 3, 2]), data)
+        hashing.hash_ids(np.array([0, 3, 2]), data)
     with pytest.raises(ValueError, match="within"):
-        K.hash_ids(np.array([0, 5]), data)
+        hashing.hash_ids(np.array([0, 5]), data)
     with pytest.raises(TypeError, match="offsets must be int64"):
-        K.hash_ids(np.array([0.0, 1.0]), data)
+        hashing.hash_ids(np.array([0.0, 1.0]), data)
     with pytest.raises(ValueError, match="null"):
-        K.hash_strings(pl.Series(["a", None]))
-    assert K.hash_ids(np.array([0]), data).shape == (0,)
+        hashing.hash_strings(pl.Series(["a", None]))
+    assert hashing.hash_ids(np.array([0]), data).shape == (0,)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 42, 2**64 - 1, -1])
 def test_hash_u64_matches_reference(seed):
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.integers(0, 2**63, size=200, dtype=np.uint64) * np.uint64(2), np.array([0, 1, M64], dtype=np.uint64)])
-    got = K.hash_u64(x, seed)
+    got = hashing.hash_u64(x, seed)
     assert got.tolist() == [ref_hash_u64(int(v), seed) for v in x]
-    assert K.hash_u64(np.empty(0, np.uint64), seed).shape == (0,)
+    assert hashing.hash_u64(np.empty(0, np.uint64), seed).shape == (0,)
 
 
 def test_hash_u64_seeds_give_different_orders():
-    ids = K.hash_strings([f"row-{i}" for i in range(1000)])
-    a, b = np.argsort(K.hash_u64(ids, 1)), np.argsort(K.hash_u64(ids, 2))
+    ids = hashing.hash_strings([f"row-{i}" for i in range(1000)])
+    a, b = np.argsort(hashing.hash_u64(ids, 1)), np.argsort(hashing.hash_u64(ids, 2))
     assert not np.array_equal(a, b)
-    assert np.array_equal(np.argsort(K.hash_u64(ids, 1)), a)
+    assert np.array_equal(np.argsort(hashing.hash_u64(ids, 1)), a)
 
 
 # ---------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def test_kcenter_matches_reference(kind, n, d, k, kc_path):
     rng = np.random.default_rng(n * 31 + d)
     X = random_emb(rng, n, d, kind)
     first = int(rng.integers(0, n))
-    got = K.kcenter_greedy(X, k, first)
+    got = kcenter.kcenter_greedy(X, k, first)
     assert got.dtype == np.int64
     assert got.tolist() == ref_kcenter(X, k, first)
     assert len(set(got.tolist())) == k  # never the same row twice, even among duplicates
@@ -336,40 +336,40 @@ def test_kcenter_with_already_selected(kind, kc_path):
     rng = np.random.default_rng(7)
     X = random_emb(rng, 200, 6, kind)
     already = np.array([5, 17, 150, 99])
-    assert K.kcenter_greedy(X, 20, None, already=already).tolist() == ref_kcenter(X, 20, None, already)
-    assert K.kcenter_greedy(X, 20, 3, already=already).tolist() == ref_kcenter(X, 20, 3, already)
+    assert kcenter.kcenter_greedy(X, 20, None, already=already).tolist() == ref_kcenter(X, 20, None, already)
+    assert kcenter.kcenter_greedy(X, 20, 3, already=already).tolist() == ref_kcenter(X, 20, 3, already)
     # Many pre-selected centers: the blocked pass over them gives the same distances.
     many = rng.choice(200, size=150, replace=False)
-    assert K.kcenter_greedy(X, 30, None, already=many).tolist() == ref_kcenter(X, 30, None, many)
+    assert kcenter.kcenter_greedy(X, 30, None, already=many).tolist() == ref_kcenter(X, 30, None, many)
 
 
 def test_kcenter_edges_and_errors():
     X = np.zeros((5, 2), dtype=np.float32)
-    assert K.kcenter_greedy(X, 0, 0).shape == (0,)
-    assert K.kcenter_greedy(np.zeros((0, 3), np.float32), 0, None).shape == (0,)
-    assert K.kcenter_greedy(X, 5, 2).tolist() == [2, 0, 1, 3, 4]  # all equal: index order
+    assert kcenter.kcenter_greedy(X, 0, 0).shape == (0,)
+    assert kcenter.kcenter_greedy(np.zeros((0, 3), np.float32), 0, None).shape == (0,)
+    assert kcenter.kcenter_greedy(X, 5, 2).tolist() == [2, 0, 1, 3, 4]  # all equal: index order
     with pytest.raises(ValueError, match="cannot pick 6"):
-        K.kcenter_greedy(X, 6, 0)
+        kcenter.kcenter_greedy(X, 6, 0)
     with pytest.raises(ValueError, match="first must be"):
-        K.kcenter_greedy(X, 1, 5)
+        kcenter.kcenter_greedy(X, 1, 5)
     with pytest.raises(ValueError, match="already a center"):
-        K.kcenter_greedy(X, 1, 1, already=[1])
+        kcenter.kcenter_greedy(X, 1, 1, already=[1])
     with pytest.raises(ValueError, match="needs pre-selected"):
-        K.kcenter_greedy(X, 1, None)
+        kcenter.kcenter_greedy(X, 1, None)
     with pytest.raises(TypeError, match="float32"):
-        K.kcenter_greedy(X.astype(np.float64), 1, 0)
+        kcenter.kcenter_greedy(X.astype(np.float64), 1, 0)
     bad = X.copy()
     bad[1, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        K.kcenter_greedy(bad, 1, 0)
+        kcenter.kcenter_greedy(bad, 1, 0)
 
 
 def test_kcenter_same_picks_for_any_thread_count(all_threads, kc_path):
     X = random_emb(np.random.default_rng(11), 5000, 16, "ties")
     numba.set_num_threads(1)
-    one = K.kcenter_greedy(X, 40, 0)
+    one = kcenter.kcenter_greedy(X, 40, 0)
     numba.set_num_threads(all_threads)
-    assert np.array_equal(K.kcenter_greedy(X, 40, 0), one)
+    assert np.array_equal(kcenter.kcenter_greedy(X, 40, 0), one)
 
 
 # ---------------------------------------------------------------------------
@@ -394,26 +394,26 @@ def test_minhash_matches_reference(n):
         rows[0] = []  # an empty row
         rows[-1] = [M64, P61, P61 - 1, 0, 2**61]  # values at the edges of the field
     offsets, flat = to_csr(rows)
-    got = K.minhash_signatures(offsets, flat, 24, 5)
+    got = minhash.minhash_signatures(offsets, flat, 24, 5)
     assert got.shape == (n, 24) and got.dtype == np.uint64
     assert got.tolist() == ref_minhash(rows, 24, 5)
 
 
 def test_minhash_permutations_are_a_prefix_stream():
     offsets, flat = to_csr([[1, 2, 3], [4, 5]])
-    assert np.array_equal(K.minhash_signatures(offsets, flat, 64, 9)[:, :16], K.minhash_signatures(offsets, flat, 16, 9))
-    assert not np.array_equal(K.minhash_signatures(offsets, flat, 16, 9), K.minhash_signatures(offsets, flat, 16, 10))
+    assert np.array_equal(minhash.minhash_signatures(offsets, flat, 64, 9)[:, :16], minhash.minhash_signatures(offsets, flat, 16, 9))
+    assert not np.array_equal(minhash.minhash_signatures(offsets, flat, 16, 9), minhash.minhash_signatures(offsets, flat, 16, 10))
 
 
 def test_minhash_estimates_jaccard():
     a = set(range(0, 1000))
     b = set(range(400, 1400))  # |a & b| = 600, |a | b| = 1400
     true = len(a & b) / len(a | b)
-    keys = K.hash_u64(np.arange(1400, dtype=np.uint64), 0)  # spread the ints over 64 bits
+    keys = hashing.hash_u64(np.arange(1400, dtype=np.uint64), 0)  # spread the ints over 64 bits
     offsets, flat = to_csr([[int(keys[i]) for i in sorted(a)], [int(keys[i]) for i in sorted(b)]])
-    sig = K.minhash_signatures(offsets, flat, 512, 1)
+    sig = minhash.minhash_signatures(offsets, flat, 512, 1)
     assert abs(float(np.mean(sig[0] == sig[1])) - true) < 0.06
-    same = K.minhash_signatures(*to_csr([[1, 2, 3], [3, 2, 1, 1]]), 64, 1)
+    same = minhash.minhash_signatures(*to_csr([[1, 2, 3], [3, 2, 1, 1]]), 64, 1)
     assert np.array_equal(same[0], same[1])  # a set: order and repeats do not matter
 
 
@@ -428,16 +428,16 @@ def test_text_shingles_match_reference(ngram):
         "a b c d e f g h",
         "Ünïcode wörds here and there ok",
     ]
-    offsets, flat = K.text_shingles(texts, ngram=ngram)
+    offsets, flat = minhash.text_shingles(texts, ngram=ngram)
     expected = ref_shingles(texts, ngram)
     assert offsets.tolist() == [0, *np.cumsum([len(r) for r in expected]).tolist()]
     assert flat.tolist() == [x for r in expected for x in r]
-    o2, f2 = K.text_shingles(pl.Series(texts, dtype=pl.String), ngram=ngram)
+    o2, f2 = minhash.text_shingles(pl.Series(texts, dtype=pl.String), ngram=ngram)
     assert np.array_equal(o2, offsets) and np.array_equal(f2, flat)
 
 
 def test_text_shingles_empty():
-    offsets, flat = K.text_shingles([])
+    offsets, flat = minhash.text_shingles([])
     assert offsets.tolist() == [0] and flat.shape == (0,)
 
 
@@ -445,7 +445,7 @@ def test_text_shingles_empty():
 def test_lsh_groups_match_reference(n, bands, rows, alphabet):
     rng = np.random.default_rng(n + bands)
     sig = rng.integers(0, alphabet, size=(n, bands * rows + 1)).astype(np.uint64)
-    got = K.lsh_groups(sig, bands, rows)
+    got = minhash.lsh_groups(sig, bands, rows)
     assert got.dtype == np.int64
     assert got.tolist() == ref_lsh(sig, bands, rows)
 
@@ -455,7 +455,7 @@ def test_lsh_groups_key_collisions_are_not_matches():
     sig = np.array([[1, 2], [3, 4], [1, 2], [3, 5], [3, 4]], dtype=np.uint64)
     keys = np.zeros((1, 5), dtype=np.uint64)
     orders = np.arange(5, dtype=np.int64)[None, :]
-    assert K._union_bands(sig, keys, orders, 2).tolist() == [0, 1, 0, 3, 1]
+    assert minhash._union_bands(sig, keys, orders, 2).tolist() == [0, 1, 0, 3, 1]
 
 
 def test_lsh_groups_exact_duplicates_together_unrelated_apart():
@@ -467,15 +467,15 @@ def test_lsh_groups_exact_duplicates_together_unrelated_apart():
         "the quarterly report shows revenue growth across all business units",
         "two dogs playing fetch on a sandy beach at sunset with waves",
     ]
-    offsets, flat = K.text_shingles(texts, ngram=3)
-    sig = K.minhash_signatures(offsets, flat, 128, 0)
-    bands, rows = K.minhash_params(0.5, 128)
-    groups = K.lsh_groups(sig, bands, rows).tolist()
+    offsets, flat = minhash.text_shingles(texts, ngram=3)
+    sig = minhash.minhash_signatures(offsets, flat, 128, 0)
+    bands, rows = minhash.minhash_params(0.5, 128)
+    groups = minhash.lsh_groups(sig, bands, rows).tolist()
     assert groups[1] == groups[0] == 0 and groups[5] == groups[2] == 2
     assert groups[3] == 0  # Jaccard 10/12 of the 3-grams
     assert groups[4] == 4
     with pytest.raises(ValueError, match="exceeds"):
-        K.lsh_groups(sig, 100, 2)
+        minhash.lsh_groups(sig, 100, 2)
 
 
 def test_minhash_lsh_same_for_any_thread_count(all_threads):
@@ -483,20 +483,20 @@ def test_minhash_lsh_same_for_any_thread_count(all_threads):
     rows = [[int(v) for v in rng.integers(0, 40, size=rng.integers(0, 8))] for _ in range(2000)]
     offsets, flat = to_csr(rows)
     numba.set_num_threads(1)
-    sig1 = K.minhash_signatures(offsets, flat, 32, 3)
-    g1 = K.lsh_groups(sig1, 8, 4)
-    h1 = K.hash_strings([str(r) for r in rows])
+    sig1 = minhash.minhash_signatures(offsets, flat, 32, 3)
+    g1 = minhash.lsh_groups(sig1, 8, 4)
+    h1 = hashing.hash_strings([str(r) for r in rows])
     numba.set_num_threads(all_threads)
-    sig2 = K.minhash_signatures(offsets, flat, 32, 3)
+    sig2 = minhash.minhash_signatures(offsets, flat, 32, 3)
     assert np.array_equal(sig1, sig2)
-    assert np.array_equal(K.lsh_groups(sig2, 8, 4), g1)
-    assert np.array_equal(K.hash_strings([str(r) for r in rows]), h1)
+    assert np.array_equal(minhash.lsh_groups(sig2, 8, 4), g1)
+    assert np.array_equal(hashing.hash_strings([str(r) for r in rows]), h1)
 
 
 def test_minhash_params():
-    assert K.minhash_params(0.8, 128) == (9, 13)  # datasketch: MinHashLSH(threshold=0.8, num_perm=128)
+    assert minhash.minhash_params(0.8, 128) == (9, 13)  # datasketch: MinHashLSH(threshold=0.8, num_perm=128)
     for threshold, num_perm in [(0.5, 16), (0.8, 32), (0.3, 24), (0.9, 48)]:
-        assert K.minhash_params(threshold, num_perm) == ref_minhash_params(threshold, num_perm)
+        assert minhash.minhash_params(threshold, num_perm) == ref_minhash_params(threshold, num_perm)
 
 
 # ---------------------------------------------------------------------------
@@ -523,7 +523,7 @@ def semdedup_data(rng, n, d, n_clusters):
 def test_semdedup_matches_reference(n, d, n_clusters, eps):
     rng = np.random.default_rng(n + d)
     E, cluster, order = semdedup_data(rng, n, d, n_clusters)
-    got = K.semdedup_keep(E, cluster, order, eps)
+    got = semdedup.semdedup_keep(E, cluster, order, eps)
     assert got.dtype == np.bool_ and got.shape == (n,)
     assert got.tolist() == ref_semdedup(E, cluster, order, eps).tolist()
 
@@ -531,18 +531,18 @@ def test_semdedup_matches_reference(n, d, n_clusters, eps):
 def test_semdedup_keeps_the_earliest_of_duplicates():
     v = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
     # Order prefers row 3, then 2, then 0: row 3 is kept, 0 and 2 removed; row 1 is in another cluster.
-    keep = K.semdedup_keep(v, np.array([0, 1, 0, 0]), np.array([5, 0, 1, 0]), 0.01)
+    keep = semdedup.semdedup_keep(v, np.array([0, 1, 0, 0]), np.array([5, 0, 1, 0]), 0.01)
     assert keep.tolist() == [False, True, False, True]
     with pytest.raises(ValueError, match="same length"):
-        K.semdedup_keep(v, np.array([0, 1]), np.array([0, 1, 2, 3]), 0.1)
+        semdedup.semdedup_keep(v, np.array([0, 1]), np.array([0, 1, 2, 3]), 0.1)
 
 
 def test_semdedup_same_for_any_thread_count(all_threads):
     E, cluster, order = semdedup_data(np.random.default_rng(9), 3000, 8, 4)
     numba.set_num_threads(1)
-    one = K.semdedup_keep(E, cluster, order, 0.05)
+    one = semdedup.semdedup_keep(E, cluster, order, 0.05)
     numba.set_num_threads(all_threads)
-    assert np.array_equal(K.semdedup_keep(E, cluster, order, 0.05), one)
+    assert np.array_equal(semdedup.semdedup_keep(E, cluster, order, 0.05), one)
 
 
 # ---------------------------------------------------------------------------
@@ -552,26 +552,26 @@ def test_semdedup_same_for_any_thread_count(all_threads):
 
 def test_quotas_worked_example():
     # 10 rows over {0.5, 0.3, 0.2}; group 1 has a single row.
-    quota, shortfall = K.allocate_quotas([0.5, 0.3, 0.2], [100, 1, 100], 10)
+    quota, shortfall = quotas.allocate_quotas([0.5, 0.3, 0.2], [100, 1, 100], 10)
     assert quota.tolist() == [6, 1, 3]
     assert shortfall.tolist() == [0.0, 2.0, 0.0]
-    quota, shortfall = K.allocate_quotas([0.5, 0.3, 0.2], [100, 100, 100], 10)
+    quota, shortfall = quotas.allocate_quotas([0.5, 0.3, 0.2], [100, 100, 100], 10)
     assert quota.tolist() == [5, 3, 2] and shortfall.tolist() == [0.0, 0.0, 0.0]
 
 
 def test_quotas_ties_go_to_the_lower_index():
-    assert K.allocate_quotas([1, 1, 1], [10, 10, 10], 10).quota.tolist() == [4, 3, 3]
-    assert K.allocate_quotas([0.1, 0.1, 0.1, 0.1], [5, 5, 5, 5], 7).quota.tolist() == [2, 2, 2, 1]
+    assert quotas.allocate_quotas([1, 1, 1], [10, 10, 10], 10).quota.tolist() == [4, 3, 3]
+    assert quotas.allocate_quotas([0.1, 0.1, 0.1, 0.1], [5, 5, 5, 5], 7).quota.tolist() == [2, 2, 2, 1]
 
 
 def test_quotas_errors():
     with pytest.raises(ValueError, match=r"hold 7 rows in total, fewer than the budget of 10"):
-        K.allocate_quotas([0.5, 0.5], [3, 4], 10)
+        quotas.allocate_quotas([0.5, 0.5], [3, 4], 10)
     with pytest.raises(ValueError, match="hold 3 rows"):  # a group of weight 0 gives nothing
-        K.allocate_quotas([1.0, 0.0], [3, 100], 10)
+        quotas.allocate_quotas([1.0, 0.0], [3, 100], 10)
     with pytest.raises(ValueError, match="weights must be finite"):
-        K.allocate_quotas([1.0, -1.0], [3, 3], 1)
-    assert K.allocate_quotas([], [], 0).quota.shape == (0,)
+        quotas.allocate_quotas([1.0, -1.0], [3, 3], 1)
+    assert quotas.allocate_quotas([], [], 0).quota.shape == (0,)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -591,7 +591,7 @@ def test_quotas_match_reference(seed):
     available = rng.integers(0, 30, size=g)
     capacity = int(available[weights > 0].sum())
     budget = int(rng.integers(0, capacity + 1))
-    quota, shortfall = K.allocate_quotas(weights, available, budget)
+    quota, shortfall = quotas.allocate_quotas(weights, available, budget)
     ref_q, ref_s = ref_quotas(weights, available, budget)
     assert quota.tolist() == ref_q
     assert shortfall.tolist() == ref_s
@@ -608,18 +608,18 @@ def test_quotas_match_reference(seed):
 def test_datacomp_threshold_matches_get_threshold(n, fraction):
     rng = np.random.default_rng(n)
     values = rng.integers(0, 5, size=n).astype(np.float64)  # ties
-    got = K.datacomp_threshold(values, fraction)
+    got = thresholds.datacomp_threshold(values, fraction)
     expected = -np.sort(-values)[min(int(n * fraction), n - 1)]  # DataComp's get_threshold, clamped
     assert got == expected
     with_nan = np.concatenate([values, [np.nan, np.nan]])
-    assert K.datacomp_threshold(with_nan, fraction) == expected
+    assert thresholds.datacomp_threshold(with_nan, fraction) == expected
 
 
 def test_datacomp_threshold_errors():
     with pytest.raises(ValueError, match="no values"):
-        K.datacomp_threshold(np.array([np.nan]), 0.3)
+        thresholds.datacomp_threshold(np.array([np.nan]), 0.3)
     with pytest.raises(ValueError, match="fraction"):
-        K.datacomp_threshold(np.array([1.0]), 1.5)
+        thresholds.datacomp_threshold(np.array([1.0]), 1.5)
 
 
 # ---------------------------------------------------------------------------
@@ -628,13 +628,13 @@ def test_datacomp_threshold_errors():
 
 
 def test_a_second_process_loads_the_cache():
-    K.hash_u64(np.array([1], dtype=np.uint64), 0)  # this process compiled (or loaded) it
+    hashing.hash_u64(np.array([1], dtype=np.uint64), 0)  # this process compiled (or loaded) it
     code = textwrap.dedent(
         """
         import numpy as np
-        from cbdsl.compiler import kernels as K
-        K.hash_u64(np.array([1], dtype=np.uint64), 0)
-        stats = K._hash_u64_kernel.stats
+        from cbdsl.pipelines.engine.kernels import hashing
+        hashing.hash_u64(np.array([1], dtype=np.uint64), 0)
+        stats = hashing._hash_u64_kernel.stats
         print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
         """
     )
@@ -646,14 +646,14 @@ def test_a_second_process_loads_the_cache():
 def test_works_without_a_writable_cache_dir(tmp_path):
     # A copy of the module whose __pycache__ cannot be created (a file is in
     # the way), with Numba told to look nowhere else: it must compile uncached.
-    shutil.copy(Path(K.__file__), tmp_path / "kernels_copy.py")
+    shutil.copy(Path(hashing.__file__), tmp_path / "kernels_copy.py")
     (tmp_path / "__pycache__").write_text("not a directory")
     code = textwrap.dedent(
         """
         import numpy as np
-        import kernels_copy as K
-        print(int(K.hash_u64(np.array([7], dtype=np.uint64), 3)[0]))
-        print(K._hash_u64_kernel._cache.__class__.__name__)
+        import kernels_copy as hashing
+        print(int(hashing.hash_u64(np.array([7], dtype=np.uint64), 3)[0]))
+        print(hashing._hash_u64_kernel._cache.__class__.__name__)
         """
     )
     env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "InTreeCacheLocator", "PYTHONPATH": str(tmp_path)}

@@ -20,8 +20,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from cbdsl.pipelines.execute import RunError
-from cbdsl.pipelines.scores import ScoreContext
+from cbdsl.scorers.api import RunError
+from cbdsl.scorers.api import ScoreContext
 from cbdsl.scorers import labels as label_scorers
 from cbdsl.scorers.models.kmeans import canonical_order
 from cbdsl.scorers.registry import registry

@@ -28,7 +28,7 @@ import pytest
 from click.testing import CliRunner
 
 from cbdsl.cli import cli
-from cbdsl.pipelines.demo import make_demo
+from cbdsl.pipelines.data.demo import make_demo
 
 TRAIN = """\
 import json, sys, polars as pl
@@ -273,7 +273,7 @@ def test_editing_the_iterations_after_the_first_submit_is_caught(sandbox):
 
 CRASH = """\
 import os, signal, sys
-from cbdsl.pipelines.witness import Witness
+from cbdsl.pipelines.loop.witness import Witness
 from cbdsl.cli import main
 
 stage = sys.argv[1]
@@ -363,7 +363,7 @@ def test_init_where_a_benchmarked_sandbox_was_refuses(sandbox, tmp_path, monkeyp
 
 
 def test_the_witness_folder_defaults_to_cbdsl_home(tmp_path, monkeypatch):
-    from cbdsl.pipelines.witness import Witness
+    from cbdsl.pipelines.loop.witness import Witness
 
     monkeypatch.delenv("CBDSL_WITNESS_DIR")
     assert Witness(tmp_path / "sb").path.parent == tmp_path / "home" / "witness"

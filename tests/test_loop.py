@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from cbdsl.cli import cli
-from cbdsl.pipelines.demo import make_demo
+from cbdsl.pipelines.data.demo import make_demo
 
 TRAIN = """\
 import json, sys, polars as pl
@@ -152,7 +152,7 @@ def test_budget_shortfall_is_a_failed_entry(sandbox):
 
 
 def test_audit_refuses_selections_that_contain_eval_rows(sandbox, pools):
-    from cbdsl.pipelines.pool import Pool, add_asset
+    from cbdsl.pipelines.data.pool import Pool, add_asset
 
     pool = Pool.open(pools / "demo")
     texts = pool.scan(["text"]).head(400).collect()  # most of any 200-row selection's captions
@@ -167,7 +167,7 @@ def test_audit_refuses_selections_that_contain_eval_rows(sandbox, pools):
         last = ledger_rows(sandbox)[-1]
         assert last["status"] == "refused" and json.loads(last["audit"])["verdict"] == "high risk"
     finally:
-        from cbdsl.pipelines.pool import Pool as P
+        from cbdsl.pipelines.data.pool import Pool as P
 
         card = P.open(pools / "demo").card
         card.assets.pop("leaked-eval", None)
@@ -261,9 +261,9 @@ def test_two_submits_at_once_and_a_killed_submit(sandbox):
 @pytest.mark.slow
 def test_mini_backend_trains_and_evaluates(pools, tmp_path, monkeypatch):
     """The real embedded backend on a small selection (minutes on CPU)."""
-    from cbdsl.pipelines.backends import Job
-    from cbdsl.pipelines.backends.mini import MiniBackend
-    from cbdsl.pipelines.pool import Pool
+    from cbdsl.pipelines.loop.backends.base import Job
+    from cbdsl.pipelines.loop.backends.mini import MiniBackend
+    from cbdsl.pipelines.data.pool import Pool
     import polars as pl
 
     pool = Pool.open(pools / "demo")

@@ -15,10 +15,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cbdsl.pipelines import demo
-from cbdsl.pipelines.demo import make_demo
+from cbdsl.pipelines.data import demo
+from cbdsl.pipelines.data.demo import make_demo
 
-MINI = [sys.executable, "-m", "cbdsl.pipelines.backends.mini"]
+MINI = [sys.executable, "-m", "cbdsl.pipelines.loop.backends.mini"]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cbdsl.pipelines.scores import cache_path
+from cbdsl.pipelines.engine.scores import cache_path
 from cbdsl.scorers.registry import registry
 from conftest_pools import make_pool, policy, run_policy, selected  # noqa: F401
 
@@ -172,7 +172,7 @@ def test_a_model_score_without_a_value_fails_and_is_counted(tmp_path, cbdsl_cmd)
     compiled, before = run_policy(text, pool)
     assert before.selection.height == 50
     step = compiled.plan.required_scorers[0]
-    from cbdsl.compiler.plan import Score
+    from cbdsl.compiler.ir import Score
 
     score = next(s for s in compiled.plan.steps if isinstance(s, Score))
     path = cache_path(pool, score, registry().get(step["scorer"], "expr"))

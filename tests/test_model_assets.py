@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from cbdsl.compiler.check import check_source
+from cbdsl.stages import check_source
 
 SCHEMA = {"id": "str", "image": "binary", "text": "str"}
 

@@ -1,4 +1,4 @@
-"""AST mutations (dsl/mutate.py): each operator gives a policy that checks, is deterministic, and changes what it says."""
+"""AST mutations (research/mutate.py): each operator gives a policy that checks, is deterministic, and changes what it says."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from cbdsl.compiler.check import check_source
+from cbdsl.stages import check_source
 from cbdsl.dsl import ast
-from cbdsl.dsl import mutate as M
+from cbdsl.research import mutate as M
 from cbdsl.dsl.format import canonical_text, format_policy
 from cbdsl.dsl.parser import parse
 

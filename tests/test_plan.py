@@ -7,17 +7,18 @@ import json
 import polars as pl
 import pytest
 
-from cbdsl.compiler.artifact import compile_source, is_stale, read_last, write_artifact
-from cbdsl.compiler.plan import (
-    Apply, BudgetStep, Col, DedupStep, Derive, FilterStep, Lit, MixStep, Op, Plan, Scan, Score, SelectStep, Stat,
-    order_computed, plan,
+from cbdsl.stages import compile_source
+from cbdsl.pipelines.loop.artifacts import is_stale, read_last, write_artifact
+from cbdsl.compiler.ir import (
+    Apply, BudgetStep, Col, DedupStep, Derive, FilterStep, Lit, MixStep, Op, Plan, Scan, Score, SelectStep, Stat, order_computed,
 )
-from cbdsl.compiler.resolve import resolve
+from cbdsl.stages import plan
+from cbdsl.stages import resolve
 from cbdsl.compiler.rules import RULES, optimize
 from cbdsl.dsl.diagnostics import PolicyError
-from cbdsl.dsl.format import canonical_text
+from cbdsl.dsl.format import canonical_hash, canonical_text
 from cbdsl.dsl.parser import parse
-from cbdsl.pipelines.pool import Pool, add_asset
+from cbdsl.pipelines.data.pool import Pool, add_asset
 from conftest_pools import demo_frame, demo_pool, make_pool, policy, run_policy, selected  # noqa: F401 (fixtures)
 
 SCHEMA = {"id": "str", "x": "float", "y": "int", "g": "str", "text": "str", "width": "int", "height": "int",
@@ -254,7 +255,7 @@ def test_artifact_holds_what_a_run_needs(small_pool):
     assert a["source"] == "policy.cur"
     assert a["canonical_text"] == canonical_text(parse(POLICY, "policy.cur"))
     assert "# a comment" not in a["canonical_text"] and 'filter x >= quantile(x, 0.3)' in a["canonical_text"]
-    assert a["policy_hash"] == parse(POLICY, "policy.cur").canonical_hash()
+    assert a["policy_hash"] == canonical_hash(parse(POLICY, "policy.cur"))
     assert a["ast"]["node"] == "policy_file"
     assert Plan.model_validate(a["plan"]) == compiled.plan
     assert a["required"] == {"scorers": [], "columns": ["id", "text", "x"]}

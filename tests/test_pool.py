@@ -13,10 +13,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cbdsl.pipelines import pool as pool_module
-from cbdsl.pipelines.exports import uid_pairs
-from cbdsl.pipelines.pool import Pool, PoolCard, PoolError, add_asset, type_name, write_pool
-from cbdsl.pipelines.registry import list_pools, resolve_pool
+from cbdsl.pipelines.data import pool as pool_module
+from cbdsl.pipelines.data.uids import uid_pairs
+from cbdsl.pipelines.data.pool import Pool, PoolCard, add_asset, type_name, write_pool
+from cbdsl.pipelines.data.errors import PoolError
+from cbdsl.pipelines.data.roots import list_pools, resolve_pool
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from pool_fixtures import datacomp_frame  # noqa: E402

@@ -58,6 +58,6 @@ def test_the_console_script_configures_before_anything_else():
 
 
 def test_torch_is_not_loaded_before_the_entry_points_configure_it():
-    code = "import sys, cbdsl.entry, cbdsl.pipelines.backends.mini\nprint('torch' in sys.modules)"
+    code = "import sys, cbdsl.entry, cbdsl.pipelines.loop.backends.mini\nprint('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import Source, render_all
-from cbdsl.dsl.format import format_policy
+from cbdsl.dsl.format import canonical_hash, format_policy
 from cbdsl.dsl.parse_errors import CLAUSE_KEYWORDS, OTHER_KEYWORDS
 from cbdsl.dsl.parser import lark_parser, parse, parse_diagnostics
 
@@ -170,7 +170,7 @@ def test_format_then_parse_gives_the_same_policy(policy: ast.Policy) -> None:
     assert parsed == policy, text
     assert format_policy(parsed) == text
     assert all_comments(parsed) == all_comments(policy)
-    assert parsed.canonical_hash() == policy.canonical_hash()
+    assert canonical_hash(parsed) == canonical_hash(policy)
 
 
 @SETTINGS
@@ -299,12 +299,13 @@ def test_words_comparison_as_a_regex_equals_the_count(texts, op, bound, flipped)
     import polars as pl
 
     from cbdsl.compiler.lower import ExprLowering
-    from cbdsl.compiler.plan import Apply, Col, Lit, Op
+    from cbdsl.scorers.registry import registry
+    from cbdsl.compiler.ir import Apply, Col, Lit, Op
 
     call, lit = Apply(fn="words", args=(Col(name="text"),)), Lit(value=bound)
     expr = Op(name=op, args=(lit, call) if flipped else (call, lit))
     frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
-    got = frame.select(ExprLowering({"text": "str"})(expr).alias("v"))["v"].to_list()
+    got = frame.select(ExprLowering({"text": "str"}, registry())(expr).alias("v"))["v"].to_list()
     count = pl.col("text").str.count_matches(r"\S+")
     pairs = {"<": count < bound, "<=": count <= bound, ">": count > bound, ">=": count >= bound,
              "==": count == bound, "!=": count != bound}

@@ -24,9 +24,10 @@ import pytest
 from click.testing import CliRunner
 
 from cbdsl.cli import cli
-from cbdsl.pipelines.backends import BackendError, Job, make_backend
-from cbdsl.pipelines.backends.ray_job import RayBackend, metrics_from_log, wrap
-from cbdsl.pipelines.demo import make_demo
+from cbdsl.pipelines.loop.backends.base import BackendError, Job
+from cbdsl.pipelines.loop.backends import make_backend
+from cbdsl.pipelines.loop.backends.ray_job import RayBackend, metrics_from_log, wrap
+from cbdsl.pipelines.data.demo import make_demo
 from test_loop import ledger_rows
 
 METRICS_SCRIPT = """\
@@ -181,7 +182,7 @@ def test_metrics_block_is_found_by_whole_marker_lines(tmp_path):
 @pytest.mark.slow
 def test_mini_train_eval_as_a_ray_job_is_scored_in_the_ledger(ray_head, pools, tmp_path, monkeypatch):
     """`cbdsl submit` with the ray backend: the mini recipe (tiny) really trains on the cluster."""
-    entry = (f"{sys.executable} -m cbdsl.pipelines.backends.mini {{export}} --pool {pools / 'demo'} "
+    entry = (f"{sys.executable} -m cbdsl.pipelines.loop.backends.mini {{export}} --pool {pools / 'demo'} "
              "--metrics {workdir}/metrics.json --steps 3 --batch-size 32 --eval-rows 64 --threads 1")
     root = sandbox(tmp_path / "sb", pools, monkeypatch, ray_head, entry)
     code, out = submit("--json", "-m", "words filter on ray")

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cbdsl.compiler.check import check_source
+from cbdsl.stages import check_source
 from cbdsl.compiler.regex_cost import MAX_COST, MAX_NESTING, nesting_problem, regex_cost, size_problem
 
 LONG = pl.Series(["a" * 100_001, "b" * 50_000 + " héllo wörld 42 " * 100])

@@ -11,9 +11,8 @@ from pydantic import ValidationError
 
 from cbdsl.compiler.types import BINARY, FLOAT, INT, STR, UNKNOWN, list_of
 from cbdsl.scorers.metadata import image_size
-from cbdsl.scorers.registry import (
-    PENDING_OUTPUTS, Entry, Input, LowerContext, Params, Registry, format_value, registry,
-)
+from cbdsl.compiler.signatures import PENDING_OUTPUTS, format_value
+from cbdsl.scorers.registry import Entry, Input, LowerContext, Params, Registry, registry
 
 
 def test_builtin_ids() -> None:
@@ -227,7 +226,7 @@ def test_lower_statistics(frame) -> None:
 def test_check_imports_no_heavy_library() -> None:
     code = (
         "import sys\n"
-        "from cbdsl.compiler.check import check_source\n"
+        "from cbdsl.stages import check_source\n"
         "check_source('filter words(text) > 2 and width(image) > 3\\nselect top quantile(x, 0.3)')\n"
         "heavy = [m for m in ('polars', 'numpy', 'torch', 'transformers', 'open_clip', 'numba') if m in sys.modules]\n"
         "print(','.join(heavy))\n"

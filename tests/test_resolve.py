@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from cbdsl.compiler import check as check_module
-from cbdsl.compiler.check import check, check_source
-from cbdsl.compiler.resolve import Resolution, TypedPolicy, resolve, span_key
+from cbdsl.stages import check, check_source
+from cbdsl.compiler.resolve import Resolution, TypedPolicy, span_key
+from cbdsl.stages import resolve
 from cbdsl.compiler.types import BOOL, EMBEDDING, FLOAT, INT, STR, UNKNOWN, list_of, parse_type
 from cbdsl.dsl import ast
 from cbdsl.dsl.codes import CODES

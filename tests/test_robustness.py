@@ -16,11 +16,11 @@ import time
 import pytest
 
 from cbdsl import entry
-from cbdsl.compiler.check import check_source
+from cbdsl.stages import check_source
 from cbdsl.dsl import ast
 from cbdsl.dsl import parser as parser_module
 from cbdsl.dsl.diagnostics import Diagnostic, Source, position, render_all
-from cbdsl.dsl.format import format_policy
+from cbdsl.dsl.format import canonical_hash, format_policy
 from cbdsl.dsl.parser import MAX_DEPTH, parse, parse_diagnostics
 
 
@@ -86,7 +86,7 @@ def _every_stage(text: str) -> list[str]:
     policy = parse(text)
     formatted = format_policy(policy)
     assert parse(formatted) == policy
-    policy.canonical_hash()
+    canonical_hash(policy)
     assert ast.Policy.model_validate_json(policy.model_dump_json()) == policy
     assert policy.transform(lambda node: node) == policy and list(policy.walk())[0] is policy
     return [d.code for d in check_source(text, "deep.cur")[1]]

@@ -20,13 +20,14 @@ import pytest
 from click.testing import CliRunner
 
 from cbdsl.cli import cli
-from cbdsl.compiler.artifact import compile_source
-from cbdsl.compiler.check import check_source
+from cbdsl.stages import compile_source
+from cbdsl.stages import check_source
 from cbdsl.dsl.diagnostics import PolicyError
-from cbdsl.pipelines.execute import RunError
-from cbdsl.pipelines.pool import Pool, PoolError, add_asset
-from cbdsl.pipelines.scores import asset_ids, read_asset
-from cbdsl.pipelines.demo import make_demo
+from cbdsl.scorers.api import RunError
+from cbdsl.pipelines.data.pool import Pool, add_asset
+from cbdsl.pipelines.data.errors import PoolError
+from cbdsl.scorers.api import asset_ids, read_asset
+from cbdsl.pipelines.data.demo import make_demo
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_policy_readable_assets_still_work_and_pool_md_lists_only_them(cbdsl, po
     (tmp_path / "p.cur").write_text('pool "demo"\nfilter id in asset("keep-ids")\nbudget 50\n')
     result = cbdsl("run", "p.cur")
     assert result.exit_code == 0, result.output
-    from cbdsl.pipelines.cards import pool_md
+    from cbdsl.pipelines.loop.cards import pool_md
 
     md = pool_md(Pool.open(pools / "demo"))
     assert "keep-ids" in md and "demo-defects" not in md and "mini-eval" not in md
@@ -233,7 +234,7 @@ def test_a_sandbox_on_a_pool_directory_names_it_by_its_card_name(pools, tmp_path
     os.chdir(tmp_path / "sb")
     result = runner.invoke(cli, ["compile", "policy.cur"])
     assert result.exit_code == 0, result.output
-    from cbdsl.compiler.artifact import read_last
+    from cbdsl.pipelines.loop.artifacts import read_last
 
     artifact = read_last(tmp_path / "sb" / ".cbdsl")
     assert artifact["pool"]["path"] == str((pools / "demo").resolve())
@@ -242,7 +243,7 @@ def test_a_sandbox_on_a_pool_directory_names_it_by_its_card_name(pools, tmp_path
 def test_import_refuses_an_id_with_a_control_character(tmp_path):
     import json
 
-    from cbdsl.pipelines.importers import import_pool
+    from cbdsl.pipelines.data.importers import import_pool
 
     records = [{"id": "a1", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]},
                {"id": "a\x002", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cbdsl.compiler.plan import FilterStep, Plan
+from cbdsl.compiler.ir import FilterStep, Plan
 from cbdsl.compiler.rules import RULES, optimize
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rules"

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from cbdsl.cli import cli
-from cbdsl.pipelines.exports import uids_from_pairs
-from cbdsl.pipelines.importers import import_pool
-from cbdsl.pipelines.pool import Pool
+from cbdsl.pipelines.data.uids import uids_from_pairs
+from cbdsl.pipelines.data.importers import import_pool
+from cbdsl.pipelines.data.pool import Pool
 from conftest_pools import demo_pool, write_datacomp_pool  # noqa: F401 (fixtures)
 from pool_fixtures import LLAVA_CASES, write_llava  # conftest_pools put tests/data on the path
 
@@ -288,10 +288,10 @@ def test_why_a_selected_a_filtered_and_a_deduplicated_row(cbdsl, tmp_path, demo_
     assert "DROPPED by `filter words(text) > 2`" in cbdsl("why", short, "policy.cur").output
 
     # a duplicate: a text shared by several rows that pass the filters; dedup keeps the lowest id hash
-    from cbdsl.compiler import kernels
+    from cbdsl.pipelines.engine.kernels import hashing
 
     dups = frame.filter((pl.col("w") > 2) & pl.col("text").is_duplicated())
-    dups = dups.with_columns(h=pl.Series(kernels.hash_strings(dups["id"])))
+    dups = dups.with_columns(h=pl.Series(hashing.hash_strings(dups["id"])))
     loser = None
     for _text, group in dups.group_by("text", maintain_order=True):
         outcomes = {i: json.loads(cbdsl("why", "--json", i, "policy.cur").output) for i in group["id"]}

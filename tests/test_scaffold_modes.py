@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from cbdsl.cli import cli
 from cbdsl.dsl.parser import parse
-from cbdsl.pipelines.demo import make_demo
+from cbdsl.pipelines.data.demo import make_demo
 from cbdsl.scaffolds.catalogue import FAMILIES
 from cbdsl.scaffolds.modes import RULES, check_policy
 

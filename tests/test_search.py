@@ -17,8 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from cbdsl.cli import cli
+from cbdsl.dsl.format import canonical_hash
 from cbdsl.dsl.parser import parse
-from cbdsl.pipelines.demo import make_demo
+from cbdsl.pipelines.data.demo import make_demo
 
 METRIC = """\
 import json, sys, polars as pl
@@ -85,7 +86,7 @@ def test_mutate_search_climbs_through_the_real_loop(pools, tmp_path, monkeypatch
         assert row["aggregate"] == pytest.approx(clean_share(root, pools, row["n"]))
         assert "budget 300" in row["policy_text"] and 'pool "demo"' in row["policy_text"]
         policy_file = root / ".cbdsl" / "search" / f"mutate-seed1-step{row['n']:03d}.cur"
-        assert parse(policy_file.read_text()).canonical_hash() == row["policy_hash"], "submitted as compiled"
+        assert canonical_hash(parse(policy_file.read_text())) == row["policy_hash"], "submitted as compiled"
     sets = {frozenset(pl.read_parquet(r["manifest"]).get_column("id").to_list()) for r in rows}
     assert len(sets) == len(rows), "no set of rows is trained twice (a new order of the same rows is no new data)"
     best = max(rows, key=lambda r: (r["aggregate"], -r["n"]))

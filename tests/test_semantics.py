@@ -5,7 +5,7 @@ Policies run through the public API, stage by stage (``compile_source`` ->
 matter (expectations computed by hand or with NumPy, never with cbdsl
 itself), and on the 2,000-row demo pool where a realistic population
 matters. Every tie is expected to go to the lowest
-``kernels.hash_strings(id)``.
+``hashing.hash_strings(id)``.
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cbdsl.compiler import kernels
-from cbdsl.compiler.lower import lower
-from cbdsl.compiler.plan import (
-    Apply, Col, FilterStep, Lit, Op, Plan, Scan, Score, SelectStep, Stat,
-)
+from cbdsl.pipelines.engine.kernels import hashing
+from cbdsl.pipelines.engine.kernels import kcenter
+from cbdsl.pipelines.engine.kernels import quotas
+from cbdsl.stages import lower
+from cbdsl.compiler.ir import Apply, Col, FilterStep, Lit, Op, Plan, Scan, Score, SelectStep, Stat
 from cbdsl.compiler.rules import optimize
-from cbdsl.pipelines.execute import RunError, execute
-from cbdsl.pipelines.exports import export
+from cbdsl.scorers.api import RunError
+from cbdsl.pipelines.engine.execute import execute
+from cbdsl.pipelines.data.exports import export
 from conftest_pools import (  # noqa: F401 (fixtures)
     demo_defects, demo_frame, demo_pool, make_pool, policy, run_policy, selected,
 )
@@ -34,7 +35,7 @@ from conftest_pools import (  # noqa: F401 (fixtures)
 
 def id_hash(ids) -> dict[str, int]:
     ids = list(ids)
-    return dict(zip(ids, kernels.hash_strings(ids).tolist()))
+    return dict(zip(ids, hashing.hash_strings(ids).tolist()))
 
 
 def by_hash(ids) -> list[str]:
@@ -695,8 +696,8 @@ def test_random_is_stable_for_a_seed_and_differs_across_seeds(demo_pool):
 def test_random_is_the_seeded_hash_order(pools):
     pool = pools("random-order", TIES)
     kept = selected(policy("budget 10", "select random(seed=7)"), pool)
-    h = kernels.hash_strings(TIES["id"])
-    key = kernels.hash_u64(h, 7)
+    h = hashing.hash_strings(TIES["id"])
+    key = hashing.hash_u64(h, 7)
     assert kept == [TIES["id"][i] for i in np.lexsort((h, key))[:10]]
 
 
@@ -754,11 +755,11 @@ def test_kcenter_is_the_greedy_core_set_from_the_seeded_first_row(embedding_pool
     frame = embedding_pool.scan(["id", "emb"]).collect()
     emb = np.asarray(frame["emb"].to_list(), dtype=np.float32)
     ids = frame["id"].to_list()
-    h = kernels.hash_strings(ids)
+    h = hashing.hash_strings(ids)
     for seed in (0, 3):
         kept = selected(policy("budget 25", f"select kcenter(emb, seed={seed})"), embedding_pool)
-        first = int(np.lexsort((h, kernels.hash_u64(h, seed)))[0])  # the seeded order's first row
-        picks = kernels.kcenter_greedy(emb, 25, first)
+        first = int(np.lexsort((h, hashing.hash_u64(h, seed)))[0])  # the seeded order's first row
+        picks = kcenter.kcenter_greedy(emb, 25, first)
         assert kept == [ids[i] for i in picks]
 
 
@@ -775,10 +776,10 @@ def test_kcenter_within_mix_groups(embedding_pool):
     frame = embedding_pool.scan(["id", "emb", "g"]).collect()
     for group, members in (("a", frame.filter(pl.col("g") == "a")), ("*", frame.filter(pl.col("g") != "a"))):
         ids = members["id"].to_list()
-        h = kernels.hash_strings(ids)
-        order = np.lexsort((h, kernels.hash_u64(h, 0)))
+        h = hashing.hash_strings(ids)
+        order = np.lexsort((h, hashing.hash_u64(h, 0)))
         emb = np.asarray(members["emb"].to_list(), dtype=np.float32)
-        picks = kernels.kcenter_greedy(emb, 20, int(order[0]))
+        picks = kcenter.kcenter_greedy(emb, 20, int(order[0]))
         got = result.selection.filter(pl.col("group") == group)["id"].to_list()
         assert sorted(got) == sorted(ids[i] for i in picks)
 

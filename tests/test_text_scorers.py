@@ -22,12 +22,12 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from cbdsl.compiler import kernels
-from cbdsl.pipelines import synth
-from cbdsl.pipelines.demo import make_demo
-from cbdsl.pipelines.execute import RunError
-from cbdsl.pipelines.pool import Pool, add_asset
-from cbdsl.pipelines.scores import ScoreContext
+from cbdsl.pipelines.engine.kernels import hashing
+from cbdsl.pipelines.data import synth
+from cbdsl.pipelines.data.demo import make_demo
+from cbdsl.scorers.api import RunError
+from cbdsl.pipelines.data.pool import Pool, add_asset
+from cbdsl.scorers.api import ScoreContext
 from cbdsl.scorers import dsir as dsir_mod
 from cbdsl.scorers import perplexity as ppl_mod
 from cbdsl.scorers import text as text_mod
@@ -71,12 +71,12 @@ def test_dup_key_normalization_matches_an_independent_one() -> None:
 
 def test_dup_key_of_text_is_the_stable_hash_of_the_normalized_text() -> None:
     keys = lowered("dup_key", [*TRICKY, None])
-    expected = [f"{h:016x}" for h in kernels.hash_strings([normalize_py(t) for t in TRICKY]).tolist()]
+    expected = [f"{h:016x}" for h in hashing.hash_strings([normalize_py(t) for t in TRICKY]).tolist()]
     assert keys == [*expected, None]
     assert keys[0] == keys[1] == keys[2]  # same words, other case, spacing, punctuation and width
     assert len(set(keys[:-1])) == len(TRICKY) - 2 - 1  # the first three share a key, and "" and "!!!" do
     # pinned: the key must never change across versions (a dedup key is stored and compared)
-    assert lowered("dup_key", ["Hello, world!"]) == [f"{kernels.hash_strings(['hello world'])[0]:016x}"]
+    assert lowered("dup_key", ["Hello, world!"]) == [f"{hashing.hash_strings(['hello world'])[0]:016x}"]
     assert lowered("dup_key", ["abc"]) == ["0dd490490804b508"]
 
 
@@ -154,7 +154,8 @@ def test_token_count_with_a_tokenizer_asset(tmp_path) -> None:
 
 
 def test_a_replaced_model_asset_makes_the_compiled_policy_stale(tmp_path) -> None:
-    from cbdsl.compiler.artifact import compile_source, is_stale
+    from cbdsl.stages import compile_source
+    from cbdsl.pipelines.loop.artifacts import is_stale
 
     _word_tokenizer(tmp_path / "words.json")
     pool = add_asset(_text_pool(tmp_path / "pool").path, "words-tok", tmp_path / "words.json")
@@ -286,7 +287,7 @@ def run_dsir(pool: Pool, **params) -> np.ndarray:
 
 def test_dsir_toy_log_ratio_by_hand(toy_pool) -> None:
     grams = ["a", "b", "c", "a b", "a c", "b b"]
-    assert len(set((kernels.hash_strings(grams) % np.uint64(BIG_B)).tolist())) == len(grams)  # no collision
+    assert len(set((hashing.hash_strings(grams) % np.uint64(BIG_B)).tolist())) == len(grams)  # no collision
     expected = toy_log_weights(BIG_B)
     np.testing.assert_allclose(run_dsir(toy_pool, target="target", buckets=BIG_B, log=True), expected, rtol=1e-12)
     weights = run_dsir(toy_pool, target="target", buckets=BIG_B)
@@ -327,7 +328,7 @@ def test_dsir_features_match_python_ngrams() -> None:
         toks = WORDPUNCT.findall(t.lower())
         grams = toks + [" ".join(toks[j:j + n]) for n in (2, 3) for j in range(len(toks) - n + 1)]
         if grams:
-            expected += [(i, int(h % 997)) for h in kernels.hash_strings(grams).tolist()]
+            expected += [(i, int(h % 997)) for h in hashing.hash_strings(grams).tolist()]
     assert sorted(zip(rows.tolist(), buckets.tolist())) == sorted(expected)
 
 

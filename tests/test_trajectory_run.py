@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from cbdsl.cli import cli
-from cbdsl.pipelines.demo import make_demo
-from cbdsl.pipelines.pool import Pool
+from cbdsl.pipelines.data.demo import make_demo
+from cbdsl.pipelines.data.pool import Pool
 
 SCORE = """\
 import json, sys, polars as pl

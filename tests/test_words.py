@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cbdsl.compiler.lower import ExprLowering
-from cbdsl.compiler.plan import Apply, Col, Lit, Op
+from cbdsl.scorers.registry import registry
+from cbdsl.compiler.ir import Apply, Col, Lit, Op
 
 CODE_POINTS = [c for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]  # str cannot hold surrogates
 SEPARATORS = [chr(c) for c in CODE_POINTS if chr(c).isspace()] + ["\x00", "\u200b", "\u180e", "\ufeff"]
@@ -26,14 +27,14 @@ SEPARATORS = [chr(c) for c in CODE_POINTS if chr(c).isspace()] + ["\x00", "\u200
 
 def words(texts: list[str], split: str | None = None) -> list[int]:
     params = {} if split is None else {"split": split}
-    expr = ExprLowering(schema={"t": "str"})(Apply(fn="words", args=(Col(name="t"),), params=params))
+    expr = ExprLowering(schema={"t": "str"}, registry=registry())(Apply(fn="words", args=(Col(name="t"),), params=params))
     return pl.DataFrame({"t": texts}).select(expr).to_series().to_list()
 
 
 def at_least(texts: list[str], op: str, value: int) -> list[bool]:
     """`words(t) OP value` through the lowering's comparison (the regex fast path)."""
     pred = Op(name=op, args=(Apply(fn="words", args=(Col(name="t"),)), Lit(value=value)))
-    return pl.DataFrame({"t": texts}).select(ExprLowering(schema={"t": "str"})(pred)).to_series().to_list()
+    return pl.DataFrame({"t": texts}).select(ExprLowering(schema={"t": "str"}, registry=registry())(pred)).to_series().to_list()
 
 
 @pytest.fixture(scope="module")

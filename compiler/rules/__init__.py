@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cbdsl.compiler.plan import Plan
+from cbdsl.compiler.ir import Plan
 from cbdsl.compiler.rules.constant_folding import fold_constants
 from cbdsl.compiler.rules.predicate_ordering import order_predicates
 from cbdsl.compiler.rules.projection_pruning import prune_projection

@@ -4,7 +4,7 @@ Safe because the folded operators are pure and total over the literal values
 the language has (division by a literal zero is left alone, so the run-time
 semantics of Polars decide it). ``x and true`` is ``x``; ``x or false`` is ``x``.
 
->>> from cbdsl.compiler.plan import Op, Lit, Col, pexpr_text
+>>> from cbdsl.compiler.ir import Op, Lit, Col, pexpr_text
 >>> pexpr_text(fold(Op(name="*", args=(Lit(value=32), Lit(value=32)))))
 '1024'
 >>> pexpr_text(fold(Op(name="and", args=(Col(name="ok"), Lit(value=True)))))
@@ -17,7 +17,7 @@ import operator
 
 from pydantic import BaseModel
 
-from cbdsl.compiler.plan import Lit, Op, Plan, map_pexpr, map_step_exprs
+from cbdsl.compiler.ir import Lit, Op, Plan, map_pexpr, map_step_exprs
 
 _BINARY = {
     "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,

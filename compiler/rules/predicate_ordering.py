@@ -15,7 +15,7 @@ by cost class, cheap first (the conjunction does not depend on order).
 
 from __future__ import annotations
 
-from cbdsl.compiler.plan import FilterStep, Plan, Score, Stat, costliest
+from cbdsl.compiler.ir import FilterStep, Plan, Score, Stat, costliest
 
 _ORDER = {"metadata": 0, "cpu_model": 1, "gpu_model": 2}
 

@@ -6,7 +6,7 @@ it means the other columns are never decoded.
 
 from __future__ import annotations
 
-from cbdsl.compiler.plan import Plan, Scan
+from cbdsl.compiler.ir import Plan, Scan
 
 
 def prune_projection(plan: Plan) -> Plan:

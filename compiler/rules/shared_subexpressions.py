@@ -14,7 +14,7 @@ from collections import Counter
 
 from pydantic import BaseModel
 
-from cbdsl.compiler.plan import Apply, Col, Derive, Op, Plan, Score, Stat, map_step_exprs, order_computed, pexpr_text
+from cbdsl.compiler.ir import Apply, Col, Derive, Op, Plan, Score, Stat, map_step_exprs, order_computed, pexpr_text
 
 
 def _key(e: BaseModel) -> str:

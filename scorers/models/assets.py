@@ -16,7 +16,9 @@ from pathlib import Path
 
 from pydantic_core import PydanticCustomError
 
-ASSET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # = cbdsl.pipelines.pool.ASSET_NAME (no Polars import here)
+from cbdsl.scorers.api import read_asset
+
+ASSET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # = cbdsl.pipelines.data.pool.ASSET_NAME (no Polars import here)
 LOCAL_DIR = "local-dir:"
 #: Suffixes of files that hold a model or a tokenizer: a value ending in one is a file, not a name.
 FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".json", ".model", ".onnx", ".npz", ".gguf",
@@ -61,7 +63,5 @@ def asset_name(param: str, value: str) -> str:
 def model_asset(pool, name: str, who: str) -> tuple[Path, str]:
     """The file or directory of the pool's model asset ``name`` and its sha256; a RunError with the fix when
     ``name`` is missing or of another kind."""
-    from cbdsl.pipelines.scores import read_asset
-
     path = read_asset(pool, name, ("model",), who)
     return path, pool.card.assets[name].sha256

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cbdsl.scorers.api import RunError
+
 HIDDEN = 64
 TEXT_BUCKETS = 1024
 
@@ -69,8 +71,6 @@ class Encoder:
         x = _raw(features.filter(pl.Series(ok)), text)
         classes = tuple(np.unique(_labels(labels.filter(pl.Series(ok)))).tolist())
         if len(classes) < 2:
-            from cbdsl.pipelines.execute import RunError
-
             raise RunError(f"a classifier proxy needs at least two classes; the labelled rows have {len(classes)}",
                            ("check the label column",))
         std = x.std(axis=0) if len(x) else np.ones(x.shape[1])

@@ -211,7 +211,7 @@ def canonical_order(ids) -> np.ndarray:
     makes the result a function of the set of (id, embedding) rows, not of the pool's row order."""
     import polars as pl
 
-    from cbdsl.compiler.kernels import hash_strings
+    from cbdsl.pipelines.engine.kernels.hashing import hash_strings
 
     s = (ids if isinstance(ids, pl.Series) else pl.Series("id", list(ids))).cast(pl.String)
     if len(s) == 0:

@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from cbdsl.scorers.api import RunError
+
 TINY_LM = "cbdsl-tiny-lm"
 PAD, EOS, UNK, BYTE_OFFSET = 0, 1, 2, 3  # ByT5Tokenizer(extra_ids=0)'s ids
 BYTE_VOCAB = 256 + BYTE_OFFSET
@@ -177,7 +179,6 @@ def load_checkpoint(path: Path, sha256: str, device: str, name: str = "") -> Cau
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device).eval()
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as err:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError...
-        from cbdsl.pipelines.execute import RunError
 
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise RunError(f"checkpoint `{name or path}` is not a transformers causal LM with its tokenizer: {first}",
@@ -216,8 +217,6 @@ def train_tiny_lm(texts: Sequence[str | None], path: Path, device: str, spec: Ti
     spec = spec or SPEC
     seqs = [s for s in byte_sequences(texts, spec.n_positions) if s is not None]
     if not seqs:
-        from cbdsl.pipelines.execute import RunError
-
         raise RunError("cannot train the perplexity model: the pool has no text",
                        ("perplexity needs a text column with values",))
     config = GPT2Config(
@@ -243,7 +242,7 @@ def train_tiny_lm(texts: Sequence[str | None], path: Path, device: str, spec: Ti
     losses = []
     for _step in range(spec.steps):
         batch = [seqs[i] for i in rng.integers(0, len(seqs), spec.batch_size)]
-        ids, mask = _pad(batch)
+        ids, mask = pad_batch(batch)
         ids_t, mask_t = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
         logits = model(input_ids=ids_t, attention_mask=mask_t).logits[:, :-1]
         target = ids_t[:, 1:].masked_fill(mask_t[:, 1:] == 0, -100)
@@ -288,7 +287,7 @@ def _quiet():
             hf_logging.enable_progress_bar()
 
 
-def _pad(seqs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def pad_batch(seqs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     width = max(len(s) for s in seqs)
     ids = np.full((len(seqs), width), PAD, dtype=np.int64)
     mask = np.zeros((len(seqs), width), dtype=np.int64)
@@ -325,7 +324,7 @@ def sequence_nll(lm: CausalLM, seqs: Sequence[np.ndarray | None],
             width = int(lengths[order[lo]])
             rows = max(1, min(1024, LOGIT_BUDGET // (width * vocab)))
             index = order[lo:lo + rows]
-            ids, mask = _pad([seqs[i] for i in index])
+            ids, mask = pad_batch([seqs[i] for i in index])
             ids_t = torch.from_numpy(ids).to(lm.device)
             mask_t = torch.from_numpy(mask).to(lm.device)
             logits = lm.model(input_ids=ids_t, attention_mask=mask_t).logits[:, :-1].float()

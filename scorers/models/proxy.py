@@ -40,6 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cbdsl.scorers.api import RunError
+
 StepHook = Callable[[torch.Tensor, torch.Tensor, float, bool, Any], None]  # (indices, correct, lr, epoch_end, model)
 
 
@@ -300,9 +302,9 @@ class LanguageProxy:
 
     def _forward(self, model, data, idx):
         """(final hidden states [b, L-1, d], logits [b, L-1, V], targets [b, L-1], mask [b, L-1])."""
-        from cbdsl.scorers.models.lm import _pad
+        from cbdsl.scorers.models.lm import pad_batch
 
-        ids, mask = _pad([data[int(i)] for i in idx])
+        ids, mask = pad_batch([data[int(i)] for i in idx])
         ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
         hidden = model.transformer(input_ids=ids_t, attention_mask=mask_t).last_hidden_state[:, :-1]
         return hidden, model.lm_head(hidden), ids_t[:, 1:], mask_t[:, 1:].float()
@@ -339,8 +341,6 @@ class LanguageProxy:
 def make_proxy(inputs: list, batch_size: int, lr: float | None = None):
     """The proxy for these input columns (Polars Series), or a RunError saying which inputs fit."""
     import polars as pl
-
-    from cbdsl.pipelines.execute import RunError
 
     dtypes = [s.dtype for s in inputs]
     if len(inputs) == 2 and dtypes[0] == pl.Binary and dtypes[1] == pl.String:

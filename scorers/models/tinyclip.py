@@ -573,7 +573,7 @@ def load(path: str | os.PathLike, config: TinyConfig = TINY) -> torch.nn.Module:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a checkpoint file (the identity of its weights)."""
-    from cbdsl.pipelines.pool import sha256_file
+    from cbdsl.pipelines.data.pool import sha256_file
 
     return sha256_file(path)
 
@@ -614,9 +614,10 @@ def models_dir() -> Path:
 
 def teacher_key(config: TinyConfig | None = None, recipe: Recipe | None = None) -> str:
     """The cache key of a teacher: a hash of the architecture, the data generator and the recipe."""
-    from cbdsl.pipelines import demo
+    from cbdsl.pipelines.data import demo
 
     config, recipe = config or TINY, recipe or TEACHER
+    # The generator's name before it moved to pipelines/data/: part of the teacher's identity (its weights' key).
     data = {"generator": "cbdsl.pipelines.demo.generate_clean", "stream": "teacher",
             "demo_version": getattr(demo, "DEMO_VERSION", None)}
     return _digest({"config": config.open_clip_config(), "data": data, "recipe": dataclasses.asdict(recipe),
@@ -654,7 +655,7 @@ def teacher(
     config, recipe = config or TINY, recipe or TEACHER
     path = teacher_path(workdir, config, recipe)
     if not path.is_file():
-        from cbdsl.pipelines.demo import generate_clean
+        from cbdsl.pipelines.data.demo import generate_clean
 
         start = time.perf_counter()
         data = generate_clean(recipe.rows, recipe.data_seed, stream="teacher")
@@ -709,8 +710,8 @@ def zero_shot_accuracy(model, *, rows: int = 1000, seed: int = 1, config: TinyCo
     Chance for accuracy is 1 / number of values (shape 1/6, color 1/8, size
     1/2, position 1/5, texture 1/3); each dict has ``mean`` and ``chance``.
     """
-    from cbdsl.pipelines import synth
-    from cbdsl.pipelines.demo import generate_clean
+    from cbdsl.pipelines.data import synth
+    from cbdsl.pipelines.data.demo import generate_clean
 
     config = config or _config_of(model)
     data = generate_clean(rows, seed, stream="teacher")

@@ -5,7 +5,7 @@ costs: the pool's parquet read, PNG decode, resize and crop (worker
 processes on CUDA, threads on CPU), tokenization, batching, host-to-device
 copies, normalization, the forward pass of both towers under bf16 autocast,
 and the score file written under the pool's ``scores/``
-(:func:`cbdsl.pipelines.scores.provide`). The bare loop runs the same
+(:func:`cbdsl.pipelines.engine.scores.provide`). The bare loop runs the same
 forward (both towers, normalize, cosine) on one batch already on the
 device. The target is a scorer path at >= 85% of the bare loop's images/s.
 Each side runs ``--repeats`` times and the best is reported (all runs are
@@ -19,7 +19,7 @@ batch 1024: bare 1,713-1,729 images/s; the scorer with threads only 759
 
 Weights are random (open_clip's ``pretrained=None``; for cbdsl-tiny a freshly
 built checkpoint, added to the pool as the model asset ``random-tiny``): the cost is the same as with trained weights and nothing
-is downloaded. Images are synthetic shapes (``cbdsl.pipelines.synth``) at
+is downloaded. Images are synthetic shapes (``cbdsl.pipelines.data.synth``) at
 ``--image-size`` pixels, encoded as PNG; at most 2,048 distinct images,
 repeated to ``--n`` rows (decode cost does not depend on repetition).
 
@@ -47,10 +47,10 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
-from cbdsl.compiler.plan import Col, Score
-from cbdsl.pipelines import synth
-from cbdsl.pipelines.pool import Pool, add_asset, write_pool
-from cbdsl.pipelines.scores import cache_path, provide
+from cbdsl.compiler.ir import Col, Score
+from cbdsl.pipelines.data import synth
+from cbdsl.pipelines.data.pool import Pool, add_asset, write_pool
+from cbdsl.pipelines.engine.scores import cache_path, provide
 from cbdsl.scorers import clip
 from cbdsl.scorers.models import tinyclip
 from cbdsl.scorers.registry import registry

@@ -268,9 +268,9 @@ def run_sketch(pool_dir: str, out_dir: str, mark=None) -> dict:
     import numpy as np
     import polars as pl
 
-    from cbdsl.compiler import kernels
-    from cbdsl.compiler.artifact import compile_source
-    from cbdsl.pipelines.pool import Pool
+    from cbdsl.pipelines.engine.kernels import hashing
+    from cbdsl.stages import compile_source
+    from cbdsl.pipelines.data.pool import Pool
 
     mark = mark or (lambda label: None)
     pool = Pool.open(pool_dir)
@@ -294,8 +294,8 @@ def run_sketch(pool_dir: str, out_dir: str, mark=None) -> dict:
     mark("len(text) > 5 and words(text) > 2 (one regex search) on them")
     # 3. the tail as the executor does it for a policy without select (random(seed=0)): id hashes of
     #    the survivors only
-    h = kernels.hash_strings(ids)
-    key = kernels.hash_u64(h, 0).astype(np.float64)
+    h = hashing.hash_strings(ids)
+    key = hashing.hash_u64(h, 0).astype(np.float64)
     mark("id hashes and random keys of the selected rows (Numba kernels)")
     manifest = (pl.DataFrame({"id": ids, "#key": key, "#hash": h}).sort(["#key", "#hash", "id"])
                 .with_row_index("rank", offset=1)
@@ -556,20 +556,21 @@ def profile(args) -> dict:
                 for i in range(3)]
         times["cold `cbdsl run` on a 1,000-row pool"] = [round(statistics.median(x[k] for x in cold), 3)
                                                         for k in ("wall_s", "cpu_s")]
-        cold = [measure([sys.executable, "-c", "import cbdsl.cli, polars, numpy, cbdsl.compiler.kernels, "
-                         "cbdsl.pipelines.execute, cbdsl.compiler.artifact"], cwd=tmp) for _ in range(3)]
+        cold = [measure([sys.executable, "-c", "import cbdsl.cli, polars, numpy, cbdsl.pipelines.engine.kernels.hashing, "
+                         "cbdsl.pipelines.engine.execute, cbdsl.stages"], cwd=tmp) for _ in range(3)]
         times["cold imports (cli, polars, numpy, numba kernels, executor)"] = [
             round(statistics.median(x[k] for x in cold), 3) for k in ("wall_s", "cpu_s")]
 
         import polars as pl
 
-        from cbdsl.compiler import kernels
-        from cbdsl.compiler.artifact import compile_source
-        from cbdsl.compiler.lower import lower
-        from cbdsl.compiler.plan import FilterStep
-        from cbdsl.pipelines.execute import execute
-        from cbdsl.pipelines.exports import export, uid_pairs
-        from cbdsl.pipelines.pool import Pool
+        from cbdsl.pipelines.engine.kernels import hashing
+        from cbdsl.stages import compile_source
+        from cbdsl.stages import lower
+        from cbdsl.compiler.ir import FilterStep
+        from cbdsl.pipelines.engine.execute import execute
+        from cbdsl.pipelines.data.exports import export
+        from cbdsl.pipelines.data.uids import uid_pairs
+        from cbdsl.pipelines.data.pool import Pool
 
         # the sketch of the proposed plan, phase by phase (first: it pays Numba's first-call cost, as a
         # cold process does)
@@ -612,7 +613,7 @@ def profile(args) -> dict:
         _timed("  alternative: Series.top_k(k + 1).min()", times,
                lambda: score.top_k(int(len(score) * FRACTION) + 1).min())
         _timed("  id hash (kernels.hash_strings) of every row (cbdsl hashes the survivors only)", times,
-               lambda: kernels.hash_strings(frame.get_column("id")))
+               lambda: hashing.hash_strings(frame.get_column("id")))
         result = _timed("cbdsl: execute() in process (scan, filters, tail)", times, lambda: execute(low, pool))
         out = tmp_path / "prof-out"
         _timed("cbdsl: export selection.parquet (with the selection check)", times,

@@ -33,7 +33,7 @@ import time
 import numba
 import numpy as np
 
-from cbdsl.compiler.kernels import kcenter_greedy
+from cbdsl.pipelines.engine.kernels.kcenter import kcenter_greedy
 
 
 def kcenter_numpy(X: np.ndarray, k: int, first: int, block: int = 256) -> np.ndarray:

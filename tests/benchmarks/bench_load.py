@@ -3,7 +3,7 @@
 A benchmark loop shares its machine: other jobs, other agents. On a 2-core
 machine at load 4-7 a mini training (two torch threads) once took 26 minutes
 instead of 2, using one core the whole time. This script times the training
-step of a submission (``python -m cbdsl.pipelines.backends.mini``, the very
+step of a submission (``python -m cbdsl.pipelines.loop.backends.mini``, the very
 recipe ``cbdsl submit`` runs, on the random baseline's 5,000 rows of the demo
 pool) in a new process each time, in three scenarios:
 
@@ -53,12 +53,12 @@ def pool_and_selection(pool_dir: Path, rows: int, budget: int) -> tuple[Path, Pa
     """The demo pool (made once) and the random baseline's selection of ``budget`` rows."""
     pool = pool_dir / "demo"
     if not (pool / "pool.json").is_file():
-        from cbdsl.pipelines.demo import make_demo
+        from cbdsl.pipelines.data.demo import make_demo
 
         make_demo(pool, rows=rows)
     selection = pool_dir / f"random-{budget}"
     if not (selection / "selection.parquet").is_file():
-        from cbdsl.pipelines.submit import BASELINE
+        from cbdsl.pipelines.loop.submit import BASELINE
 
         policy = pool_dir / "random.cur"
         policy.write_text(BASELINE.format(pool="demo", budget=budget))
@@ -90,7 +90,7 @@ def train(pool: Path, selection: Path, wait: str | None, seed: int, limit: float
                 time.sleep(1)  # let them take the cores
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "cbdsl.pipelines.backends.mini", str(selection),
+            proc = subprocess.Popen([sys.executable, "-m", "cbdsl.pipelines.loop.backends.mini", str(selection),
                                      "--pool", str(pool), "--metrics", str(metrics), "--seed", str(seed)],
                                     env=env, stdout=subprocess.DEVNULL)
             if late is not None and neighbours:

@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def sandbox(folder: Path, args, iterations: int):
-    from cbdsl.pipelines.pool import Pool
-    from cbdsl.pipelines.registry import resolve_pool
-    from cbdsl.pipelines.sandbox import init, load
+    from cbdsl.pipelines.data.pool import Pool
+    from cbdsl.pipelines.data.roots import resolve_pool
+    from cbdsl.pipelines.loop.sandbox import init, load
 
     pool = Pool.open(resolve_pool("demo"))
     init(folder, pool="demo", budget=args.budget, backend=args.backend, iterations=iterations, pool_obj=pool)
@@ -47,7 +47,7 @@ def _setting(text: str) -> tuple[str, object]:
 
 
 def run_search(strategy: str, args, folder: Path) -> dict:
-    from cbdsl.pipelines.search import search
+    from cbdsl.research.search import search
 
     cfg = sandbox(folder, args, args.iterations)
     start = time.perf_counter()
@@ -63,9 +63,9 @@ def run_search(strategy: str, args, folder: Path) -> dict:
 def run_examples(args, folder: Path) -> dict:
     """Every example written for the demo pool, at the sandbox's budget, through the loop."""
     from cbdsl.dsl.format import format_policy
-    from cbdsl.dsl.mutate import with_frame
+    from cbdsl.research.mutate import with_frame
     from cbdsl.dsl.parser import parse
-    from cbdsl.pipelines.search import submit_text
+    from cbdsl.research.search import submit_text
 
     chosen = []
     for path in sorted((ROOT / "examples").glob("*.cur")):
@@ -80,7 +80,7 @@ def run_examples(args, folder: Path) -> dict:
                          log=lambda m: print(f"[examples] {m}", file=sys.stderr))
         scores[path.name] = fb.aggregate if fb.entry.status == "scored" else f"{fb.entry.status}: {fb.entry.error}"
         print(f"[examples] {path.name}: {scores[path.name]}", file=sys.stderr)
-    from cbdsl.pipelines.submit import ledger_for
+    from cbdsl.pipelines.loop.submit import ledger_for
 
     ledger = ledger_for(cfg)
     baseline = next((e.aggregate for e in ledger.scored() if e.is_baseline), None)
@@ -132,16 +132,16 @@ def main() -> None:
     if args.part:
         print(json.dumps(one(args.part, args, workdir / args.part)))
         return
-    from cbdsl.pipelines.pool import PoolError
-    from cbdsl.pipelines.registry import resolve_pool
+    from cbdsl.pipelines.data.errors import PoolError
+    from cbdsl.pipelines.data.roots import resolve_pool
 
     start = time.perf_counter()
     setup: dict = {}
     try:
         resolve_pool("demo")
     except PoolError:
-        from cbdsl.pipelines.demo import make_demo
-        from cbdsl.pipelines.registry import search_path
+        from cbdsl.pipelines.data.demo import make_demo
+        from cbdsl.pipelines.data.roots import search_path
 
         make_demo(Path(search_path()[0]) / "demo")
         setup["demo_pool_s"] = round(time.perf_counter() - start, 1)

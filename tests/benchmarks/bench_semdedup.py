@@ -13,7 +13,7 @@ sources are disjoint, so each planted pair stays a pair). Then:
    (:func:`cbdsl.scorers.models.kmeans.fit`: training on faiss's subsample of
    256 rows per centroid, then every row assigned in NumPy);
 3. each row's cosine similarity to its centroid, ranked (keep="hard");
-4. :func:`cbdsl.compiler.kernels.semdedup_keep` with ``eps``.
+4. :func:`cbdsl.pipelines.engine.kernels.semdedup.semdedup_keep` with ``eps``.
 
 Numba's compile time is excluded (the kernel is warmed up on a small input).
 Peak memory is the process's resident set, sampled every 20 ms from
@@ -21,7 +21,7 @@ Peak memory is the process's resident set, sampled every 20 ms from
 ``--threads 1,16`` also re-runs k-means at each thread count (faiss's OpenMP
 and the BLAS pools, through threadpoolctl) and reports whether centroids and
 labels are byte-identical to the first run's (all threads). ``--baseline`` times the
-NumPy k-means that ``pipelines/execute.py`` used before (same k, 20 Lloyd
+NumPy k-means that ``pipelines/engine/execute.py`` used before (same k, 20 Lloyd
 iterations over every row, float64).
 
     python tests/benchmarks/bench_semdedup.py [--rows 1000000 --dim 256 --eps 0.05]
@@ -97,7 +97,7 @@ def synthetic(rows: int, dim: int, true_clusters: int, noise: float, dup_fractio
 
 
 def numpy_kmeans_baseline(x: np.ndarray, k: int, seed: int, iterations: int = 20):
-    """The NumPy spherical k-means ``pipelines/execute.py`` used before faiss (copied for comparison)."""
+    """The NumPy spherical k-means ``pipelines/engine/execute.py`` used before faiss (copied for comparison)."""
     rng = np.random.default_rng(seed)
     centroids = x[np.sort(rng.choice(x.shape[0], size=k, replace=False))].astype(np.float64)
     labels = np.zeros(x.shape[0], dtype=np.int64)
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     import faiss
     import numba
 
-    from cbdsl.compiler.kernels import semdedup_keep
+    from cbdsl.pipelines.engine.kernels.semdedup import semdedup_keep
     from cbdsl.scorers.models import kmeans as km
 
     out: dict = {

@@ -4,7 +4,7 @@ At the demo sandbox's default budget (5,000 of the 50,000-row demo pool), it
 runs four arms, each trained and evaluated by the mini backend with three
 training seeds (``MiniBackend.seed``: weight init and data order):
 
-- ``random``: the sandbox's iteration 0 (``cbdsl.pipelines.submit.BASELINE``);
+- ``random``: the sandbox's iteration 0 (``cbdsl.pipelines.loop.submit.BASELINE``);
 - ``clip_top30``: ``examples/datacomp_clip_l14_top30.cur`` on the demo pool
   with the demo's CLIP teacher (``model="cbdsl-tiny"``), 5,000 rows drawn at
   random from the survivors;
@@ -59,13 +59,13 @@ import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[2]
-BUDGET = 5000  # the demo sandbox's default budget (cbdsl.pipelines.sandbox.Config.budget)
+BUDGET = 5000  # the demo sandbox's default budget (cbdsl.pipelines.loop.sandbox.Config.budget)
 TARGET_SIGMAS = 5.0
 
 
 def arms(budget: int) -> dict[str, str]:
     """Policy text per arm, every one at ``budget`` rows of the demo pool."""
-    from cbdsl.pipelines.submit import BASELINE
+    from cbdsl.pipelines.loop.submit import BASELINE
 
     return {
         "random": BASELINE.format(pool="demo", budget=budget),
@@ -103,7 +103,7 @@ def parse_pairs(spec: str) -> dict[str, str]:
 
 def recipe_of(spec: str) -> dict:
     """A ``--recipe`` spec as MiniBackend keyword arguments (typed like the fields' defaults)."""
-    from cbdsl.pipelines.backends.mini import MiniBackend
+    from cbdsl.pipelines.loop.backends.mini import MiniBackend
 
     known = {f.name: type(f.default) for f in fields(MiniBackend) if f.name not in ("name", "format", "seed")}
     out = {}
@@ -116,7 +116,7 @@ def recipe_of(spec: str) -> dict:
 
 def rates_of(spec: str) -> dict:
     """A ``--rates`` spec (``source.defect=rate``) as demo defect rates."""
-    from cbdsl.pipelines import demo
+    from cbdsl.pipelines.data import demo
 
     changes: dict[str, dict[str, float]] = {}
     for key, value in parse_pairs(spec).items():
@@ -130,8 +130,8 @@ def rates_of(spec: str) -> dict:
 
 def demo_pool(pool_dir: Path, rows: int, rates: dict, tag: str):
     """The demo pool of these rates under ``pool_dir`` (made once, reused when its lineage matches)."""
-    from cbdsl.pipelines.demo import make_demo
-    from cbdsl.pipelines.pool import Pool
+    from cbdsl.pipelines.data.demo import make_demo
+    from cbdsl.pipelines.data.pool import Pool
 
     path = pool_dir / f"demo-{tag}"
     if (path / "pool.json").is_file():
@@ -144,10 +144,10 @@ def demo_pool(pool_dir: Path, rows: int, rates: dict, tag: str):
 
 def select(pool, text: str, name: str) -> pl.DataFrame:
     """Compile, lower and execute a policy on ``pool``: its selection (id, rank, ...)."""
-    from cbdsl.compiler.artifact import compile_source
-    from cbdsl.compiler.lower import lower
-    from cbdsl.pipelines.execute import execute
-    from cbdsl.pipelines.scores import asset_ids
+    from cbdsl.stages import compile_source
+    from cbdsl.stages import lower
+    from cbdsl.pipelines.engine.execute import execute
+    from cbdsl.scorers.api import asset_ids
 
     compiled = compile_source(text, name, pool)
     low = lower(compiled.plan, pool.schema, lambda a: asset_ids(pool, a))
@@ -156,7 +156,7 @@ def select(pool, text: str, name: str) -> pl.DataFrame:
 
 def defect_shares(pool, selection: pl.DataFrame) -> dict[str, float]:
     """Share of the selection carrying each defect, and of rows with none (from the ground truth asset)."""
-    from cbdsl.pipelines.demo import DEFECTS
+    from cbdsl.pipelines.data.demo import DEFECTS
 
     truth = pool.read_asset("demo-defects").join(selection.select(pool.id_column), on="id")
     shares = {d: round(float(truth[d].mean()), 4) for d in DEFECTS}
@@ -175,9 +175,9 @@ def run_one(pool_path: str, selection_path: str, recipe: dict, seed: int, thread
     import torch
 
     torch.set_num_threads(threads)
-    from cbdsl.pipelines.backends import Job
-    from cbdsl.pipelines.backends.mini import MiniBackend
-    from cbdsl.pipelines.pool import Pool
+    from cbdsl.pipelines.loop.backends.base import Job
+    from cbdsl.pipelines.loop.backends.mini import MiniBackend
+    from cbdsl.pipelines.data.pool import Pool
 
     pool = Pool.open(pool_path)
     selection = pl.read_parquet(selection_path)
@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     os.environ.setdefault("CBDSL_PROGRESS", "0")
-    from cbdsl.pipelines.backends.mini import SUITE_VERSION
-    from cbdsl.pipelines.scores import device
+    from cbdsl.pipelines.loop.backends.mini import SUITE_VERSION
+    from cbdsl.scorers.api import device
     from cbdsl.scorers.models import tinyclip
 
     seeds = [int(s) for s in args.seeds.split(",")]

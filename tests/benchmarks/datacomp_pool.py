@@ -1,7 +1,7 @@
 """A synthetic DataComp-small metadata pool: 12.8M rows, DataComp's schema, realistic values.
 
 The pool looks like one that ``cbdsl pool import datacomp`` made from
-DataComp's metadata parquet (see ``cbdsl.pipelines.importers.read_datacomp``):
+DataComp's metadata parquet (see ``cbdsl.pipelines.data.importers.read_datacomp``):
 the columns, in that order, are
 
     id                         = uid (the pool's id column)
@@ -436,7 +436,8 @@ def _parameters(rows: int, shards: int | None, seed: int) -> dict:
 
 def existing(dest: str | os.PathLike, rows: int, shards: int | None, seed: int):
     """The pool at dest if it was generated with exactly these parameters, else None."""
-    from cbdsl.pipelines.pool import Pool, PoolError
+    from cbdsl.pipelines.data.pool import Pool
+    from cbdsl.pipelines.data.errors import PoolError
 
     try:
         pool = Pool.open(dest)
@@ -458,7 +459,7 @@ def make_pool(dest: str | os.PathLike, rows: int = DATACOMP_SMALL_ROWS, shards: 
     with cbdsl's own statistics, content hash and atomic card write.
     """
     from cbdsl import __version__
-    from cbdsl.pipelines import pool as P
+    from cbdsl.pipelines.data import pool as P
 
     if rows < 1:
         raise ValueError("rows must be at least 1")

@@ -279,7 +279,7 @@ def _positions(text: str, diags) -> list[tuple]:
 
 def run_case(text: str, frames: int = 600, timeout: float = 30.0) -> Outcome:
     """Check, format and round-trip one text with a timer, as the CLI would, with ``frames`` stack frames left."""
-    from cbdsl.compiler.check import check_source
+    from cbdsl.stages import check_source
     from cbdsl.dsl.format import format_policy
     from cbdsl.dsl.parser import parse, parse_diagnostics
 
@@ -439,7 +439,7 @@ def large(runs: int) -> dict:
     import shutil
     import tempfile
 
-    from cbdsl.compiler.check import check_source
+    from cbdsl.stages import check_source
     from cbdsl.dsl.format import format_policy
     from cbdsl.dsl.parser import parse_diagnostics
 

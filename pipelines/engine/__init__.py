@@ -1,0 +1,1 @@
+"""The engine: a lowered plan against a pool -> a selection (execution, score cache, audit)."""

@@ -1,0 +1,182 @@
+"""Stable 64-bit hashes: FNV-1a of id bytes mixed by splitmix64, and the seeded per-row hash every tie-break uses."""
+
+from __future__ import annotations
+
+from typing import Sequence, TYPE_CHECKING
+
+import numpy as np
+from numba import prange
+
+from cbdsl.pipelines.engine.kernels.boundary import jit, as_array, as_int, check_offsets
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+MASK64 = (1 << 64) - 1
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x00000100000001B3)
+GAMMA = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment (the golden ratio)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S27 = np.uint64(27)
+_S30 = np.uint64(30)
+_S31 = np.uint64(31)
+
+
+@jit()
+def mix64(z):
+    # splitmix64's finalizer (Stafford's Mix13): a bijection on uint64.
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+@jit(parallel=True)
+def _hash_ids_kernel(offsets, data):
+    n = offsets.shape[0] - 1
+    out = np.empty(n, dtype=np.uint64)
+    for i in prange(n):
+        h = _FNV_OFFSET
+        for j in range(offsets[i], offsets[i + 1]):
+            h = (h ^ np.uint64(data[j])) * _FNV_PRIME
+        out[i] = mix64(h)
+    return out
+
+
+@jit()
+def _hash_u64_kernel(x, salt):
+    # Serial: a few instructions per value, memory-bound; threads would not pay.
+    out = np.empty(x.shape[0], dtype=np.uint64)
+    for i in range(x.shape[0]):
+        out[i] = mix64(x[i] ^ salt)
+    return out
+
+
+def _mix64_py(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def splitmix64_stream(seed: int, count: int) -> list[int]:
+    """The first ``count`` outputs of splitmix64 seeded with ``seed`` (mod 2**64)."""
+    state = seed & MASK64
+    out = []
+    for _ in range(count):
+        state = (state + 0x9E3779B97F4A7C15) & MASK64
+        out.append(_mix64_py(state))
+    return out
+
+
+def hash_ids(offsets, data) -> np.ndarray:
+    """A stable 64-bit hash of each UTF-8 string of an Arrow-style string column.
+
+    Row ids are hashed to break every tie and to derive every seeded random
+    key, so selections depend on this exact function forever; Polars' own
+    ``hash()`` may change between Polars versions, so it is not used. The
+    function, for the bytes ``b[0..L)`` of one string:
+
+        h = 0xcbf29ce484222325                      # FNV-1a 64, offset basis
+        for each byte c: h = (h XOR c) * 0x100000001b3   (mod 2**64)
+        z = h                                       # splitmix64 finalizer
+        z = (z XOR (z >> 30)) * 0xbf58476d1ce4e5b9  (mod 2**64)
+        z = (z XOR (z >> 27)) * 0x94d049bb133111eb  (mod 2**64)
+        hash = z XOR (z >> 31)
+
+    FNV-1a alone mixes the last bytes poorly into the high bits; the finalizer
+    fixes that, so the hash can be sorted on or cut into bands directly.
+    Pinned in ``tests/test_kernels.py``: ``""`` hashes to
+    ``0xf52a15e9a9b5e89b`` and ``"abc"`` to ``0x0dd490490804b508``.
+
+    ``offsets`` is int64[n+1] (string i is ``data[offsets[i]:offsets[i+1]]``;
+    ``offsets[0]`` need not be 0, as in a sliced Arrow array), ``data`` is
+    uint8[m]. Returns uint64[n].
+    """
+    offsets = as_array(offsets, np.int64, 1, "offsets")
+    data = as_array(data, np.uint8, 1, "data")
+    check_offsets(offsets, data.shape[0], "offsets")
+    if offsets.shape[0] == 1:
+        return np.empty(0, dtype=np.uint64)
+    return _hash_ids_kernel(offsets, data)
+
+
+def as_string_series(values, name: str) -> "pl.Series":
+    import polars as pl
+
+
+    if isinstance(values, pl.Series):
+        s = values
+    else:
+        s = pl.Series(name, list(values) if not isinstance(values, np.ndarray) else values, dtype=pl.String)
+    if isinstance(s.dtype, (pl.Categorical, pl.Enum)):
+        s = s.cast(pl.String)
+    if s.dtype != pl.String:
+        raise TypeError(f"{name} must be strings, got a column of {s.dtype}")
+    return s
+
+
+def _string_buffers(s: "pl.Series", use_arrow: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Arrow-style (offsets, bytes) of a String Series without nulls, without a Python loop per row.
+
+    With pyarrow (not a dependency of cbdsl, but usually present) the buffers
+    are read in place; without it, Polars concatenates the strings into one
+    and reports the byte lengths. Both give the same arrays.
+    """
+    if use_arrow:
+        try:
+            import pyarrow as pa
+        except ImportError:
+            use_arrow = False
+    if use_arrow:
+        arr = s.rechunk().to_arrow()
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        if arr.type != pa.large_string():
+            arr = arr.cast(pa.large_string())
+        buffers = arr.buffers()
+        offsets = np.frombuffer(buffers[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+        data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.empty(0, np.uint8)
+        return offsets, data
+    lengths = s.str.len_bytes().to_numpy().astype(np.int64)
+    offsets = np.zeros(len(s) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    joined = s.str.join("").item() if len(s) else ""
+    data = np.frombuffer((joined or "").encode("utf-8"), dtype=np.uint8)
+    return offsets, data
+
+
+def hash_strings(values: "Sequence[str] | pl.Series") -> np.ndarray:
+    """:func:`hash_ids` of a Polars String Series (or a sequence of str): uint64[n].
+
+    The convenience the evaluator uses on the id column. Null values raise
+    ``ValueError``: an id must exist to break a tie by it.
+    """
+    s = as_string_series(values, "values")
+    if s.null_count():
+        raise ValueError(f"cannot hash {s.null_count()} null value(s); fill or drop them first")
+    if len(s) == 0:
+        return np.empty(0, dtype=np.uint64)
+    offsets, data = _string_buffers(s)
+    return hash_ids(offsets, data)
+
+
+def hash_u64(x, seed: int) -> np.ndarray:
+    """A seeded 64-bit hash of each uint64 value: the keys of every seeded random choice.
+
+    ``random(seed)`` selects by sorting on ``hash_u64(hash_ids(id), seed)``:
+    a permutation that depends only on the ids and the seed, never on row
+    order or thread count. The function, with ``seed`` taken mod 2**64:
+
+        salt = splitmix64(seed)      = mix64(seed + 0x9e3779b97f4a7c15)
+        hash = mix64(x XOR salt)
+
+    where ``mix64`` is the splitmix64 finalizer of :func:`hash_ids`. As
+    ``mix64`` is a bijection, distinct values keep distinct keys for every
+    seed. ``x`` is uint64[n]; returns uint64[n].
+    """
+    x = as_array(x, np.uint64, 1, "x")
+    salt = np.uint64(splitmix64_stream(as_int(seed, "seed"), 1)[0])
+    if x.shape[0] == 0:
+        return np.empty(0, dtype=np.uint64)
+    return _hash_u64_kernel(x, salt)

@@ -1,0 +1,1 @@
+"""The curation loop: sandboxes, compiled artifacts, submission, the ledger and its witness, train/eval backends."""

@@ -1,0 +1,102 @@
+"""The ``command`` backend: any external train/eval, as a command template.
+
+``command`` may use ``{export}`` (the exported selection), ``{format}`` and
+``{workdir}``; it runs with a timeout, its stdout and stderr are kept in the
+run directory, and it must write a metrics JSON (``metrics``, relative to
+``{workdir}``) of the form ``{"benchmarks": {...}, "aggregate": x}``.
+DataComp's ``train.py``/``evaluate.py``, the LLaVA trainer or
+Curation-Bench's backend plug in through a small wrapper script. The
+templating and metrics reading here are shared with the ``ray`` backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cbdsl.pipelines.loop.backends.base import BackendError, Job, check_metrics
+from cbdsl.pipelines.data.exports import FORMATS
+
+PLACEHOLDERS = ("export", "format", "workdir")
+
+
+def export_name(fmt: str, section: str) -> str:
+    """The file (or folder) name the export of ``fmt`` has; a clear error for an unknown format."""
+    if fmt not in FORMATS:
+        raise BackendError(f"unknown export format {fmt!r} in {section} of cbdsl.toml; "
+                           f"choose one of {', '.join(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def render(template: str, section: str, *, export: str, format: str, workdir: str) -> str:
+    """Fill a command template's placeholders (shell-quoted); a bad placeholder is a clear error, not a traceback."""
+    if not template.strip():
+        raise BackendError(f"{section} in cbdsl.toml has no command: write the train/eval command, "
+                           "with {export}, {format} and {workdir} where it takes them")
+    try:
+        return template.format(export=shlex.quote(export), format=shlex.quote(format),
+                               workdir=shlex.quote(workdir))
+    except KeyError as err:
+        raise BackendError(f"{section}: the command has an unknown placeholder {{{err.args[0]}}}; the placeholders "
+                           "are " + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+                           + " (write {{ and }} for literal braces)") from None
+    except (ValueError, IndexError) as err:
+        raise BackendError(f"{section}: the command's braces do not parse ({err}); the placeholders are "
+                           + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+                           + " (write {{ and }} for literal braces)") from None
+
+
+def suite_of(prefix: str, template: str, suite_name: str) -> str:
+    """A template identifies its suite (or an explicit ``suite_name``): a changed command is another suite."""
+    return suite_name or f"{prefix}-" + hashlib.sha256(template.encode()).hexdigest()[:12]
+
+
+def parse_metrics(text: str, where: str) -> dict[str, Any]:
+    """Metrics JSON text -> checked metrics; ``where`` names the file in the error."""
+    try:
+        return check_metrics(json.loads(text), where)
+    except json.JSONDecodeError as err:
+        raise BackendError(f"{where} is not valid JSON: {err}") from None
+
+
+@dataclass
+class CommandBackend:
+    command: str = ""
+    format: str = "parquet"
+    timeout: float = 3600
+    metrics: str = "metrics.json"
+    suite_name: str = ""
+    name: str = "command"
+
+    @property
+    def suite(self) -> str:
+        return suite_of("command", self.command, self.suite_name)
+
+    def run(self, job: Job) -> dict[str, Any]:
+        section = "[backend.command]"
+        export = job.export_dir / export_name(self.format, section)
+        cmd = render(self.command, section, export=str(export), format=self.format, workdir=str(job.workdir))
+        stdout, stderr = job.workdir / "stdout.txt", job.workdir / "stderr.txt"
+        job.log(f"backend: {cmd}")
+        with open(stdout, "wb") as out, open(stderr, "wb") as err:
+            try:
+                proc = subprocess.run(cmd, shell=True, stdout=out, stderr=err, timeout=self.timeout,
+                                      cwd=job.workdir)
+            except subprocess.TimeoutExpired:
+                raise BackendError(f"the backend command ran past its timeout of {self.timeout:g} s; "
+                                   f"its output is in {stdout} and {stderr}") from None
+        if proc.returncode != 0:
+            tail = stderr.read_text(errors="replace")[-800:]
+            raise BackendError(f"the backend command failed with exit code {proc.returncode}; "
+                               f"its output is in {stdout} and {stderr}:\n{tail}")
+        path = job.workdir / self.metrics
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise BackendError(f"the backend command wrote no metrics file at {path}") from None
+        return parse_metrics(text, str(path))

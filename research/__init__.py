@@ -1,0 +1,1 @@
+"""Research tools over the loop: policy mutations, the search baseline, trajectories."""
