@@ -107,7 +107,7 @@ class _Planner:
         return ()
 
     def _is_column(self, ident: ast.Ident) -> bool:
-        res = self.typed.names.get((ident.span.start, ident.span.end))
+        res = self.typed.lookup(ident)
         return res is None or res.kind == "column"
 
     def _params(self, node: ast.Node) -> dict[str, Any]:

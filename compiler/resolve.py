@@ -32,13 +32,7 @@ from cbdsl.compiler.types import BOOL, EMBEDDING, FLOAT, INT, STR, UNKNOWN, Type
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import Diagnostic, Source, did_you_mean, sort_key
 
-SpanKey = tuple[int, int]
 ResolutionKind = Literal["column", "let", "scorer", "function", "statistic", "select", "dedup", "pending"]
-
-
-def span_key(node: ast.Node) -> SpanKey:
-    """The key of a node in :class:`TypedPolicy`'s maps: its byte span ``(start, end)``."""
-    return (node.span.start, node.span.end)
 
 
 @dataclass(frozen=True)
@@ -60,7 +54,9 @@ class TypedPolicy:
     """The typed AST the planner builds on.
 
     The policy itself stays as parsed; what resolution learned sits beside it
-    in maps keyed by a node's byte span ``(start, end)`` (:func:`span_key`):
+    in maps keyed by a node's id (:data:`~cbdsl.dsl.ast.NodeId`, its path in
+    ``policy``; ``ids`` finds the id of a node), never by its span, so a tree
+    built in code or mutated without re-parsing resolves like a parsed one:
 
     - ``names``: every :class:`~cbdsl.dsl.ast.Name`, and every grouping
       :class:`~cbdsl.dsl.ast.Ident` (``per COL``, ``mix by COL``), to a column or ``let``;
@@ -75,43 +71,55 @@ class TypedPolicy:
     (type ``unknown`` when no schema was given). ``mix_weights`` are the
     normalized mix shares by group (``None`` is the ``*`` group).
     ``diagnostics`` keeps the warnings and notes. Use :meth:`lookup`,
-    :meth:`type_of` and :meth:`params_of` rather than the maps directly.
+    :meth:`type_of` and :meth:`params_of` with nodes of ``policy`` (the
+    resolved tree: the one given, or its copy when it reused a node object at
+    two places, see :class:`~cbdsl.dsl.ast.NodeIds`) rather than the maps.
     """
 
     policy: ast.Policy
     schema: Mapping[str, str] | None
     lets: Mapping[str, Type]
     let_order: tuple[str, ...]
-    names: Mapping[SpanKey, Resolution]
-    calls: Mapping[SpanKey, Resolution]
-    types: Mapping[SpanKey, Type]
-    params: Mapping[SpanKey, Params]
+    names: Mapping[ast.NodeId, Resolution]
+    calls: Mapping[ast.NodeId, Resolution]
+    types: Mapping[ast.NodeId, Type]
+    params: Mapping[ast.NodeId, Params]
+    ids: ast.NodeIds
     columns: Mapping[str, Type]
     mix_weights: Mapping[str | None, float] | None = None
     cited: tuple[str, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
 
+    def id_of(self, node: ast.Node) -> ast.NodeId | None:
+        """The id of a node of ``policy`` (None for a node of another tree)."""
+        return self.ids.get(node)
+
     def lookup(self, node: ast.Node) -> Resolution | None:
         """What a Name, Ident, Call, Select or Dedup resolved to."""
         if isinstance(node, ast.Select):
-            return self.calls.get(span_key(node.strategy))
+            return self._at(self.calls, node.strategy)
         if isinstance(node, ast.Dedup):
-            return self.calls.get(span_key(node.method))
+            return self._at(self.calls, node.method)
         if isinstance(node, ast.Call):
-            return self.calls.get(span_key(node))
-        return self.names.get(span_key(node))
+            return self._at(self.calls, node)
+        return self._at(self.names, node)
 
     def type_of(self, node: ast.Node) -> Type:
         """The type of an expression node (``unknown`` if it has none)."""
-        return self.types.get(span_key(node), UNKNOWN)
+        t = self._at(self.types, node)
+        return UNKNOWN if t is None else t
 
     def params_of(self, node: ast.Node) -> Params | None:
         """The validated parameters of a Call, Select or Dedup."""
         if isinstance(node, ast.Select):
-            return self.params.get(span_key(node.strategy))
+            return self._at(self.params, node.strategy)
         if isinstance(node, ast.Dedup):
-            return self.params.get(span_key(node.method))
-        return self.params.get(span_key(node))
+            return self._at(self.params, node.method)
+        return self._at(self.params, node)
+
+    def _at(self, table: Mapping[ast.NodeId, Any], node: ast.Node) -> Any:
+        nid = self.ids.get(node)
+        return table.get(nid) if nid is not None else None
 
     def let_value(self, name: str) -> ast.Expr:
         """The expression a ``let`` name stands for."""
@@ -222,7 +230,8 @@ class Resolver:
         source: Source | None = None,
         assets: Mapping[str, str] | None = None,
     ):
-        self.policy = policy
+        self.ids = ast.NodeIds(policy)  # annotations are keyed by node id, never by span
+        self.policy: ast.Policy = self.ids.root  # type: ignore[assignment]
         self.assets = dict(assets) if assets is not None else None  # name -> kind; None: no pool known
         self.schema = dict(schema) if schema is not None else None
         self.column_types = {k: T.parse_type(v) for k, v in schema.items()} if schema is not None else {}
@@ -239,10 +248,10 @@ class Resolver:
         self.used_lets: set[str] = set()
         self.columns: dict[str, Type] = {}
         self.deferred: list[str] = []
-        self.names: dict[SpanKey, Resolution] = {}
-        self.calls: dict[SpanKey, Resolution] = {}
-        self.types: dict[SpanKey, Type] = {}
-        self.params: dict[SpanKey, Params] = {}
+        self.names: dict[ast.NodeId, Resolution] = {}
+        self.calls: dict[ast.NodeId, Resolution] = {}
+        self.types: dict[ast.NodeId, Type] = {}
+        self.params: dict[ast.NodeId, Params] = {}
 
     # -- diagnostics ------------------------------------------------------------
 
@@ -282,6 +291,7 @@ class Resolver:
             calls=self.calls,
             types=self.types,
             params=self.params,
+            ids=self.ids,
             columns=dict(self.columns),
             mix_weights=mix_weights(mixes[0]) if mixes else None,
             cited=cited,
@@ -425,7 +435,7 @@ class Resolver:
     # -- names ------------------------------------------------------------------
     def _lookup_name(self, name: str, node: ast.Node) -> Type:
         """Resolve a bare name (a Name, or the Ident of `per`/`mix by`) and record it."""
-        key = span_key(node)
+        key = self.ids[node]
         if name in self.lets:
             self.used_lets.add(name)
             t = self._let_type(name)
@@ -480,7 +490,7 @@ class Resolver:
     # -- expressions ------------------------------------------------------------
     def infer(self, node: ast.Node) -> Type:
         t = self._infer(node)
-        self.types[span_key(node)] = t
+        self.types[self.ids[node]] = t
         return t
 
     def _infer(self, node: ast.Node) -> Type:
@@ -618,7 +628,7 @@ class Resolver:
         name = node.func.name
         entry = self.registry.get(name)
         if entry is not None:
-            return self._bind(entry, node, node.args, node.kwargs, node.per, node.among, span_key(node))
+            return self._bind(entry, node, node.args, node.kwargs, node.per, node.among, self.ids[node])
         self._loose(node.args, node.kwargs, node.per, node.among)
         if name in self.pending:
             users = self.methods_using.get(name, ())
@@ -627,7 +637,7 @@ class Resolver:
             self.error("E103", f"`{name}` is not available yet: it comes with the scorer library (pending)",
                        node.func, label="pending scorer", hints=hints)
             out = T.parse_type(PENDING_OUTPUTS.get(name, "unknown"))
-            self.calls[span_key(node)] = Resolution("pending", name, out)
+            self.calls[self.ids[node]] = Resolution("pending", name, out)
             return out
         elif self.registry.get(name, "select") or self.registry.get(name, "dedup"):
             space = "select" if self.registry.get(name, "select") else "dedup"
@@ -669,7 +679,7 @@ class Resolver:
             self.error("E110", f"unknown select strategy `{name}`", clause.strategy, label="not a strategy", hints=hints)
             self._loose(clause.args, clause.kwargs, None, None)
             return
-        self._bind(entry, clause, clause.args, clause.kwargs, None, None, span_key(clause.strategy))
+        self._bind(entry, clause, clause.args, clause.kwargs, None, None, self.ids[clause.strategy])
 
     def _dedup(self, clause: ast.Dedup) -> None:
         call = clause.method
@@ -681,10 +691,10 @@ class Resolver:
             self.error("E111", f"unknown dedup method `{name}`", call.func, label="not a dedup method", hints=hints)
             self._loose(call.args, call.kwargs, call.per, call.among)
             return
-        self._bind(entry, call, call.args, call.kwargs, call.per, call.among, span_key(call))
+        self._bind(entry, call, call.args, call.kwargs, call.per, call.among, self.ids[call])
 
     def _bind(self, entry: Entry, node: ast.Node, args: Sequence[ast.Node], kwargs: Sequence[ast.Keyword],
-              per: ast.Ident | None, among: ast.Node | None, key: SpanKey) -> Type:
+              per: ast.Ident | None, among: ast.Node | None, key: ast.NodeId) -> Type:
         """Bind a call's arguments to an entry, check them, and record the resolution."""
         self._per_among(entry, per, among)
         bound = self._bind_arguments(entry, node, args, kwargs)
@@ -802,7 +812,7 @@ class Resolver:
             return UNKNOWN
         return t
 
-    def _check_params(self, entry: Entry, node: ast.Node, bound: _Bound, key: SpanKey) -> None:
+    def _check_params(self, entry: Entry, node: ast.Node, bound: _Bound, key: ast.NodeId) -> None:
         values: dict[str, Any] = {}
         not_constant: set[str] = set()
         for name, expr in bound.params.items():

@@ -9,6 +9,28 @@ hash, so ``parse(fmt(p)) == p`` holds and reformatting changes nothing.
 A :class:`Policy` compares and hashes by its canonical form: clauses sorted by
 kind (the canonical clause order) and, within a kind, by canonical text,
 because clause order within a kind carries no meaning (DESIGN.md).
+
+Node ids. What the compiler learns about a node (its type, what a name or a
+call resolved to) is keyed by the node's id, never by its span, so a tree
+built in code, read from JSON or mutated without re-parsing resolves like the
+same text parsed (PRQL's resolver does the same). A node's id is its
+:data:`NodeId`: its path from the root, the ``(field, index)`` steps of
+:meth:`Node.slots` (``(("clauses", 3), ("condition", None), ("left", None))``;
+the root is ``()``; the paths :mod:`cbdsl.dsl.mutate` edits by). The id is
+derived, not assigned, because a path is a function of the tree alone: it
+needs no storage on the node, so the JSON dump, equality and hashing cannot
+change; every way of making a tree (the parser, the constructors,
+``model_construct``, ``model_copy``, ``transform``, ``model_validate_json``,
+:mod:`cbdsl.dsl.mutate`) gives every node its id with no cooperation; equal
+subtrees at two places differ by their path, as they did by their span; and
+the parsed and a rebuilt tree give the same ids, so their annotations compare
+directly. An id assigned at construction would need a private attribute that
+each of those paths must set, that ``model_copy`` copies (a copy would share
+its original's id), and that a node object reused at two places would carry
+twice. Ids name places in one tree: a typed policy is computed again after
+every edit, so nothing keeps an id across edits. :class:`NodeIds` finds the id
+of a node object with one walk (a tree that reuses a node object at two places
+is copied first, so each place has an object and an id of its own).
 """
 
 from __future__ import annotations
@@ -194,6 +216,89 @@ def _key(value: Any, children: Iterator[tuple]) -> Any:
         # 1.0 and 1 are the same number; keep the float-ness visible though.
         return ("float", value)
     return value
+
+
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _child_fields(cls: type[Node]) -> tuple[str, ...]:
+    """The fields of a node class that may hold child nodes: all but the metadata."""
+    found = _CHILD_FIELDS.get(cls)
+    if found is None:
+        found = _CHILD_FIELDS[cls] = tuple(n for n in cls.model_fields if n not in _META_FIELDS)
+    return found
+
+
+#: A node's id: the ``(field, index)`` steps from the root of its tree to it (see the module docstring).
+NodeId = tuple[tuple[str, int | None], ...]
+
+
+class NodeIds:
+    """The id of every node of one tree, found by node object (one walk, an explicit stack).
+
+    ``root`` is the tree the ids name: the tree given, or, when one node
+    object stands at two places (a tree built in code may reuse a ``Name``),
+    a copy with an object of its own at every place, equal to it, so that
+    each place gets its id. A parsed tree is never copied. Look nodes up in
+    ``root``: a node of another tree, even an equal one, has no id here.
+    """
+
+    __slots__ = ("root", "_ids")
+
+    def __init__(self, root: Node):
+        ids = self._index(root)
+        if ids is None:
+            root = root.transform(lambda node: node.model_copy())  # model_copy: a new object at every place
+            ids = self._index(root)
+            assert ids is not None
+        self.root = root
+        self._ids = ids  # id(node) -> NodeId; ``root`` keeps every node alive, so no object id is reused
+
+    @staticmethod
+    def _index(root: Node) -> dict[int, NodeId] | None:
+        """id(node) -> NodeId for every node under ``root``; None when a node object stands at two places."""
+        ids: dict[int, NodeId] = {}
+        stack: list[tuple[NodeId, Node]] = [((), root)]
+        while stack:  # what slots() yields, inlined: a 150 KB policy has 50,000 nodes
+            path, node = stack.pop()
+            if id(node) in ids:
+                return None
+            ids[id(node)] = path
+            values = node.__dict__
+            for name in _child_fields(type(node)):
+                value = values[name]
+                if isinstance(value, Node):
+                    stack.append((path + ((name, None),), value))
+                elif isinstance(value, tuple):
+                    stack.extend((path + ((name, i),), v) for i, v in enumerate(value) if isinstance(v, Node))
+        return ids
+
+    def __reduce__(self):
+        return NodeIds, (self.root,)  # a copy or an unpickled one indexes its own node objects
+
+    def __getitem__(self, node: Node) -> NodeId:
+        """The id of a node of ``root`` (KeyError for any other node)."""
+        try:
+            return self._ids[id(node)]
+        except KeyError:
+            raise KeyError(f"not a node of this tree: {type(node).__name__}") from None
+
+    def get(self, node: Node) -> NodeId | None:
+        """The id of a node of ``root``, or None."""
+        return self._ids.get(id(node))
+
+    def __contains__(self, node: object) -> bool:
+        return id(node) in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def node(self, nid: NodeId) -> Node:
+        """The node of ``root`` that has the id ``nid``."""
+        node = self.root
+        for name, index in nid:
+            node = getattr(node, name) if index is None else getattr(node, name)[index]
+        return node
 
 
 # --- expressions ---------------------------------------------------------------

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from cbdsl.compiler import check as check_module
-from cbdsl.stages import check, check_source
-from cbdsl.compiler.resolve import Resolution, TypedPolicy, span_key
-from cbdsl.stages import resolve
+from cbdsl.compiler.resolve import Resolution, TypedPolicy
+from cbdsl.stages import check, check_source, resolve
 from cbdsl.compiler.types import BOOL, EMBEDDING, FLOAT, INT, STR, UNKNOWN, list_of, parse_type
 from cbdsl.dsl import ast
 from cbdsl.dsl.codes import CODES
@@ -362,7 +361,7 @@ def test_typed_policy() -> None:
     assert typed.type_of(calls["quantile"].among) == BOOL
     assert typed.let_value("long") == policy.of_kind(ast.Let)[1].value
     for node in policy.find_all(ast.Name):
-        assert span_key(node) in typed.names
+        assert typed.id_of(node) in typed.names
 
 
 def test_let_order_puts_dependencies_first() -> None:
