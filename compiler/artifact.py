@@ -30,8 +30,10 @@ class Compiled:
     warnings: tuple  # Diagnostic warnings and notes
 
 
-def compile_source(text: str, name: str, pool=None) -> Compiled:
-    """Parse, resolve (against the pool's schema when a pool is given), plan and optimize."""
+def compile_source(text: str, name: str, pool=None, *, registry=None) -> Compiled:
+    """Parse, resolve (against the pool's schema when a pool is given), plan and optimize.
+
+    ``registry``: the callables the policy may name (default: the process registry)."""
     from cbdsl import __version__
     from cbdsl.compiler.check import check_source
     from cbdsl.compiler.plan import plan as make_plan
@@ -42,12 +44,12 @@ def compile_source(text: str, name: str, pool=None) -> Compiled:
 
     schema = pool.schema if pool is not None else None
     assets = {a: info.kind for a, info in pool.card.assets.items()} if pool is not None else None
-    policy, diags = check_source(text, name, schema, assets)
+    policy, diags = check_source(text, name, schema, assets, registry=registry)
     if policy is None or any(d.is_error for d in diags):
         raise PolicyError(diags, Source(text, name))
-    typed = resolve(policy, schema, source=Source(text, name), assets=assets)
+    typed = resolve(policy, schema, source=Source(text, name), assets=assets, registry=registry)
     id_column = pool.id_column if pool is not None else "id"
-    optimized = optimize(make_plan(typed, id_column=id_column))
+    optimized = optimize(make_plan(typed, id_column=id_column, registry=registry))
     artifact = {
         "artifact_version": ARTIFACT_VERSION,
         "cbdsl_version": __version__,

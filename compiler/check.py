@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from cbdsl.compiler.resolve import Resolver, TypedPolicy, mix_weights
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import Diagnostic, Source, did_you_mean, sort_key
+from cbdsl.scorers.registry import Registry
 
 #: Clauses a policy may hold at most once.
 SINGLE_CLAUSES: tuple[str, ...] = ("policy", "pool", "budget", "select", "mix")
@@ -28,11 +29,13 @@ MIX_TOLERANCE = 1e-6
 
 
 def check_source(text: str, name: str = "<policy>", schema: Mapping[str, str] | None = None,
-                 assets: Mapping[str, str] | None = None) -> tuple[ast.Policy | None, list[Diagnostic]]:
+                 assets: Mapping[str, str] | None = None, *, registry: Registry | None = None,
+                 ) -> tuple[ast.Policy | None, list[Diagnostic]]:
     """Parse and check policy text; return the AST (None if it does not parse) and every diagnostic.
 
     ``schema`` (column -> type) and ``assets`` (asset name -> kind) come from the pool card when a pool is
-    known; without them the column and asset checks wait for one."""
+    known; without them the column and asset checks wait for one. ``registry``: the callables a policy may
+    name (default: the process registry, :func:`cbdsl.scorers.registry.registry`)."""
     policy = None
     try:
         from cbdsl.dsl.parser import parse_diagnostics
@@ -40,7 +43,7 @@ def check_source(text: str, name: str = "<policy>", schema: Mapping[str, str] | 
         policy, diags = parse_diagnostics(text, name)
         if policy is None:
             return None, diags
-        return policy, check(policy, schema, source=Source(text, name), assets=assets)
+        return policy, check(policy, schema, source=Source(text, name), assets=assets, registry=registry)
     except Exception as exc:  # the boundary: a bug in cbdsl must not reach the user as a traceback
         return policy, [internal_error(exc)]
 
@@ -56,22 +59,26 @@ def internal_error(exc: BaseException) -> Diagnostic:
 
 
 def check(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
-          assets: Mapping[str, str] | None = None) -> list[Diagnostic]:
+          assets: Mapping[str, str] | None = None, registry: Registry | None = None) -> list[Diagnostic]:
     """Every semantic diagnostic (errors, warnings, notes) of a parsed policy, sorted by position.
 
     ``source`` (the text the policy was parsed from) lets messages name lines
     ("the first `budget` is on line 3").
     """
-    return analyze(policy, schema, source=source, assets=assets)[1]
+    return analyze(policy, schema, source=source, assets=assets, registry=registry)[1]
 
 
 def analyze(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
-            assets: Mapping[str, str] | None = None) -> tuple[TypedPolicy, list[Diagnostic]]:
+            assets: Mapping[str, str] | None = None, registry: Registry | None = None,
+            ) -> tuple[TypedPolicy, list[Diagnostic]]:
     """Resolve, type-check and apply the clause rules: the typed policy and every diagnostic, sorted."""
     from cbdsl.scaffolds.catalogue import method_ids, scorer_ids, scorer_users
-    from cbdsl.scorers.registry import registry
 
-    resolver = Resolver(policy, schema, registry(), scorer_ids(), methods_using=scorer_users(), source=source,
+    if registry is None:
+        from cbdsl.scorers.registry import registry as process_registry
+
+        registry = process_registry()
+    resolver = Resolver(policy, schema, registry, scorer_ids(), methods_using=scorer_users(), source=source,
                         assets=assets)
     typed = resolver.run()
     diags = resolver.diags + clause_rules(policy, source=source, method_ids=method_ids())

@@ -26,7 +26,7 @@ from cbdsl.compiler.plan import (
 )
 from cbdsl.compiler.text_classes import PY_SPACE
 from cbdsl.compiler.types import FLOAT, parse_type
-from cbdsl.scorers.registry import LowerContext, registry
+from cbdsl.scorers.registry import LowerContext, Registry, registry as process_registry
 
 HASH = "#hash"  # the stable id hash column (kernels.hash_strings), every tie is broken by it
 
@@ -49,11 +49,13 @@ class ExprLowering:
     """Turns plan expressions into Polars expressions for one pool.
 
     ``pool`` lets a lowering read a model asset (a tokenizer); :func:`cbdsl.pipelines.execute.execute` sets it
-    to the pool it runs against when the caller of :func:`lower` did not."""
+    to the pool it runs against when the caller of :func:`lower` did not. ``registry`` holds the entries
+    whose ``lower`` builds each call (default: the process registry)."""
 
     schema: Mapping[str, str]
     asset_ids: Callable[[str], list[str]] = field(default=lambda name: [])
     pool: Any = None
+    registry: Registry = field(default_factory=process_registry)
 
     def __call__(self, e) -> pl.Expr:
         match e:
@@ -62,7 +64,7 @@ class ExprLowering:
             case Lit(value=v):
                 return pl.lit(v)
             case Apply(fn=fn, args=args, params=params):
-                entry = registry().get(fn, "expr")
+                entry = self.registry.get(fn, "expr")
                 ctx = LowerContext(
                     params=entry.params.model_validate(params),
                     arg_types=tuple(self._type(a) for a in args),
@@ -146,7 +148,7 @@ class ExprLowering:
         return ~test if negate else test
 
     def stat(self, s: Stat) -> pl.Expr:
-        entry = registry().get(s.stat, "expr")
+        entry = self.registry.get(s.stat, "expr")
         ctx = LowerContext(
             params=entry.params.model_validate(s.params),
             arg_types=(self._type(s.arg),),
@@ -218,9 +220,12 @@ class Lowered:
 
 
 def lower(plan: Plan, schema: Mapping[str, str], asset_ids: Callable[[str], list[str]] | None = None,
-          pool: Any = None) -> Lowered:
-    """Plan -> :class:`Lowered`: split the filter stage around the expensive scores."""
-    exprs = ExprLowering(schema=schema, asset_ids=asset_ids or (lambda name: []), pool=pool)
+          pool: Any = None, *, registry: Registry | None = None) -> Lowered:
+    """Plan -> :class:`Lowered`: split the filter stage around the expensive scores.
+
+    ``registry``: the one the plan was made with (default: the process registry)."""
+    exprs = ExprLowering(schema=schema, asset_ids=asset_ids or (lambda name: []), pool=pool,
+                         registry=registry if registry is not None else process_registry())
     filters = plan.of(FilterStep)
     early_filters = [f for f in filters if f.early]
     late_filters = [f for f in filters if not f.early]

@@ -308,9 +308,10 @@ class Plan(_Frozen):
 class _Planner:
     """Walks the typed AST once, emitting steps; one instance per :func:`plan` call."""
 
-    def __init__(self, typed, id_column: str):
+    def __init__(self, typed, id_column: str, registry):
         self.typed = typed
         self.id_column = id_column
+        self.registry = registry
         self.policy: ast.Policy = typed.policy
         self.computed: list = []  # score and stat steps, one per occurrence (rules share them)
         self.derives: dict[str, Derive | None] = {}
@@ -362,7 +363,7 @@ class _Planner:
             raise ValueError(f"unresolved call {c.func.name}")
         if res.id == "asset":
             return AssetIds(name=params["name"])
-        entry = _registry().get(res.id, "expr")
+        entry = self.registry.get(res.id, "expr")
         args = tuple(self.expr(a) for a in _inputs(entry, c.args))
         if res.kind == "statistic":
             among = self.expr(c.among) if c.among is not None else None
@@ -413,7 +414,7 @@ class _Planner:
         tail: list = []
         for d in policy.of_kind(ast.Dedup):
             res = self.typed.lookup(d)
-            entry = _registry().get(res.id, "dedup")
+            entry = self.registry.get(res.id, "dedup")
             tail.append(DedupStep(clause=format_clause(d, comments=False), method=res.id,
                                   args=tuple(self.expr(a) for a in _inputs(entry, d.method.args)),
                                   params=self._params(d),
@@ -439,7 +440,7 @@ class _Planner:
         if selects:
             s = selects[0]
             res = self.typed.lookup(s)
-            entry = _registry().get(res.id, "select")
+            entry = self.registry.get(res.id, "select")
             args = tuple(self.expr(a) for a in _inputs(entry, s.args))
             if res.id == "stratified":
                 name = s.args[0].name  # checked to be a column (E220)
@@ -463,15 +464,15 @@ def _inputs(entry, args: tuple) -> tuple:
     return args[: len(entry.inputs)]
 
 
-def _registry():
-    from cbdsl.scorers.registry import registry
+def plan(typed, id_column: str = "id", *, registry=None) -> Plan:
+    """Typed AST -> logical plan (unoptimized): one step per clause, scores, lets and statistics.
 
-    return registry()
+    ``registry``: the one the policy was resolved with (default: the process registry)."""
+    if registry is None:
+        from cbdsl.scorers.registry import registry as process_registry
 
-
-def plan(typed, id_column: str = "id") -> Plan:
-    """Typed AST -> logical plan (unoptimized): one step per clause, scores, lets and statistics."""
-    return order_computed(_Planner(typed, id_column).build())
+        registry = process_registry()
+    return order_computed(_Planner(typed, id_column, registry).build())
 
 
 def order_computed(p: Plan) -> Plan:

@@ -122,20 +122,66 @@ class TypedPolicy:
 
 
 def resolve(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
-            assets: Mapping[str, str] | None = None) -> TypedPolicy:
+            assets: Mapping[str, str] | None = None, registry: Registry | None = None) -> TypedPolicy:
     """Resolve and type-check a policy; raise :class:`PolicyError` with every error if there is one.
 
-    ``assets`` (name -> kind, the pool card's) lets the checker refuse what rule 8 forbids."""
+    ``assets`` (name -> kind, the pool card's) lets the checker refuse what rule 8 forbids; ``registry``
+    holds the callables a policy may name (default: the process registry)."""
     from cbdsl.compiler.check import analyze
 
-    typed, diags = analyze(policy, schema, source=source, assets=assets)
+    typed, diags = analyze(policy, schema, source=source, assets=assets, registry=registry)
     errors = [d for d in diags if d.is_error]
     if errors:
         raise PolicyError(errors, source)
     return typed
 
 
-# --- helpers --------------------------------------------------------------------
+def typed_text(typed: TypedPolicy) -> str:
+    """The typed AST as text: each clause, then its expression nodes (indented by depth) with their type
+    and what they resolved to; then the lets, the columns read, the mix shares and the warnings.
+
+    Why: a readable, deterministic form of the resolve stage (its golden, ``tests/golden/typed/``); it
+    reads the maps only through :meth:`TypedPolicy.lookup`, ``type_of`` and ``params_of``, and prints no
+    spans, so it does not change with how nodes are keyed."""
+    from cbdsl.dsl.format import format_clause, format_expr  # not on `cbdsl check`'s path
+
+    def resolved(node: ast.Node) -> str:
+        res = typed.lookup(node)
+        if res is None:
+            return ""
+        params = typed.params_of(node)
+        shown = ", ".join(f"{k}={format_value(v)}" for k, v in params.model_dump(mode="json").items()) \
+            if params is not None else ""
+        return f"  {res.kind} {res.id}" + (f"({shown})" if shown else "")
+
+    lines: list[str] = []
+    for clause in typed.policy.clauses:
+        strategy = resolved(clause) if isinstance(clause, ast.Select) else ""  # no node of its own below
+        lines.append(format_clause(clause, comments=False) + strategy)
+        roots = {ast.Let: ("value",), ast.Filter: ("condition",), ast.Dedup: ("method",), ast.Mix: ("by",),
+                 ast.Budget: ("of",), ast.Select: ("args", "kwargs")}.get(type(clause), ())
+        children = [c for f in roots for c in (getattr(clause, f) if isinstance(getattr(clause, f), tuple)
+                                                else (getattr(clause, f),)) if c is not None]
+        work: list[tuple[ast.Node, int, str]] = [(c, 1, "") for c in reversed(children)]
+        while work:  # an explicit stack: expressions may nest deeply
+            node, depth, label = work.pop()
+            if isinstance(node, ast.Keyword):
+                work.append((node.value, depth, f"{node.name.name}="))
+                continue
+            if isinstance(node, ast.Ident):  # a grouping column or let (`per`, `mix by`)
+                res = typed.lookup(node)
+                if res is not None:
+                    lines.append(f"{'  ' * depth}{label}{node.name}  : {res.type}{resolved(node)}")
+                continue
+            lines.append(f"{'  ' * depth}{label}{format_expr(node)}  : {typed.type_of(node)}{resolved(node)}")
+            work.extend((c, depth + 1, "") for c in reversed(list(node.children())))
+    lines.append("lets: " + ", ".join(f"{n}: {typed.lets[n]}" for n in typed.let_order))
+    lines.append("columns: " + ", ".join(f"{c}: {t}" for c, t in sorted(typed.columns.items())))
+    if typed.mix_weights is not None:
+        lines.append("mix shares: " + ", ".join(f"{'*' if k is None else k} {w!r}"
+                                                 for k, w in typed.mix_weights.items()))
+    lines.extend(f"{d.severity} {d.code}: {d.message}" for d in typed.diagnostics)
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def constant(node: ast.Node) -> tuple[bool, Any]:

@@ -27,7 +27,7 @@ import polars as pl
 
 from cbdsl.compiler.plan import Score, pexpr_text
 from cbdsl.compiler.types import BENCHMARK_FIX, BENCHMARK_KINDS, BENCHMARK_WHY
-from cbdsl.scorers.registry import Entry, Params, registry
+from cbdsl.scorers.registry import Entry, Params, Registry, registry as process_registry
 
 VALUE = "value"
 
@@ -223,17 +223,20 @@ def _write_cache(path: Path, frame: pl.DataFrame, id_col: str) -> None:
 
 def provide(frame: pl.LazyFrame, steps: Sequence[Score], pool, lower_expr, workdir: Path | None = None, *,
             definitions: Mapping[str, Any] | None = None,
-            population: Callable[[Score], pl.LazyFrame] | None = None) -> pl.LazyFrame:
+            population: Callable[[Score], pl.LazyFrame] | None = None,
+            registry: Registry | None = None) -> pl.LazyFrame:
     """Join each score step's column into ``frame``, computing only what the cache lacks.
 
     ``definitions`` maps derived columns to their steps (for the cache key);
     ``population(step)`` gives the whole pool with the columns the step's inputs
-    read, for population scorers (default: the pool's own columns).
+    read, for population scorers (default: the pool's own columns); ``registry`` holds the scorers
+    (default: the process registry).
     """
     id_col = pool.id_column
     workdir = workdir or Path(pool.scores_dir) / "models"
+    entries = registry if registry is not None else process_registry()
     for step in steps:
-        entry = registry().get(step.scorer, "expr")
+        entry = entries.get(step.scorer, "expr")
         if entry is None or entry.compute is None:
             raise RuntimeError(f"scorer {step.scorer} has no batch function")
         path = cache_path(pool, step, entry, definitions)
