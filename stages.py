@@ -33,7 +33,7 @@ from cbdsl.compiler import plan as planning
 from cbdsl.compiler.ir import Plan
 from cbdsl.compiler.resolve import TypedPolicy
 from cbdsl.compiler.rules import optimize
-from cbdsl.compiler.signatures import Methods
+from cbdsl.compiler.signatures import Methods, Registry
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import Diagnostic, PolicyError, Source
 from cbdsl.dsl.format import canonical_hash, canonical_text
@@ -54,41 +54,52 @@ def methods() -> Methods:
     return Methods(ids=catalogue.method_ids(), scorers=catalogue.scorer_ids(), users=catalogue.scorer_users())
 
 
+def _context(given_registry: Registry | None, given_methods: Methods | None) -> dict[str, Any]:
+    """The registry and catalogue a stage runs against: the caller's, else cbdsl's."""
+    return {"registry": given_registry if given_registry is not None else registry(),
+            "methods": given_methods if given_methods is not None else methods()}
+
+
 def check_source(text: str, name: str = "<policy>", schema: Mapping[str, str] | None = None,
-                 assets: Mapping[str, str] | None = None) -> tuple[ast.Policy | None, list[Diagnostic]]:
+                 assets: Mapping[str, str] | None = None, *, registry: Registry | None = None,
+                 methods: Methods | None = None) -> tuple[ast.Policy | None, list[Diagnostic]]:
     """:func:`cbdsl.compiler.check.check_source`: parse and check text, never raising."""
-    return checking.check_source(text, name, schema, assets, registry=registry(), methods=methods())
+    return checking.check_source(text, name, schema, assets, **_context(registry, methods))
 
 
 def check(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
-          assets: Mapping[str, str] | None = None) -> list[Diagnostic]:
+          assets: Mapping[str, str] | None = None, registry: Registry | None = None,
+          methods: Methods | None = None) -> list[Diagnostic]:
     """:func:`cbdsl.compiler.check.check`: every diagnostic of a parsed policy, sorted."""
-    return checking.check(policy, schema, source=source, assets=assets, registry=registry(), methods=methods())
+    return checking.check(policy, schema, source=source, assets=assets, **_context(registry, methods))
 
 
 def analyze(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
-            assets: Mapping[str, str] | None = None) -> tuple[TypedPolicy, list[Diagnostic]]:
+            assets: Mapping[str, str] | None = None, registry: Registry | None = None,
+            methods: Methods | None = None) -> tuple[TypedPolicy, list[Diagnostic]]:
     """:func:`cbdsl.compiler.check.analyze`: the typed policy and every diagnostic."""
-    return checking.analyze(policy, schema, source=source, assets=assets, registry=registry(), methods=methods())
+    return checking.analyze(policy, schema, source=source, assets=assets, **_context(registry, methods))
 
 
 def resolve(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, source: Source | None = None,
-            assets: Mapping[str, str] | None = None) -> TypedPolicy:
+            assets: Mapping[str, str] | None = None, registry: Registry | None = None,
+            methods: Methods | None = None) -> TypedPolicy:
     """:func:`cbdsl.compiler.check.resolve`: the typed policy, or PolicyError with every error."""
-    return checking.resolve(policy, schema, source=source, assets=assets, registry=registry(), methods=methods())
+    return checking.resolve(policy, schema, source=source, assets=assets, **_context(registry, methods))
 
 
-def plan(typed: TypedPolicy, id_column: str = "id") -> Plan:
-    """:func:`cbdsl.compiler.plan.plan`: the logical plan, unoptimized."""
-    return planning.plan(typed, id_column, registry=registry())
+def plan(typed: TypedPolicy, id_column: str = "id", *, registry: Registry | None = None) -> Plan:
+    """:func:`cbdsl.compiler.plan.plan`: the logical plan, unoptimized (``registry``: the one it was resolved
+    against)."""
+    return planning.plan(typed, id_column, registry=_context(registry, None)["registry"])
 
 
 def lower(plan: Plan, schema: Mapping[str, str], asset_ids: Callable[[str], list[str]] | None = None,
-          pool: Any = None):
+          pool: Any = None, *, registry: Registry | None = None):
     """:func:`cbdsl.compiler.lower.lower`: the plan as Polars expressions (imports Polars)."""
     from cbdsl.compiler import lower as lowering  # Polars: off the `cbdsl check` path
 
-    return lowering.lower(plan, schema, asset_ids, pool, registry=registry())
+    return lowering.lower(plan, schema, asset_ids, pool, registry=_context(registry, None)["registry"])
 
 
 @dataclass(frozen=True)
@@ -100,18 +111,20 @@ class Compiled:
     warnings: tuple  # Diagnostic warnings and notes
 
 
-def compile_source(text: str, name: str, pool=None) -> Compiled:
+def compile_source(text: str, name: str = "<policy>", pool=None, *, registry: Registry | None = None,
+                   methods: Methods | None = None) -> Compiled:
     """Parse, resolve (against the pool's schema when a pool is given), plan and optimize, as PRQL's ``compile``
     chains its stages; the result carries the compiled artifact (JSON: the canonical text, the AST, the plan, the
     scorers and columns the run needs, and the hashes of policy, pool and catalogue)."""
     schema = pool.schema if pool is not None else None
     assets = {a: info.kind for a, info in pool.card.assets.items()} if pool is not None else None
-    policy, diags = check_source(text, name, schema, assets)
+    context = _context(registry, methods)
+    policy, diags = check_source(text, name, schema, assets, **context)
     if policy is None or any(d.is_error for d in diags):
         raise PolicyError(diags, Source(text, name))
-    typed = resolve(policy, schema, source=Source(text, name), assets=assets)
+    typed = resolve(policy, schema, source=Source(text, name), assets=assets, **context)
     id_column = pool.id_column if pool is not None else "id"
-    optimized = optimize(plan(typed, id_column=id_column))
+    optimized = optimize(plan(typed, id_column=id_column, registry=context["registry"]))
     artifact = {
         "artifact_version": ARTIFACT_VERSION,
         "cbdsl_version": __version__,

@@ -31,6 +31,7 @@ from cbdsl.compiler.signatures import PENDING_OUTPUTS, Entry, Params, Registry, 
 from cbdsl.compiler.types import BOOL, EMBEDDING, FLOAT, INT, STR, UNKNOWN, Type
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import Diagnostic, Source, did_you_mean, sort_key
+from cbdsl.dsl.format import format_clause, format_expr
 
 ResolutionKind = Literal["column", "let", "scorer", "function", "statistic", "select", "dedup", "pending"]
 
@@ -127,6 +128,52 @@ class TypedPolicy:
             if clause.name.name == name:
                 return clause.value
         raise KeyError(name)
+
+
+def typed_text(typed: TypedPolicy) -> str:
+    """The typed AST as text: each clause, then its expression nodes (indented by depth) with their type
+    and what they resolved to; then the lets, the columns read, the mix shares and the warnings.
+
+    Why: a readable, deterministic form of the resolve stage (its golden, ``tests/golden/typed/``); it
+    reads the maps only through :meth:`TypedPolicy.lookup`, ``type_of`` and ``params_of``, and prints no
+    spans, so it does not change with how nodes are keyed."""
+    def resolved(node: ast.Node) -> str:
+        res = typed.lookup(node)
+        if res is None:
+            return ""
+        params = typed.params_of(node)
+        shown = ", ".join(f"{k}={format_value(v)}" for k, v in params.model_dump(mode="json").items()) \
+            if params is not None else ""
+        return f"  {res.kind} {res.id}" + (f"({shown})" if shown else "")
+
+    lines: list[str] = []
+    for clause in typed.policy.clauses:
+        strategy = resolved(clause) if isinstance(clause, ast.Select) else ""  # no node of its own below
+        lines.append(format_clause(clause, comments=False) + strategy)
+        roots = {ast.Let: ("value",), ast.Filter: ("condition",), ast.Dedup: ("method",), ast.Mix: ("by",),
+                 ast.Budget: ("of",), ast.Select: ("args", "kwargs")}.get(type(clause), ())
+        children = [c for f in roots for c in (getattr(clause, f) if isinstance(getattr(clause, f), tuple)
+                                                else (getattr(clause, f),)) if c is not None]
+        work: list[tuple[ast.Node, int, str]] = [(c, 1, "") for c in reversed(children)]
+        while work:  # an explicit stack: expressions may nest deeply
+            node, depth, label = work.pop()
+            if isinstance(node, ast.Keyword):
+                work.append((node.value, depth, f"{node.name.name}="))
+                continue
+            if isinstance(node, ast.Ident):  # a grouping column or let (`per`, `mix by`)
+                res = typed.lookup(node)
+                if res is not None:
+                    lines.append(f"{'  ' * depth}{label}{node.name}  : {res.type}{resolved(node)}")
+                continue
+            lines.append(f"{'  ' * depth}{label}{format_expr(node)}  : {typed.type_of(node)}{resolved(node)}")
+            work.extend((c, depth + 1, "") for c in reversed(list(node.children())))
+    lines.append("lets: " + ", ".join(f"{n}: {typed.lets[n]}" for n in typed.let_order))
+    lines.append("columns: " + ", ".join(f"{c}: {t}" for c, t in sorted(typed.columns.items())))
+    if typed.mix_weights is not None:
+        lines.append("mix shares: " + ", ".join(f"{'*' if k is None else k} {w!r}"
+                                                 for k, w in typed.mix_weights.items()))
+    lines.extend(f"{d.severity} {d.code}: {d.message}" for d in typed.diagnostics)
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 # --- helpers --------------------------------------------------------------------

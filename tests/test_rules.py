@@ -1,4 +1,14 @@
-"""The optimizer rules, one fixture file each (``tests/fixtures/rules/<rule>.json``), and their doctests.
+"""The optimizer rules, two fixture files each, and their doctests.
+
+Text fixtures, ``tests/fixtures/rules/<module>.txt`` (one per module of ``compiler/rules/``): pairs of
+policy text in and plan text out (the plan after that rule alone), as sqlglot keeps ``.sql`` pairs; the
+format is described at the top of each file. After an intended change, regenerate the plan texts with
+
+    CBDSL_UPDATE_GOLDENS=1 .venv/bin/python -m pytest -q tests/test_rules.py
+
+and review the diff like code.
+
+JSON fixtures, ``tests/fixtures/rules/<rule>.json``:
 
 A fixture file is a list of cases ``{"name", "input": <Plan JSON>, "expected":
 <Plan JSON>}``; the test checks ``rule(input) == expected``. The inputs were
@@ -14,12 +24,17 @@ from __future__ import annotations
 import doctest
 import importlib
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 
 from cbdsl.compiler.ir import FilterStep, Plan
 from cbdsl.compiler.rules import RULES, optimize
+from cbdsl.dsl.parser import parse
+from cbdsl.pipelines.engine.execute import plan_text
+from cbdsl.stages import plan, resolve
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rules"
 RULE_BY_NAME = {rule.__name__: rule for rule in RULES}
@@ -80,3 +95,66 @@ def test_optimize_records_the_rules_and_keeps_filters_and_clauses():
             assert out.rules == tuple(RULE_BY_NAME)
             # no rule drops or invents a filter clause: the conjunction is the same set of clauses
             assert sorted(f.clause for f in out.of(FilterStep)) == sorted(f.clause for f in plan.of(FilterStep))
+
+
+# --- text fixtures: policy in, plan text out ------------------------------------------------------------
+
+#: The columns the text fixtures' policies read (those of tests/test_plan.py, and a bool).
+TEXT_SCHEMA = {"id": "str", "x": "float", "y": "int", "g": "str", "text": "str", "width": "int", "height": "int",
+               "emb": "embedding", "url": "str", "image": "binary", "toks": "int", "ok": "bool"}
+RULE_OF_MODULE = {rule.__module__.rsplit(".", 1)[1]: rule for rule in RULES}
+UPDATE = os.environ.get("CBDSL_UPDATE_GOLDENS") == "1"
+_CASE = re.compile(r"^=== (?P<name>.+?)\n(?P<policy>.*?)^--- (?P<marker>changed|unchanged)\n(?P<plan>.*?)(?=^=== |\Z)",
+                   re.MULTILINE | re.DOTALL)
+_AFTER = re.compile(r"\(after ([\w, ]+)\)$")
+
+
+def text_fixture(module: str) -> tuple[str, list[dict[str, str]]]:
+    """(the header, the cases) of a text fixture file; a case has its name, policy, marker and plan text."""
+    text = (FIXTURES / f"{module}.txt").read_text(encoding="utf-8")
+    first = re.search(r"^=== ", text, re.MULTILINE)
+    header = text[: first.start()] if first else text
+    cases = [m.groupdict() for m in _CASE.finditer(text)]
+    assert "".join(m.group(0) for m in _CASE.finditer(text)) == text[len(header):], f"{module}.txt: a malformed case"
+    for case in cases:
+        case["plan"] = case["plan"].rstrip("\n") + "\n" if case["plan"].strip() else ""
+    return header, cases
+
+
+def write_text_fixture(module: str, header: str, cases: list[dict[str, str]]) -> None:
+    body = "\n".join(f"=== {c['name']}\n{c['policy']}--- {c['marker']}\n{c['plan']}" for c in cases)
+    (FIXTURES / f"{module}.txt").write_text(header + body, encoding="utf-8")
+
+
+def text_cases():
+    for module in RULE_MODULES:
+        for case in text_fixture(module)[1]:
+            yield pytest.param(module, case["name"], id=f"{module}: {case['name']}")
+
+
+@pytest.mark.parametrize(("module", "name"), list(text_cases()))
+def test_rule_text_fixture(module, name):
+    """The plan text after the module's rule alone (after the rules the case names) is the fixture's."""
+    header, cases = text_fixture(module)
+    case = next(c for c in cases if c["name"] == name)
+    before = plan(resolve(parse(case["policy"], f"{module}.txt"), TEXT_SCHEMA))
+    after = _AFTER.search(name)
+    for rule_name in after.group(1).split(", ") if after else ():
+        before = RULE_BY_NAME[rule_name](before)
+    rule = RULE_OF_MODULE[module]
+    got = rule(before)
+    assert (got != before) == (case["marker"] == "changed"), f"the rule should leave the plan {case['marker']}"
+    assert rule(got) == got, "a rule is idempotent"
+    if UPDATE:
+        case["plan"] = plan_text(got)
+        write_text_fixture(module, header, cases)
+        return
+    assert plan_text(got) == case["plan"], f"tests/fixtures/rules/{module}.txt: `{name}` differs"
+
+
+def test_every_rule_module_has_a_text_fixture_with_both_kinds_of_case():
+    assert sorted(p.stem for p in FIXTURES.glob("*.txt")) == sorted(RULE_MODULES) == sorted(RULE_OF_MODULE)
+    for module in RULE_MODULES:
+        cases = text_fixture(module)[1]
+        assert len(cases) >= 5 and len({c["name"] for c in cases}) == len(cases)
+        assert {c["marker"] for c in cases} == {"changed", "unchanged"}

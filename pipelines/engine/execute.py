@@ -21,7 +21,8 @@ import numpy as np
 import polars as pl
 
 from cbdsl.compiler.ir import (
-    BudgetStep, Col, DedupStep, Derive, FilterStep, MixStep, Scan, Score, SelectStep, Stat, columns_of, pexpr_text,
+    Apply, BudgetStep, Col, DedupStep, Derive, FilterStep, MixStep, Scan, Score, SelectStep, Stat, columns_of,
+    pexpr_text,
 )
 from cbdsl.compiler.lower import HASH, Lowered
 from cbdsl.pipelines.engine.kernels import hashing, kcenter, minhash, semdedup
@@ -91,7 +92,8 @@ def model_scores(low: Lowered, pool) -> ScoreProvider:
         return low.compute(frame, deps, provider)
 
     def provider(frame: pl.LazyFrame, steps: list[Score]) -> pl.LazyFrame:
-        return provide(frame, steps, pool, low.exprs, definitions=definitions, population=population)
+        return provide(frame, steps, pool, low.exprs, definitions=definitions, population=population,
+                       registry=low.exprs.registry)
 
     return provider
 
@@ -130,14 +132,7 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
         keep = pl.all_horizontal([pl.col(f"#f{i}") for i in range(len(filters))]) if filters else pl.lit(True)
         survivors = full.filter(keep)
     else:
-        if low.early_filters:
-            frame = low.compute(frame, low.early_compute, score_columns).filter(low.predicate(low.early_filters))
-        frame = low.compute(frame, low.late_compute, score_columns)
-        if low.late_filters:
-            frame = frame.filter(low.predicate(low.late_filters))
-        # The id hash only orders and breaks ties after the filters: hashing the survivors alone is the same
-        # values for a fraction of the work (DataComp's basic ∩ CLIP: 2.1M of 12.8M ids).
-        survivors = frame.with_columns(_hash_column(id_col), *tail_exprs).collect()
+        survivors = query(low, frame, score_columns).collect()
 
     survivors = survivors.select([id_col, HASH, *(e.meta.output_name() for e in tail_exprs)])
     n_survivors = survivors.height
@@ -150,6 +145,21 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
         frame=full if explain else None, deduped_ids=deduped.get_column(id_col) if explain else None,
         missing=missing if explain else {},
     )
+
+
+def query(low: Lowered, frame: pl.LazyFrame, score_columns: ScoreProvider) -> pl.LazyFrame:
+    """The lazy query a run collects: the filter stage over ``frame`` (the pool's scan of the plan's columns;
+    the early filters before the expensive scores), then the id hash and the values the tail needs.
+
+    Its ``explain()`` is the Polars plan of a policy (``tests/golden/lowered/``)."""
+    if low.early_filters:
+        frame = low.compute(frame, low.early_compute, score_columns).filter(low.predicate(low.early_filters))
+    frame = low.compute(frame, low.late_compute, score_columns)
+    if low.late_filters:
+        frame = frame.filter(low.predicate(low.late_filters))
+    # The id hash only orders and breaks ties after the filters: hashing the survivors alone is the same
+    # values for a fraction of the work (DataComp's basic ∩ CLIP: 2.1M of 12.8M ids).
+    return frame.with_columns(_hash_column(low.plan.scan.id_column), *_tail_columns(low))
 
 
 def _missing(full: pl.DataFrame, plan, schema) -> dict[str, int]:
@@ -467,3 +477,42 @@ def describe_step(step) -> str:
         case SelectStep():
             return f"select      {step.clause}"
     return type(step).__name__
+
+
+def plan_text(plan) -> str:
+    """The plan as `cbdsl compile` prints it (cost class and :func:`describe_step`), each step followed by
+    what that line leaves out: the predicate of a filter, the call of a score, statistic, dedup or select
+    (parameters filled in), the shares of a mix, what a token budget counts; then the rules applied.
+
+    Why: a deterministic text of the plan stages that shows every rule's work, for their goldens
+    (``tests/golden/plan/``, ``tests/golden/optimized/``) and the rule fixtures (``tests/fixtures/rules/``)."""
+    def call(fn: str, args, params) -> str:
+        return pexpr_text(Apply(fn=fn, args=tuple(args), params=params))
+
+    lines = [f"plan of pool {plan.pool!r}, id column {plan.scan.id_column!r}"]
+    for step in plan.steps:
+        headline = describe_step(step)
+        lines.append(f"  {step.cost:<10} {headline}")
+        match step:
+            case Score():
+                detail = call(step.scorer, step.args, step.params)
+            case Stat():
+                detail = call(step.stat, (step.arg,), step.params) + (f" per {step.per}" if step.per else "") + (
+                    f" among {pexpr_text(step.among)}" if step.among is not None else "")
+            case FilterStep():
+                detail = f"where {pexpr_text(step.predicate)}"
+            case DedupStep():
+                detail = call(step.method, step.args, step.params)
+            case MixStep():
+                shares = [*zip(step.groups, step.weights), *([("*", step.star)] if step.star is not None else [])]
+                detail = f"by {step.by}: " + ", ".join(f"{g} {w!r}" for g, w in shares)
+            case BudgetStep(of=of) if of is not None:
+                detail = f"of {pexpr_text(of)}"
+            case SelectStep():
+                detail = call(step.strategy, step.args, step.params)
+            case _:
+                continue
+        if detail not in headline:
+            lines.append(f"  {'':<10} {'':<11} {detail}")
+    lines.append(f"rules: {', '.join(plan.rules) or '(none)'}")
+    return "\n".join(lines) + "\n"

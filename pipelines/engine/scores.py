@@ -25,7 +25,8 @@ import polars as pl
 
 from cbdsl.compiler.ir import Col, Score, map_pexpr, pexpr_text
 from cbdsl.scorers.api import Progress, ScoreContext, device
-from cbdsl.scorers.registry import Entry, registry
+from cbdsl.compiler.signatures import Registry
+from cbdsl.scorers.registry import Entry
 
 VALUE = "value"
 
@@ -90,17 +91,18 @@ def _write_cache(path: Path, frame: pl.DataFrame, id_col: str) -> None:
 
 def provide(frame: pl.LazyFrame, steps: Sequence[Score], pool, lower_expr, workdir: Path | None = None, *,
             definitions: Mapping[str, Any] | None = None,
-            population: Callable[[Score], pl.LazyFrame] | None = None) -> pl.LazyFrame:
+            population: Callable[[Score], pl.LazyFrame] | None = None, registry: Registry) -> pl.LazyFrame:
     """Join each score step's column into ``frame``, computing only what the cache lacks.
 
     ``definitions`` maps derived columns to their steps (for the cache key);
     ``population(step)`` gives the whole pool with the columns the step's inputs
-    read, for population scorers (default: the pool's own columns).
+    read, for population scorers (default: the pool's own columns); ``registry`` holds the scorers (the one
+    the plan was lowered with).
     """
     id_col = pool.id_column
     workdir = workdir or Path(pool.scores_dir) / "models"
     for step in steps:
-        entry = registry().get(step.scorer, "expr")
+        entry = registry.get(step.scorer, "expr")
         if entry is None or entry.compute is None:
             raise RuntimeError(f"scorer {step.scorer} has no batch function")
         path = cache_path(pool, step, entry, definitions)
