@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cbdsl.home import home
+from cbdsl.scorers.registry import registry
+
 FAMILIES: tuple[str, ...] = (
     "heuristic filter", "text statistics", "embedding geometry", "training dynamics",
     "importance resampling", "label noise", "influence", "dedup", "baseline",
@@ -149,8 +152,6 @@ def _files() -> tuple[tuple[str, str], ...]:
 
 
 def _cache_path(digest: str) -> Path:
-    from cbdsl.home import home
-
     return home() / "cache" / f"catalogue-{digest[:32]}.json"
 
 
@@ -210,8 +211,6 @@ def scorer_ids() -> frozenset[str]:
 @functools.cache
 def pending_scorers() -> frozenset[str]:
     """Scorers the catalogue names that the registry does not implement yet."""
-    from cbdsl.scorers.registry import registry
-
     return frozenset(s for s in scorer_ids() if s not in registry())
 
 
@@ -233,8 +232,6 @@ def methods_using(scorer_id: str) -> tuple[str, ...]:
 @functools.cache
 def is_generic(callable_id: str) -> bool:
     """A statistic or function (quantile, top, min, len of a list): a tool of every method, the mark of none."""
-    from cbdsl.scorers.registry import registry
-
     entry = registry().get(callable_id)
     return entry is not None and entry.kind in ("statistic", "function")
 
@@ -273,8 +270,6 @@ def families_of(uses) -> frozenset[str]:
 
 def family_tools() -> dict[str, tuple[str, ...]]:
     """For each family, the callables that belong to it alone (what the strategy guide names)."""
-    from cbdsl.scorers.registry import registry
-
     reg = registry()
     out: dict[str, set[str]] = {f: set() for f in FAMILIES}
     for m in catalogue().values():

@@ -100,6 +100,7 @@ def features(texts, ngrams: int, buckets: int):
     import numpy as np
     import polars as pl
 
+    # Numba: off `cbdsl check`, which imports the scorer modules
     from cbdsl.pipelines.engine.kernels import hashing
 
     words = pl.col("t").str.to_lowercase().str.extract_all(WORDPUNCT).alias("tok")

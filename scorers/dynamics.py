@@ -74,6 +74,7 @@ def trace(ctx, inputs) -> tuple:
     """(prepared rows, {loss, el2n, grand, forgetting} arrays over them), from the workdir cache when there."""
     import numpy as np
 
+    # torch: off `cbdsl check`, which imports the scorer modules
     from cbdsl.scorers.models.proxy import prepare, reproducible
 
     p = ctx.params
@@ -102,7 +103,7 @@ def _train_and_measure(ctx, prep, p, sums: dict) -> None:
     """Add each seed's training-dynamics measurements into ``sums`` (the proxy trained once per seed)."""
     import numpy as np
 
-    from cbdsl.scorers.models.proxy import grad_norm
+    from cbdsl.scorers.models.proxy import grad_norm  # torch: off `cbdsl check`, which imports the scorer modules
 
     m = prep.rows
     for s in range(p.seed, p.seed + p.seeds):

@@ -82,6 +82,7 @@ def influence(ctx, *inputs):
     """Gradient influence toward target assets (LESS/ICONS core): projected proxy gradients, mean cosine."""
     import numpy as np
 
+    # torch: off `cbdsl check`, which imports the scorer modules
     from cbdsl.scorers.models.proxy import prepare, reproducible
 
     p = ctx.params
@@ -105,6 +106,7 @@ def task_scores(prep, tasks: list, p, progress=lambda n: None, expect=lambda n: 
     import torch
     import torch.nn.functional as F
 
+    # torch: off `cbdsl check`, which imports the scorer modules
     from cbdsl.scorers.models.proxy import Projector, subset
 
     m = prep.rows

@@ -34,6 +34,7 @@ from typing import Literal
 from pydantic import Field
 
 from cbdsl.scorers.api import RunError
+from cbdsl.scorers.geometry import embedding_matrix
 from cbdsl.scorers.registry import Input, Params, model_scorer
 
 
@@ -111,6 +112,7 @@ def _cross_validated(ctx, features, label) -> _CrossValidated:
     import numpy as np
     import polars as pl
 
+    # NumPy: off `cbdsl check`, which imports the scorer modules
     from cbdsl.scorers.models.kmeans import canonical_order
 
     p = ctx.params
@@ -146,12 +148,12 @@ def _features(series):
     import numpy as np
     import polars as pl
 
-    from cbdsl.scorers.geometry import embedding_matrix
-    from cbdsl.scorers.models.kmeans import digest
+    from cbdsl.scorers.models.kmeans import digest  # NumPy: off `cbdsl check`, which imports the scorer modules
 
     if series.dtype == pl.String:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
+        # Numba: off `cbdsl check`, which imports the scorer modules
         from cbdsl.pipelines.engine.kernels.hashing import hash_strings
 
         texts = series.to_list()
@@ -168,7 +170,7 @@ def _pred_probs(x, y, folds: int, seed: int, key: str, workdir):
 
     import numpy as np
 
-    from cbdsl.scorers.models.kmeans import digest
+    from cbdsl.scorers.models.kmeans import digest  # NumPy: off `cbdsl check`, which imports the scorer modules
 
     full_key = digest(y, features=key, folds=int(folds), seed=int(seed), model="logreg-c1-lbfgs-1000", format=1)
     path = Path(workdir) / f"cv-logreg-{full_key}.npy" if workdir is not None else None

@@ -34,8 +34,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from cbdsl.scorers.models.assets import asset_name
+from cbdsl.scorers.models.assets import asset_name, model_asset
 from cbdsl.scorers.registry import Input, Params, model_scorer
+from cbdsl.scorers.text import identify, langid_version
 
 
 class PerplexityParams(Params):
@@ -72,6 +73,7 @@ class BucketParams(PerplexityParams):
 
 
 def _version(params: PerplexityParams) -> str:
+    # NumPy and torch: off `cbdsl check`, which imports the scorer modules
     from cbdsl.scorers.models.lm import checkpoint_version
 
     return checkpoint_version(params.checkpoint)
@@ -80,14 +82,12 @@ def _version(params: PerplexityParams) -> str:
 def _bucket_version(params: BucketParams) -> str:
     version = _version(params)
     if params.by_language:
-        from cbdsl.scorers.text import langid_version
-
         version += "|" + langid_version()
     return version
 
 
 def _perplexities(ctx, text):
-    from cbdsl.scorers.models.assets import model_asset
+    # NumPy and torch: off `cbdsl check`, which imports the scorer modules
     from cbdsl.scorers.models.lm import load_checkpoint, perplexities
 
     name = ctx.params.checkpoint
@@ -115,8 +115,6 @@ def ccnet_bucket(ctx, text):
     ppl = _perplexities(ctx, text)
     groups = None
     if ctx.params.by_language:
-        from cbdsl.scorers.text import identify
-
         groups, _scores = identify(text, lambda n: None)
     return pl.Series("ccnet_bucket", buckets(ppl, groups, ctx.params.head_quantile, ctx.params.tail_quantile),
                      dtype=pl.String)

@@ -42,7 +42,7 @@ from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from cbdsl.scorers.api import RunError
-from cbdsl.scorers.models.assets import asset_name
+from cbdsl.scorers.models.assets import asset_name, model_asset
 from cbdsl.scorers.registry import Input, LowerContext, Params, model_scorer, scorer
 
 #: NLTK's WordPunctTokenizer pattern (also DSIR's tokenizer).
@@ -79,6 +79,7 @@ def dup_keys(values):
     if values.dtype == pl.Binary:
         return pl.Series(values.name, [hashlib.sha256(b).hexdigest() if b is not None else None
                                        for b in values.to_list()], dtype=pl.String)
+    # Numba: off `cbdsl check`, which imports the scorer modules
     from cbdsl.pipelines.engine.kernels import hashing
 
     normal = normalize_text(values)
@@ -132,8 +133,6 @@ def token_count(ctx: LowerContext, text):
 def load_tokenizer(pool, name: str):
     """A ``tokenizers.Tokenizer`` from the pool's model asset ``name``: a tokenizer.json or a directory holding
     one. Read when the policy is lowered for a run; a RunError with the fix when it is missing or not one."""
-    from cbdsl.scorers.models.assets import model_asset
-
     path, sha256 = model_asset(pool, name, "the token_count parameter `tokenizer`")
     if path.is_dir():
         path = path / "tokenizer.json"
@@ -197,6 +196,7 @@ def langid_version() -> str:
     """py3langid's version and the sha256 of its model file (part of the score cache key)."""
     from importlib.metadata import version
 
+    # NumPy and torch: off `cbdsl check`, which imports the scorer modules
     from cbdsl.scorers.models.lm import files_version
 
     try:

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 
 from cbdsl.scorers.api import RunError
+from cbdsl.scorers.dsir import features
+from cbdsl.scorers.geometry import embedding_matrix
+from cbdsl.scorers.models.kmeans import digest
 
 HIDDEN = 64
 TEXT_BUCKETS = 1024
@@ -77,8 +80,6 @@ class Encoder:
         return cls(text, x.mean(axis=0) if len(x) else np.zeros(x.shape[1]), np.where(std > 0, std, 1.0), classes)
 
     def key(self) -> dict:
-        from cbdsl.scorers.models.kmeans import digest
-
         return {"text": self.text, "stats": digest(self.mean, self.std), "classes": [str(c) for c in self.classes]}
 
     def encode(self, features, labels) -> tuple[tuple[torch.Tensor, torch.Tensor], np.ndarray]:
@@ -103,12 +104,9 @@ def _labels(series) -> np.ndarray:
 
 def _raw(series, text: bool) -> np.ndarray:
     if text:
-        from cbdsl.scorers.dsir import features
-
         rows, buckets = features(series, 2, TEXT_BUCKETS)
         counts = np.bincount(rows * TEXT_BUCKETS + buckets, minlength=len(series) * TEXT_BUCKETS)
         return np.log1p(counts.reshape(len(series), TEXT_BUCKETS).astype(np.float64))
-    from cbdsl.scorers.geometry import embedding_matrix
 
     x, _valid = embedding_matrix(series)
     return x.astype(np.float64)

@@ -50,6 +50,8 @@ from typing import Literal
 
 import numpy as np
 
+from cbdsl.pipelines.engine.kernels.hashing import hash_strings
+
 NITER = 20  # Lloyd iterations: DataComp's setting
 MAX_POINTS_PER_CENTROID = 256  # faiss's default subsample per centroid
 _BLOCK_BYTES = 64 << 20  # score block of the assignment (rows x k float32)
@@ -210,8 +212,6 @@ def canonical_order(ids) -> np.ndarray:
     """The permutation that sorts rows by the stable id hash (then by id): clustering in this order
     makes the result a function of the set of (id, embedding) rows, not of the pool's row order."""
     import polars as pl
-
-    from cbdsl.pipelines.engine.kernels.hashing import hash_strings
 
     s = (ids if isinstance(ids, pl.Series) else pl.Series("id", list(ids))).cast(pl.String)
     if len(s) == 0:

@@ -41,6 +41,9 @@ import torch
 import torch.nn.functional as F
 
 from cbdsl.scorers.api import RunError
+from cbdsl.scorers.models import classifier
+from cbdsl.scorers.models.kmeans import canonical_order, digest
+from cbdsl.scorers.models.lm import BYTE_VOCAB, EOS, PAD, SPEC, byte_sequences, pad_batch
 
 StepHook = Callable[[torch.Tensor, torch.Tensor, float, bool, Any], None]  # (indices, correct, lr, epoch_end, model)
 
@@ -219,8 +222,6 @@ class ClassifierProxy:
     kind = "classifier"
 
     def __init__(self, batch_size: int, lr: float, features=None, labels=None):
-        from cbdsl.scorers.models import classifier
-
         self.clf = classifier
         self.batch_size, self.lr = batch_size, lr
         self.encoder = classifier.Encoder.fit(features, labels)
@@ -268,13 +269,9 @@ class LanguageProxy:
         self.batch_size, self.lr = batch_size, lr
         from dataclasses import replace
 
-        from cbdsl.scorers.models.lm import SPEC
-
         self.spec = replace(SPEC, n_embd=64, n_head=2, n_positions=128)
 
     def prepare(self, texts):
-        from cbdsl.scorers.models.lm import byte_sequences
-
         seqs = byte_sequences(texts.to_list(), self.spec.n_positions)
         ok = np.asarray([s is not None and len(s) >= 2 for s in seqs], dtype=bool)
         return [s for s, good in zip(seqs, ok) if good], ok
@@ -286,8 +283,6 @@ class LanguageProxy:
 
     def build(self, seed: int):
         from transformers import GPT2Config, GPT2LMHeadModel
-
-        from cbdsl.scorers.models.lm import BYTE_VOCAB, EOS, PAD
 
         s = self.spec
         config = GPT2Config(vocab_size=BYTE_VOCAB, n_positions=s.n_positions, n_embd=s.n_embd, n_layer=s.n_layer,
@@ -302,8 +297,6 @@ class LanguageProxy:
 
     def _forward(self, model, data, idx):
         """(final hidden states [b, L-1, d], logits [b, L-1, V], targets [b, L-1], mask [b, L-1])."""
-        from cbdsl.scorers.models.lm import pad_batch
-
         ids, mask = pad_batch([data[int(i)] for i in idx])
         ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
         hidden = model.transformer(input_ids=ids_t, attention_mask=mask_t).last_hidden_state[:, :-1]
@@ -389,8 +382,6 @@ class Prepared:
 
     def digest(self, **options) -> str:
         """A content hash of the prepared data and ``options`` (the key of cached traces)."""
-        from cbdsl.scorers.models.kmeans import digest
-
         return digest(*_arrays(self.data), self.valid, kind=self.proxy.kind, **self.proxy.key(), **options)
 
 
@@ -406,8 +397,6 @@ def _arrays(data) -> list[np.ndarray]:
 def prepare(ids, inputs: list, batch_size: int, lr: float | None = None) -> Prepared:
     """The proxy for ``inputs`` (Series aligned with ``ids``) and its data in id-hash order."""
     import polars as pl
-
-    from cbdsl.scorers.models.kmeans import canonical_order
 
     order = canonical_order(ids)
     take = pl.Series(order)

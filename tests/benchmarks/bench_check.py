@@ -4,9 +4,13 @@ The check path must import neither torch nor transformers nor open_clip (nor
 polars or numpy), so a cold `cbdsl check` stays well under 0.3 s on a 2-core
 machine. Run:
 
-    .venv/bin/python tests/benchmarks/bench_check.py [--runs 30]
+    .venv/bin/python tests/benchmarks/bench_check.py [--runs 30] [--baseline DIR]
 
 It prints the median and p90 wall time of both commands and their ratio.
+``--baseline DIR`` also times the same check with another commit's code
+(``git worktree add /tmp/base/cbdsl COMMIT``: the folder must be named
+``cbdsl``), interleaved with this checkout's run by run (A B A B), and prints
+the ratio of the medians, wall and CPU.
 """
 
 from __future__ import annotations
@@ -67,14 +71,14 @@ select random(seed=7)
 """
 
 
-def timed(cmd: list[str], runs: int) -> tuple[list[float], list[float]]:
+def timed(cmd: list[str], runs: int, env: dict[str, str] | None = None) -> tuple[list[float], list[float]]:
     """Wall and CPU (user + system) seconds of ``runs`` cold processes. CPU time is the steadier of the
     two on a shared machine: other jobs delay a process more than they slow its instructions."""
     walls, cpus = [], []
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         walls.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -92,14 +96,26 @@ def summary(measured: tuple[list[float], list[float]]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of another commit in a folder named `cbdsl`, timed interleaved")
     args = parser.parse_args()
+    if args.baseline is not None and args.baseline.resolve().name != "cbdsl":
+        parser.error("--baseline must be a folder named `cbdsl` (git worktree add /tmp/base/cbdsl COMMIT)")
     assert len(POLICY.strip().splitlines()) >= 40
     cbdsl = shutil.which("cbdsl", path=str(Path(sys.executable).parent)) or "cbdsl"
     with tempfile.TemporaryDirectory() as tmp:
         policy = Path(tmp) / "policy.cur"
         policy.write_text(POLICY)
-        timed([cbdsl, "check", str(policy)], 2)  # warm the OS file cache and Lark's grammar cache
-        check = summary(timed([cbdsl, "check", str(policy)], args.runs))
+        command = [cbdsl, "check", str(policy)]
+        timed(command, 2)  # warm the OS file cache and Lark's grammar cache
+        if args.baseline is None:
+            check = summary(timed(command, args.runs))
+        else:
+            base_env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve().parent)}
+            timed(command, 2, base_env)
+            rounds = [(timed(command, 1), timed(command, 1, base_env)) for _ in range(args.runs)]
+            check = summary(([r[0][0][0] for r in rounds], [r[0][1][0] for r in rounds]))
+            base = summary(([r[1][0][0] for r in rounds], [r[1][1][0] for r in rounds]))
         bare = summary(timed([sys.executable, "-c", "pass"], args.runs))
     result = {
         "policy_lines": len(POLICY.strip().splitlines()),
@@ -111,6 +127,10 @@ def main() -> None:
         "target_s": 0.3,
         "meets_target": check["median_s"] < 0.3,
     }
+    if args.baseline is not None:
+        result |= {"baseline": str(args.baseline), "baseline_check": base,
+                   "ratio_to_baseline_wall": check["median_s"] / base["median_s"],
+                   "ratio_to_baseline_cpu": check["cpu_median_s"] / base["cpu_median_s"]}
     print(json.dumps(result, indent=2))
 
 
