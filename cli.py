@@ -504,7 +504,7 @@ def pool_info(pool: str, as_json: bool) -> None:
 @click.option("--description", default="", help="A line shown by `cbdsl pool info`.")
 def pool_add_asset(pool: str, name: str, file: str, kind: str | None, description: str) -> None:
     """Register FILE (a directory for a model) into POOL as asset NAME; policies name it, never the path."""
-    from cbdsl.pipelines.data.pool import add_asset
+    from cbdsl.pipelines.data.writing import add_asset
     from cbdsl.pipelines.data.roots import resolve_pool
 
     p = _pool_call(add_asset, _pool_call(resolve_pool, pool), name, file, kind=kind, description=description)

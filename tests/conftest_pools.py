@@ -37,7 +37,8 @@ from cbdsl.stages import lower
 from cbdsl.pipelines.data.demo import make_demo
 from cbdsl.pipelines.engine.execute import execute
 from cbdsl.pipelines.data.importers import import_pool
-from cbdsl.pipelines.data.pool import Pool, add_asset, write_pool
+from cbdsl.pipelines.data.pool import Pool
+from cbdsl.pipelines.data.writing import add_asset, write_pool
 from cbdsl.scorers.api import asset_ids
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,8 @@ from cbdsl.stages import lower
 from cbdsl.pipelines.data.demo import generate_clean, make_demo
 from cbdsl.scorers.api import RunError
 from cbdsl.pipelines.engine.execute import execute
-from cbdsl.pipelines.data.pool import Pool, add_asset, write_pool
+from cbdsl.pipelines.data.pool import Pool
+from cbdsl.pipelines.data.writing import add_asset, write_pool
 from cbdsl.scorers.api import ScoreContext
 from cbdsl.scaffolds.catalogue import get_method
 from cbdsl.scorers import clip

@@ -20,9 +20,11 @@ import pytest
 from click.testing import CliRunner
 
 from cbdsl.cli import cli
-from cbdsl.pipelines.data import pool as pool_module
+from cbdsl.pipelines.data import writing
 from cbdsl.pipelines.data.importers import import_pool, read_datacomp
-from cbdsl.pipelines.data.pool import Pool, sha256_file, write_pool
+from cbdsl.pipelines.data.hashing import sha256_file
+from cbdsl.pipelines.data.pool import Pool
+from cbdsl.pipelines.data.writing import write_pool
 from cbdsl.pipelines.data.errors import PoolError
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
@@ -115,9 +117,9 @@ def test_the_streamed_pool_is_the_pool_the_whole_frame_gives(tmp_path):
 def test_streamed_shards_are_capped_by_bytes():
     """DataComp's four embeddings are 10 KB a row: a shard holds about 256 MiB, not a million rows."""
     per_row = 4 * sum(DIMS.values()) + 300
-    assert pool_module._streamed_shard_rows(per_row * 12_800_000, 12_800_000, 1_000_000) == 24_576  # 25,468 down to 1Ki rows
-    assert pool_module._streamed_shard_rows(per_row * 500, 500, 100) == 100  # a smaller shard_rows stands
-    assert pool_module._streamed_shard_rows(10**9 * 5, 5, 1_000_000) == 1024  # never under 1Ki rows
+    assert writing.streamed_shard_rows(per_row * 12_800_000, 12_800_000, 1_000_000) == 24_576  # 25,468 down to 1Ki rows
+    assert writing.streamed_shard_rows(per_row * 500, 500, 100) == 100  # a smaller shard_rows stands
+    assert writing.streamed_shard_rows(10**9 * 5, 5, 1_000_000) == 1024  # never under 1Ki rows
 
 
 def test_a_metadata_only_folder_imports_as_before(tmp_path):

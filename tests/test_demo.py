@@ -364,7 +364,7 @@ def test_generate_clean_streams_are_disjoint(generated):
 
 
 def test_make_demo_writes_pool_and_defects_asset(tmp_path):
-    from cbdsl.pipelines.data import pool as pool_mod
+    from cbdsl.pipelines.data import errors, pool as pool_mod
 
     path = demo.make_demo(tmp_path / "demo", rows=300, seed=0)
     pool = pool_mod.Pool.open(path)
@@ -378,7 +378,7 @@ def test_make_demo_writes_pool_and_defects_asset(tmp_path):
     labels = pl.read_parquet(pool.asset_path("demo-defects"))
     assert labels.equals(expected.defects)
     assert pool.card.assets["demo-defects"].kind == "truth"
-    with pytest.raises(pool_mod.PoolError, match="already exists"):
+    with pytest.raises(errors.PoolError, match="already exists"):
         demo.make_demo(path, rows=300)
     demo.make_demo(path, rows=200, overwrite=True)
     assert pool_mod.Pool.open(path).card.rows == 200

@@ -13,7 +13,8 @@ import pytest
 from cbdsl.pipelines.data.exports import FORMATS, export
 from cbdsl.pipelines.data.uids import uid_pairs
 from cbdsl.pipelines.data.importers import import_pool
-from cbdsl.pipelines.data.pool import Pool, write_pool
+from cbdsl.pipelines.data.pool import Pool
+from cbdsl.pipelines.data.writing import write_pool
 from cbdsl.pipelines.data.errors import PoolError
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))

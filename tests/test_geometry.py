@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from cbdsl.stages import check_source
 from cbdsl.scorers.api import RunError
-from cbdsl.pipelines.data.pool import add_asset
+from cbdsl.pipelines.data.writing import add_asset
 from cbdsl.scorers.geometry import dbp_shares
 from cbdsl.scorers.models import kmeans as km
 from conftest_pools import make_pool, policy, run_policy

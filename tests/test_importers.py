@@ -20,7 +20,8 @@ from cbdsl.pipelines.data.importers import (
     read_llava,
     read_parquet_table,
 )
-from cbdsl.pipelines.data.pool import Pool, sha256_file
+from cbdsl.pipelines.data.hashing import sha256_file
+from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.errors import PoolError
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))

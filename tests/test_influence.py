@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from cbdsl.stages import check_source
 from cbdsl.dsl.diagnostics import PolicyError
 from cbdsl.scorers.api import RunError
-from cbdsl.pipelines.data.pool import add_asset
+from cbdsl.pipelines.data.writing import add_asset
 from cbdsl.scorers.models.proxy import Projector, prepare
 from conftest_pools import make_pool, run_policy
 

@@ -152,7 +152,8 @@ def test_budget_shortfall_is_a_failed_entry(sandbox):
 
 
 def test_audit_refuses_selections_that_contain_eval_rows(sandbox, pools):
-    from cbdsl.pipelines.data.pool import Pool, add_asset
+    from cbdsl.pipelines.data.pool import Pool
+    from cbdsl.pipelines.data.writing import add_asset
 
     pool = Pool.open(pools / "demo")
     texts = pool.scan(["text"]).head(400).collect()  # most of any 200-row selection's captions

@@ -34,7 +34,7 @@ from cbdsl.compiler.rules import optimize
 from cbdsl.dsl import ast
 from cbdsl.dsl.format import format_policy
 from cbdsl.dsl.parser import parse
-from cbdsl.pipelines.data.pool import add_asset
+from cbdsl.pipelines.data.writing import add_asset
 from cbdsl.pipelines.engine.execute import execute
 from cbdsl.pipelines.loop.submit import BASELINE
 from cbdsl.research import mutate as M

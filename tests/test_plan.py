@@ -18,7 +18,8 @@ from cbdsl.compiler.rules import RULES, optimize
 from cbdsl.dsl.diagnostics import PolicyError
 from cbdsl.dsl.format import canonical_hash, canonical_text
 from cbdsl.dsl.parser import parse
-from cbdsl.pipelines.data.pool import Pool, add_asset
+from cbdsl.pipelines.data.pool import Pool
+from cbdsl.pipelines.data.writing import add_asset
 from conftest_pools import demo_frame, demo_pool, make_pool, policy, run_policy, selected  # noqa: F401 (fixtures)
 
 SCHEMA = {"id": "str", "x": "float", "y": "int", "g": "str", "text": "str", "width": "int", "height": "int",

@@ -13,11 +13,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cbdsl.pipelines.data import pool as pool_module
-from cbdsl.pipelines.data.uids import uid_pairs
-from cbdsl.pipelines.data.pool import Pool, PoolCard, add_asset, type_name, write_pool
+from cbdsl.pipelines.data import writing
+from cbdsl.pipelines.data.card import PoolCard
+from cbdsl.pipelines.data.columns import type_name
 from cbdsl.pipelines.data.errors import PoolError
+from cbdsl.pipelines.data.hashing import sha256_file, sha256_path
+from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.roots import list_pools, resolve_pool
+from cbdsl.pipelines.data.uids import uid_pairs
+from cbdsl.pipelines.data.writing import add_asset, write_pool
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from pool_fixtures import datacomp_frame  # noqa: E402
@@ -240,7 +244,7 @@ def test_a_crash_before_the_card_leaves_no_pool(tmp_path, monkeypatch):
     def boom(directory, card):
         raise OSError("disk full")
 
-    monkeypatch.setattr(pool_module, "_write_card", boom)
+    monkeypatch.setattr(writing, "write_card", boom)
     with pytest.raises(OSError, match="disk full"):
         write_pool(small_frame(), tmp_path / "p", name="p", lineage=LINEAGE)
     monkeypatch.undo()
@@ -253,7 +257,7 @@ def test_a_crash_during_overwrite_keeps_the_old_pool(tmp_path, pool, monkeypatch
     def boom(directory, card):
         raise OSError("disk full")
 
-    monkeypatch.setattr(pool_module, "_write_card", boom)
+    monkeypatch.setattr(writing, "write_card", boom)
     with pytest.raises(OSError):
         write_pool(small_frame().head(2), pool.path, name="small", lineage=LINEAGE, overwrite=True)
     monkeypatch.undo()
@@ -449,7 +453,7 @@ def test_model_asset_directory_is_copied_whole_and_hashed_in_sorted_order(pool, 
     p = add_asset(pool.path, "gpt2-small", src)  # a directory: kind model, inferred
     info = p.card.assets["gpt2-small"]
     assert info.kind == "model" and info.rows is None and info.file == "assets/gpt2-small"
-    listing = "".join(f"{rel}\0{pool_module.sha256_file(src / rel)}\n"
+    listing = "".join(f"{rel}\0{sha256_file(src / rel)}\n"
                       for rel in sorted(["config.json", "sub/model.safetensors"]))
     assert info.sha256 == hashlib.sha256(listing.encode()).hexdigest()  # independent of the walk order
     assert p.read_asset("gpt2-small") == p.path / "assets" / "gpt2-small"
@@ -460,7 +464,7 @@ def test_model_asset_directory_is_copied_whole_and_hashed_in_sorted_order(pool, 
     assert q.card.assets["gpt2-small"].sha256 != info.sha256
     assert (q.path / "assets" / "gpt2-small" / "sub" / "model.safetensors").read_bytes() == b"w2"
     (src / "sub" / "model.safetensors").rename(src / "sub" / "other.safetensors")  # a rename changes it too
-    assert pool_module.sha256_path(src) not in (info.sha256, q.card.assets["gpt2-small"].sha256)
+    assert sha256_path(src) not in (info.sha256, q.card.assets["gpt2-small"].sha256)
     (q.path / "assets" / "gpt2-small" / "config.json").write_text("{}")
     with pytest.raises(PoolError, match="does not match its sha256"):
         Pool.open(pool.path).verify()

@@ -24,7 +24,8 @@ from cbdsl.stages import compile_source
 from cbdsl.stages import check_source
 from cbdsl.dsl.diagnostics import PolicyError
 from cbdsl.scorers.api import RunError
-from cbdsl.pipelines.data.pool import Pool, add_asset
+from cbdsl.pipelines.data.pool import Pool
+from cbdsl.pipelines.data.writing import add_asset
 from cbdsl.pipelines.data.errors import PoolError
 from cbdsl.scorers.api import asset_ids, read_asset
 from cbdsl.pipelines.data.demo import make_demo

@@ -38,7 +38,8 @@ import cbdsl
 from cbdsl.compiler.resolve import typed_text
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import PolicyError
-from cbdsl.pipelines.data.pool import Pool, type_name
+from cbdsl.pipelines.data.columns import type_name
+from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.roots import resolve_pool
 from cbdsl.pipelines.engine.execute import plan_text, query
 from cbdsl.scorers.registry import Registry, registry

@@ -26,7 +26,8 @@ from cbdsl.pipelines.engine.kernels import hashing
 from cbdsl.pipelines.data import synth
 from cbdsl.pipelines.data.demo import make_demo
 from cbdsl.scorers.api import RunError
-from cbdsl.pipelines.data.pool import Pool, add_asset
+from cbdsl.pipelines.data.pool import Pool
+from cbdsl.pipelines.data.writing import add_asset
 from cbdsl.scorers.api import ScoreContext
 from cbdsl.scorers import dsir as dsir_mod
 from cbdsl.scorers import perplexity as ppl_mod

@@ -70,7 +70,7 @@ import numpy as np
 import polars as pl
 
 from cbdsl.pipelines.data import synth
-from cbdsl.pipelines.data.pool import add_asset, write_pool
+from cbdsl.pipelines.data.writing import add_asset, write_pool
 
 DEMO_VERSION = 1
 """Bump when the generator's output changes for a given (rows, seed)."""

@@ -1,4 +1,4 @@
-"""The error of the data layer: a pool, an input file or an asset that is not what cbdsl needs.
+"""The error of the data layer: a pool, an input file or an asset that is not what cbdsl needs, and its hints.
 
 A module of its own, without Polars, so that the scorer API and ``cbdsl check`` can name it.
 """
@@ -6,7 +6,10 @@ A module of its own, without Polars, so that the scorer API and ``cbdsl check`` 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
+
+from cbdsl.dsl.diagnostics import did_you_mean
 
 
 class PoolError(Exception):
@@ -50,3 +53,13 @@ class PoolError(Exception):
 
 def _rebuild_pool_error(message, file, row, line, hint) -> PoolError:
     return PoolError(message, file=file, row=row, line=line, hint=hint)
+
+
+def suggest(word: str, candidates: Iterable[str], known: str) -> str:
+    """A hint for an unknown name: the closest candidates, then the list (`known` introduces it)."""
+    candidates = sorted(set(candidates))
+    hints = did_you_mean(word, candidates)
+    close = hints[0] if hints else None
+    listing = ", ".join(f"`{c}`" for c in candidates[:30]) + (" ..." if len(candidates) > 30 else "")
+    text = f"{known}: {listing}" if candidates else f"there are no {known}"
+    return f"{close} ({text})" if close else text

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cbdsl.pipelines.data.errors import PoolError
-from cbdsl.pipelines.data.pool import Pool, suggest
+from cbdsl.pipelines.data.errors import PoolError, suggest
+from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.uids import uid_pairs
 
 FORMATS: dict[str, str] = {

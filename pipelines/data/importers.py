@@ -1,7 +1,7 @@
 """Importers: real dataset formats brought in as pools.
 
 Each importer reads its format, checks it, and returns an :class:`Imported`
-(a frame ready for :func:`~cbdsl.pipelines.data.pool.write_pool`, the id column,
+(a frame ready for :func:`~cbdsl.pipelines.data.writing.write_pool`, the id column,
 the lineage: importer, source files with their sha256, parameters; and
 columns too large to hold, which ``write_pool`` reads a shard at a time).
 :func:`import_pool` chains an importer and ``write_pool``.
@@ -18,7 +18,7 @@ Kinds:
 - ``hf``: a Hugging Face dataset saved with ``save_to_disk``.
 - ``parquet`` and ``jsonl``: generic files with an id column.
 
-A bad input file is a :class:`~cbdsl.pipelines.data.pool.PoolError` naming the
+A bad input file is a :class:`~cbdsl.pipelines.data.errors.PoolError` naming the
 file and the row (or the line, for JSONL), never a traceback.
 """
 
@@ -33,10 +33,11 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
-from cbdsl.pipelines.data.pool import (
-    CONTROL_HINT, Pool, StreamedColumns, control_characters, suggest, frame_from_records, read_json, read_jsonl, sha256_file, write_pool,
-)
-from cbdsl.pipelines.data.errors import PoolError
+from cbdsl.pipelines.data.errors import PoolError, suggest
+from cbdsl.pipelines.data.hashing import sha256_file
+from cbdsl.pipelines.data.pool import Pool
+from cbdsl.pipelines.data.readers import frame_from_records, read_json, read_jsonl
+from cbdsl.pipelines.data.writing import CONTROL_HINT, StreamedColumns, control_characters, write_pool
 
 
 class Imported(NamedTuple):

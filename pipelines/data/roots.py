@@ -20,7 +20,7 @@ from cbdsl.pipelines.data.errors import PoolError
 CARD_FILE = "pool.json"  # a directory holding one is a pool
 HOW_TO_MAKE = (
     "make one with `cbdsl pool import KIND SRC DEST` (kinds: datacomp, llava, hf, parquet, jsonl), "
-    "`cbdsl pool make-demo`, or cbdsl.pipelines.data.pool.write_pool() from Python"
+    "`cbdsl pool make-demo`, or cbdsl.pipelines.data.writing.write_pool() from Python"
 )
 
 

@@ -573,7 +573,7 @@ def load(path: str | os.PathLike, config: TinyConfig = TINY) -> torch.nn.Module:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a checkpoint file (the identity of its weights)."""
-    from cbdsl.pipelines.data.pool import sha256_file
+    from cbdsl.pipelines.data.hashing import sha256_file
 
     return sha256_file(path)
 

@@ -49,7 +49,8 @@ import torch.nn.functional as F
 
 from cbdsl.compiler.ir import Col, Score
 from cbdsl.pipelines.data import synth
-from cbdsl.pipelines.data.pool import Pool, add_asset, write_pool
+from cbdsl.pipelines.data.pool import Pool
+from cbdsl.pipelines.data.writing import add_asset, write_pool
 from cbdsl.pipelines.engine.scores import cache_path, provide
 from cbdsl.scorers import clip
 from cbdsl.scorers.models import tinyclip

@@ -459,7 +459,14 @@ def make_pool(dest: str | os.PathLike, rows: int = DATACOMP_SMALL_ROWS, shards: 
     with cbdsl's own statistics, content hash and atomic card write.
     """
     from cbdsl import __version__
-    from cbdsl.pipelines.data import pool as P
+    from cbdsl.pipelines.data.card import (
+        ASSETS_DIR, FORMAT_VERSION, SCORES_DIR, SHARDS_DIR, PoolCard, ShardInfo, write_card,
+    )
+    from cbdsl.pipelines.data.columns import column_stats, type_name
+    from cbdsl.pipelines.data.hashing import content_hash, sha256_file
+    from cbdsl.pipelines.data.pool import Pool
+    from cbdsl.pipelines.data.roots import CARD_FILE
+    from cbdsl.pipelines.data.writing import row_group_rows
 
     if rows < 1:
         raise ValueError("rows must be at least 1")
@@ -479,7 +486,7 @@ def make_pool(dest: str | os.PathLike, rows: int = DATACOMP_SMALL_ROWS, shards: 
                   file=sys.stderr)
         return found
     if dest.exists() and any(dest.iterdir()):
-        if not ((dest / P.CARD_FILE).is_file() or (dest / P.SHARDS_DIR).is_dir()):
+        if not ((dest / CARD_FILE).is_file() or (dest / SHARDS_DIR).is_dir()):
             raise ValueError(f"{dest} is a non-empty directory that is not a pool; refusing to write into it")
 
     start = time.perf_counter()
@@ -487,21 +494,21 @@ def make_pool(dest: str | os.PathLike, rows: int = DATACOMP_SMALL_ROWS, shards: 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.writing-{uuid.uuid4().hex[:12]}"
     try:
-        for sub in (P.SHARDS_DIR, P.SCORES_DIR, P.ASSETS_DIR):
+        for sub in (SHARDS_DIR, SCORES_DIR, ASSETS_DIR):
             (tmp / sub).mkdir(parents=True)
         first = make_shard(int(bounds[1] - bounds[0]), seed, 0, vocab, domains)
-        group_rows = P._row_group_rows(first, SHARD_ROWS)
+        group_rows = row_group_rows(first, SHARD_ROWS)
         schema_frame = first.head(0)
 
         def write(i: int, frame: pl.DataFrame | None = None):
             n = int(bounds[i + 1] - bounds[i])
             frame = frame if frame is not None else make_shard(n, seed, i, vocab, domains)
-            rel = f"{P.SHARDS_DIR}/part-{i:05d}.parquet"
+            rel = f"{SHARDS_DIR}/part-{i:05d}.parquet"
             frame.write_parquet(tmp / rel, compression="zstd", compression_level=3, statistics=True,
                                 row_group_size=group_rows)
             if verbose:
                 print(f"  shard {i + 1}/{shards}: {n} rows ({time.perf_counter() - start:.1f}s)", file=sys.stderr)
-            return P.ShardInfo(file=rel, rows=n, sha256=P.sha256_file(tmp / rel))
+            return ShardInfo(file=rel, rows=n, sha256=sha256_file(tmp / rel))
 
         # NumPy, Arrow and Polars release the GIL in the heavy steps: threads overlap shards
         with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 4))) as ex:
@@ -509,7 +516,7 @@ def make_pool(dest: str | os.PathLike, rows: int = DATACOMP_SMALL_ROWS, shards: 
             del first
             infos = [f.result() for f in futures]
 
-        schema = {c: P.type_name(t) for c, t in schema_frame.schema.items()}
+        schema = {c: type_name(t) for c, t in schema_frame.schema.items()}
         dtypes = {c: str(t) for c, t in schema_frame.schema.items()}
         files = [str(tmp / s.file) for s in infos]
         stats: dict = {}
@@ -519,7 +526,7 @@ def make_pool(dest: str | os.PathLike, rows: int = DATACOMP_SMALL_ROWS, shards: 
                 ids = column.get_column("id")
                 if ids.null_count() or ids.is_duplicated().any():
                     raise RuntimeError("generated ids are not unique")  # 128-bit random: never
-            stats.update(P.column_stats(column, {col: kind}, "id"))
+            stats.update(column_stats(column, {col: kind}, "id"))
             del column
         lineage = {
             "importer": "synthetic-datacomp",
@@ -528,23 +535,23 @@ def make_pool(dest: str | os.PathLike, rows: int = DATACOMP_SMALL_ROWS, shards: 
             "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "cbdsl_version": __version__,
         }
-        card = P.PoolCard(
-            format_version=P.FORMAT_VERSION, name=dest.name, id_column="id", schema=schema, dtypes=dtypes,
+        card = PoolCard(
+            format_version=FORMAT_VERSION, name=dest.name, id_column="id", schema=schema, dtypes=dtypes,
             rows=rows, shards=infos, stats=stats,
-            content_hash=P.content_hash([s.sha256 for s in infos], schema, dtypes, "id"),
+            content_hash=content_hash([s.sha256 for s in infos], schema, dtypes, "id"),
             lineage=lineage, assets={},
         )
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
-        P._write_card(dest, card)  # last: until now the directory is not a pool
+        write_card(dest, card)  # last: until now the directory is not a pool
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     if verbose:
         print(f"wrote {rows} rows in {shards} shards to {dest} in {time.perf_counter() - start:.1f}s",
               file=sys.stderr)
-    return P.Pool.open(dest)
+    return Pool.open(dest)
 
 
 def main(argv: list[str] | None = None) -> None:
