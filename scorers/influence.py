@@ -35,16 +35,15 @@ instead of TRAK's dense one.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from cbdsl.pipelines.data.card import ASSET_NAME
 from cbdsl.scorers.api import RunError
 from cbdsl.scorers.registry import Input, Params, model_scorer
 
-ASSET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # = cbdsl.pipelines.data.pool.ASSET_NAME (no Polars import here)
 TARGET_KINDS = ("corpus", "table", "labels")
 
 

@@ -11,14 +11,13 @@ the check-time half (a parameter validator: no pool, no Polars, no torch);
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from pydantic_core import PydanticCustomError
 
+from cbdsl.pipelines.data.card import ASSET_NAME
 from cbdsl.scorers.api import read_asset
 
-ASSET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # = cbdsl.pipelines.data.pool.ASSET_NAME (no Polars import here)
 LOCAL_DIR = "local-dir:"
 #: Suffixes of files that hold a model or a tokenizer: a value ending in one is a file, not a name.
 FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".json", ".model", ".onnx", ".npz", ".gguf",
