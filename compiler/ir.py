@@ -257,7 +257,7 @@ class BudgetStep(_Step):
 class SelectStep(_Step):
     step: Literal["select"] = "select"
     clause: str
-    strategy: Literal["top", "bottom", "random", "weighted", "kcenter", "stratified", "all"]
+    strategy: str  # a select strategy of the registry (``random`` when the policy has no `select`)
     args: tuple[PExpr, ...] = ()
     params: dict[str, Any] = Field(default_factory=dict)
 

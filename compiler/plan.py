@@ -156,9 +156,6 @@ class _Planner:
             res = self.typed.lookup(s)
             entry = self.registry.get(res.id, "select")
             args = tuple(self.expr(a) for a in _inputs(entry, s.args))
-            if res.id == "stratified":
-                name = s.args[0].name  # checked to be a column (E220)
-                self.pool_columns.add(name) if name not in self.typed.lets else self.let(name)
             tail.append(SelectStep(clause=format_clause(s, comments=False), strategy=res.id, args=args,
                                    params=self._params(s), cost=entry.cost))
         else:

@@ -5,9 +5,11 @@ One :class:`Entry` per callable, in four kinds that share one name space
 strategies, ``dedup`` methods; ``top`` is both a statistic and a strategy).
 An entry declares what the checker needs (positional inputs with their
 expected types, a frozen pydantic model of the parameters with their
-defaults and ranges, the output type) and what the planner needs (cost
+defaults and ranges, the output type), what the planner needs (cost
 class, catalogue method, and ``lower``, which builds the Polars expression
-over whole columns). A :class:`Registry` holds entries by (space, id).
+over whole columns) and, for what runs outside the Polars query, its
+run-time code: ``compute`` for a model scorer, ``run`` for a dedup method
+or a select strategy. A :class:`Registry` holds entries by (space, id).
 
 The compiler gets a registry as an argument and never fills one: the
 scorers register themselves in :mod:`cbdsl.scorers.registry`, and
@@ -106,6 +108,15 @@ class Entry:
     #: ``version(params) -> str``: the identity of the weights or data the scorer uses (e.g. a
     #: checkpoint's sha256), part of the score cache key.
     version: Callable[..., str] | None = None
+    #: Dedup methods and select strategies: ``run(ctx) -> pl.DataFrame``, what the engine calls
+    #: (:mod:`cbdsl.pipelines.engine.execute`) with a :class:`~cbdsl.scorers.api.DedupContext` or a
+    #: :class:`~cbdsl.scorers.api.SelectContext`; that module says what it gets and must return.
+    run: Callable[..., Any] | None = None
+    #: Select strategies whose first input is a score: ``"high"`` when larger values are better
+    #: (`top`, `weighted`), ``"low"`` when smaller ones are (`bottom`). Dedup keeps the best row of
+    #: each duplicate group by it (DESIGN.md, semantics 3) and the manifest records it as each row's
+    #: score; None: no score (dedup keeps the first row in id-hash order, the manifest's score is null).
+    prefers: Literal["high", "low"] | None = None
 
     @property
     def space(self) -> Space:
@@ -195,12 +206,15 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], Entry] = {}
-        #: Imports the remaining scorer modules; run on the first lookup that misses or listing
+        #: ``find(id, space)`` imports the one module that would register ``id``, if there is one; run
+        #: first when a lookup misses (a select strategy or dedup method is a module named by its id).
+        self._find: Callable[[str, Space], None] | None = None
+        #: Imports the remaining scorer modules; run on the first lookup that still misses or listing
         #: (``cbdsl check`` of a policy that names only builtins never imports the model scorers).
         self._complete: Callable[[], None] | None = None
 
     def _load_rest(self) -> None:
-        complete, self._complete = self._complete, None
+        complete, self._complete, self._find = self._complete, None, None
         if complete is not None:
             complete()
 
@@ -213,6 +227,9 @@ class Registry:
 
     def get(self, id: str, space: Space = "expr") -> Entry | None:
         found = self._entries.get((space, id))
+        if found is None and self._find is not None:
+            self._find(id, space)
+            found = self._entries.get((space, id))
         if found is None and self._complete is not None:
             self._load_rest()
             found = self._entries.get((space, id))

@@ -2,9 +2,12 @@
 
 A model scorer's ``compute(ctx, *inputs)`` receives a :class:`ScoreContext`
 (its parameters, the pool, the ids being scored, the device, a workdir and a
-progress callback). A policy that checks but cannot run what it asks for (a
-missing asset, too few rows) raises :class:`RunError`, whose message and hints
-reach the user as they are. Scorers import this module, never the engine.
+progress callback). A dedup method's or a select strategy's ``run(ctx)``
+receives a :class:`DedupContext` or a :class:`SelectContext` (the rows, the
+columns of its evaluated inputs, its parameters) and returns rows. A policy
+that checks but cannot run what it asks for (a missing asset, too few rows)
+raises :class:`RunError`, whose message and hints reach the user as they
+are. Scorers import this module, never the engine.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from cbdsl.compiler.types import BENCHMARK_FIX, BENCHMARK_KINDS, BENCHMARK_WHY
 from cbdsl.pipelines.data.errors import PoolError
 
 if TYPE_CHECKING:
+    import numpy as np
     import polars as pl
 
 
@@ -156,3 +160,100 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+# --- dedup methods and select strategies ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowsContext:
+    """What a dedup method's or a select strategy's ``run`` gets: rows that survived the filters, and its call.
+
+    ``rows`` has the id column (``id``), the stable id hash (``hash``, u64) and one column per
+    positional input of the call, evaluated over the filter-stage population: ``args[i]`` names the
+    column of the i-th input (``x`` of `select top x`; every column of `dedup exact(a, b)`).
+    ``params`` is the entry's parameter model, validated. Other columns may be there for the engine:
+    keep them, and never rely on them.
+    """
+
+    rows: pl.DataFrame
+    args: tuple[str, ...]
+    params: Params
+    id: str
+    hash: str
+    pool: Any = None  # cbdsl.pipelines.data.pool.Pool, for a method that reads an asset (ctx.asset)
+
+    def arg(self, i: int = 0) -> pl.Series:
+        """The values of the i-th input, aligned with ``rows``."""
+        return self.rows.get_column(self.args[i])
+
+    def draw(self, seed: int) -> np.ndarray:
+        """A seeded u64 per row, a function of the row's id hash alone (DESIGN.md, semantics 7: every
+        random choice is seeded and does not depend on the row order)."""
+        import numpy as np
+
+        from cbdsl.pipelines.engine.kernels import hashing  # numba: off the `cbdsl check` path
+
+        h = self.rows.get_column(self.hash).to_numpy()
+        return hashing.hash_u64(h, seed) if len(h) else np.zeros(0, dtype=np.uint64)
+
+    def embeddings(self, values: pl.Series | None = None) -> np.ndarray:
+        """The first input's embeddings (or those of ``values``, a column of the same kind: say, of the
+        rows reordered) as a float32 [n, d] matrix; a RunError for a column that holds none."""
+        import numpy as np
+        import polars as pl  # off the `cbdsl check` path
+
+        values = self.arg(0) if values is None else values
+        if values.dtype == pl.Array:
+            return values.to_numpy().astype(np.float32)
+        if values.dtype == pl.List:
+            return np.asarray(values.to_list(), dtype=np.float32)
+        raise RunError(f"expected an embedding column, got {values.dtype}")
+
+    def asset(self, name: str, kinds: Sequence[str] = (), who: str = "this method"):
+        """A pool asset a parameter names, parsed (see :func:`read_asset`)."""
+        return read_asset(self.pool, name, kinds, who)
+
+
+@dataclass(frozen=True)
+class DedupContext(RowsContext):
+    """What a dedup method's ``run(ctx) -> pl.DataFrame`` gets; it returns the rows it keeps.
+
+    ``rows`` are the survivors in preference order: the best by the select score first (see
+    :attr:`~cbdsl.compiler.signatures.Entry.prefers`), ties by id hash. ``run`` returns a subset of
+    them in the same order, one row per duplicate group; DESIGN.md (semantics 3) keeps the first,
+    the best, unless the method says otherwise (`dedup semantic(keep=...)`). The engine drops the
+    input columns afterwards.
+    """
+
+
+@dataclass(frozen=True)
+class SelectContext(RowsContext):
+    """What a select strategy's ``run(ctx) -> pl.DataFrame`` gets: one mix group's rows (every
+    survivor of the dedup when there is no `mix`), and how much of the budget the group gets.
+
+    ``run`` returns the rows in pick order, the first pick first, each with the column ``key``
+    (Float64, lower is picked first): the engine takes the first ``quota`` rows (with a token budget,
+    the first rows whose tokens fit in ``quota``) and ranks the picks of every group by
+    ``(key, hash, id)``. It may return only the rows it picks (`kcenter` stops at ``quota``).
+    A strategy that orders rows by a key returns :meth:`ranked`.
+    """
+
+    quota: int = 0  # rows, or tokens with a token budget (then `tokens` names the rows' token counts)
+    key: str = "#key"
+    tokens: str | None = None
+
+    def ranked(self, key: pl.Expr | pl.Series) -> pl.DataFrame:
+        """``rows`` with ``key`` (lower first) as the key column, in pick order: by key, then id hash,
+        then id; a null key sorts last."""
+        import polars as pl  # off the `cbdsl check` path
+
+        frame = self.rows.with_columns(key.cast(pl.Float64).alias(self.key))
+        return frame.sort([self.key, self.hash, self.id], nulls_last=True)
+
+    def shuffled(self, seed: int) -> pl.DataFrame:
+        """``rows`` with a seeded random key (:meth:`draw` as a float), in their given order."""
+        import numpy as np
+        import polars as pl  # off the `cbdsl check` path
+
+        return self.rows.with_columns(pl.Series(self.key, self.draw(seed).astype(np.float64)))

@@ -7,19 +7,30 @@ Entries (:class:`~cbdsl.compiler.signatures.Entry`) are registered one decorator
         '''Number of whitespace-separated words.'''
         return text.str.count_matches(r"\\S+")
 
+A dedup method or a select strategy is one module of ``cbdsl.scorers.dedup``
+or ``cbdsl.scorers.select``, named by its id, whose run-time function is
+registered with its signature::
+
+    @strategy("random", params=SeedParams, method="random")
+    def random(ctx: SelectContext):
+        '''A uniform random sample without replacement.'''
+        ...
+
 The registry fills lazily: :func:`registry` imports the builtin modules on
-first use. Lowering functions import Polars inside their body, never at
-module top, so ``cbdsl check`` stays free of Polars, NumPy and the model
-libraries.
+first use; a lookup that misses imports the module named by the id in the
+select or dedup package, then, if still missing, every other scorer module.
+Lowering and run functions import Polars inside their body, never at module
+top, so ``cbdsl check`` stays free of Polars, NumPy and the model libraries.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from cbdsl.compiler.signatures import CostClass, Entry, Input, Kind, LowerContext, OutputSpec, Params, Registry
+from cbdsl.compiler.types import UNKNOWN
 
 __all__ = ["Entry", "Input", "LowerContext", "Params", "Registry", "dedup_method", "function", "model_scorer",
            "register", "registry", "scorer", "statistic", "strategy"]
@@ -28,9 +39,14 @@ __all__ = ["Entry", "Input", "LowerContext", "Params", "Registry", "dedup_method
 BUILTIN_MODULES: tuple[str, ...] = (
     "cbdsl.scorers.metadata",
     "cbdsl.scorers.functions",
-    "cbdsl.scorers.selection",
-    "cbdsl.scorers.dedup",
 )
+
+#: Where the select strategies and the dedup methods live: one module per id, named by it
+#: (``cbdsl.scorers.select.kcenter``), imported the first time a policy names it.
+PACKAGES: dict[str, str] = {
+    "select": "cbdsl.scorers.select",
+    "dedup": "cbdsl.scorers.dedup",
+}
 
 
 _REGISTRY = Registry()
@@ -49,27 +65,46 @@ def registry() -> Registry:
         _loaded = True
         for module in BUILTIN_MODULES:
             importlib.import_module(module)
+        _REGISTRY._find = _find
         _REGISTRY._complete = lambda: [importlib.import_module(m) for m in _discovered()]
     return _REGISTRY
 
 
+def _find(id: str, space: str) -> None:
+    """Import the module of the select strategy or dedup method ``id`` (``cbdsl.scorers.select.<id>``), if any."""
+    package = PACKAGES.get(space)
+    if package is None or not id.isidentifier() or id.startswith("_"):
+        return
+    try:
+        importlib.import_module(f"{package}.{id}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{package}.{id}":  # the module exists but fails to import: say so
+            raise
+
+
 def _discovered() -> list[str]:
-    """Every other module of ``cbdsl.scorers`` is a scorer module (one file per scorer or family).
+    """Every other module of ``cbdsl.scorers`` is a scorer module (one file per scorer or family), and
+    every module of the select and dedup packages is a strategy or a dedup method.
 
     Shared model code lives in the subpackage ``cbdsl.scorers.models``, which is not scanned.
     Scorer modules import torch and friends inside their functions, so this stays cheap.
     """
-    import pkgutil
+    skip = {"api", "registry", *(m.rsplit(".", 1)[1] for m in BUILTIN_MODULES)}
+    scorers = [m for m in _modules("cbdsl.scorers") if m.rsplit(".", 1)[1] not in skip]
+    return [*scorers, *(m for package in PACKAGES.values() for m in _modules(package))]
 
-    import cbdsl.scorers as package
 
-    skip = {"registry", *(m.rsplit(".", 1)[1] for m in BUILTIN_MODULES)}
-    return [f"cbdsl.scorers.{m.name}" for m in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name)
-            if not m.ispkg and not m.name.startswith("_") and m.name not in skip]
+def _modules(package: str) -> list[str]:
+    """The modules of ``package`` (not its subpackages, not ``_private`` ones), sorted by name."""
+    import pkgutil  # ~0.5 ms, paid once per process
+
+    path = importlib.import_module(package).__path__
+    return [f"{package}.{m.name}" for m in sorted(pkgutil.iter_modules(path), key=lambda m: m.name)
+            if not m.ispkg and not m.name.startswith("_")]
 
 
 def _registering(kind: Kind, role: str, **fields: Any) -> Callable[[Callable], Callable]:
-    """A decorator that registers the function as the entry's ``role`` (``lower`` or ``compute``)."""
+    """A decorator that registers the function as the entry's ``role`` (``lower``, ``compute`` or ``run``)."""
 
     def wrap(fn: Callable) -> Callable:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
@@ -98,8 +133,22 @@ def model_scorer(id: str, *, inputs: Iterable[Input] = (), params: type[Params] 
                         method=method, population=population, version=version)
 
 
+def strategy(id: str, *, inputs: Iterable[Input] = (), params: type[Params] = Params, cost: CostClass = "metadata",
+             method: str | None = None, prefers: Literal["high", "low"] | None = None) -> Callable[[Callable], Callable]:
+    """Register the decorated function as the ``run`` of the select strategy ``id`` (see
+    :class:`~cbdsl.scorers.api.SelectContext`); ``prefers``: see :attr:`Entry.prefers`."""
+    return _registering("select", "run", id=id, inputs=inputs, params=params, output=UNKNOWN, cost=cost,
+                        method=method, prefers=prefers)
+
+
+def dedup_method(id: str, *, inputs: Iterable[Input] = (), params: type[Params] = Params,
+                 cost: CostClass = "metadata", method: str | None = None) -> Callable[[Callable], Callable]:
+    """Register the decorated function as the ``run`` of the dedup method ``id`` (see
+    :class:`~cbdsl.scorers.api.DedupContext`)."""
+    return _registering("dedup", "run", id=id, inputs=inputs, params=params, output=UNKNOWN, cost=cost,
+                        method=method)
+
+
 scorer = _decorator("scorer")
 function = _decorator("function")
 statistic = _decorator("statistic")
-strategy = _decorator("select")
-dedup_method = _decorator("dedup")

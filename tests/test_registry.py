@@ -22,8 +22,9 @@ def test_builtin_ids() -> None:
         "min", "max", "abs", "log", "sqrt", "round", "lower", "matches", "asset",
         "quantile", "mean", "std", "rank", "zscore", "minmax", "top",
     }
-    assert set(reg.ids("select")) == {"top", "bottom", "random", "weighted", "kcenter", "stratified"}
-    assert set(reg.ids("dedup")) == {"exact", "minhash", "semantic"}
+    # `>=`: a new strategy or dedup method is a new module, and needs no edit here
+    assert set(reg.ids("select")) >= {"top", "bottom", "random", "weighted", "kcenter", "stratified"}
+    assert set(reg.ids("dedup")) >= {"exact", "minhash", "semantic"}
     statistics = {e.id for e in reg.entries("expr") if e.is_statistic}
     assert statistics == {"quantile", "mean", "std", "rank", "zscore", "minmax", "top"}
     assert {e.id for e in reg.entries("expr") if e.kind == "scorer" and e.cost == "metadata"} >= {
@@ -44,12 +45,60 @@ def test_entry_is_well_formed(entry: Entry) -> None:
     assert entry.params.model_config.get("extra") == "forbid"
     if entry.space == "expr":
         assert callable(entry.lower) or callable(entry.compute), "a row expression or a batch function"
+        assert entry.run is None and entry.prefers is None
+    else:
+        assert callable(entry.run), "a dedup method or a select strategy runs"
+        assert entry.lower is None and entry.compute is None
+        assert entry.prefers is None or (entry.space == "select" and entry.inputs[0].expect == "number")
     required = [n for n, f in entry.params.model_fields.items() if f.is_required()]
     if not required:
         defaults = entry.params()
         with pytest.raises(ValidationError):
             defaults.__class__.model_validate({"not_a_parameter": 1})
     assert entry.signature().count("(") <= 1
+
+
+@pytest.mark.parametrize("space,package", [("select", "cbdsl.scorers.select"), ("dedup", "cbdsl.scorers.dedup")])
+def test_each_strategy_and_dedup_method_is_one_module_named_by_its_id(space, package) -> None:
+    import importlib
+    from pathlib import Path
+
+    files = sorted(p.stem for p in Path(importlib.import_module(package).__file__).parent.glob("*.py")
+                   if not p.name.startswith("_"))
+    assert files == list(registry().ids(space))
+    for name in files:
+        assert registry().get(name, space).run.__module__ == f"{package}.{name}"
+
+
+def test_the_engine_runs_a_dedup_method_and_a_strategy_it_does_not_know(tmp_path) -> None:
+    """Dispatch is through the registry: entries registered here (not in cbdsl) run like the builtins."""
+    import polars as pl
+
+    from cbdsl.pipelines.data.pool import write_pool
+    from cbdsl.pipelines.engine.execute import execute
+    from cbdsl.stages import compile_source, lower
+
+    def first_word(ctx):
+        """Texts with the same first word are duplicates."""
+        key = ctx.arg(0).str.split(" ").list.first()
+        return ctx.rows.filter(key.is_first_distinct())
+
+    def longest(ctx):
+        """The rows with the largest n first."""
+        return ctx.ranked(-ctx.arg(0).cast(pl.Float64))
+
+    reg = Registry()
+    for entry in registry().entries():
+        reg.add(entry)
+    reg.add(Entry("first_word", "dedup", inputs=(Input("text", "str"),), output=UNKNOWN, run=first_word))
+    reg.add(Entry("longest", "select", inputs=(Input("n", "number"),), output=UNKNOWN, run=longest, prefers="high"))
+    texts = ["a b c", "a b", "b", "c d e f", "b c"]
+    pool = write_pool(pl.DataFrame({"id": [f"r{i}" for i in range(5)], "text": texts}), tmp_path / "p", name="t")
+    text = 'pool "t"\ndedup first_word(text)\nbudget 2\nselect longest(len(text))\n'
+    compiled = compile_source(text, "p.cur", pool, registry=reg)
+    result = execute(lower(compiled.plan, pool.schema, lambda name: [], registry=reg), pool)
+    assert result.after_dedup == 3  # the best of each first word by the select score: r0, r4, r3
+    assert result.selection.rows() == [("r3", None, 7.0, 1), ("r0", None, 5.0, 2)]
 
 
 def test_signatures() -> None:
@@ -233,6 +282,18 @@ def test_check_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_check_loads_the_strategy_and_dedup_method_it_names_without_a_heavy_library() -> None:
+    code = (
+        "import sys\n"
+        "from cbdsl.stages import check_source\n"
+        "check_source('dedup semantic(emb, eps=0.1)\\nselect kcenter(emb, seed=1)')\n"
+        "print(*(f'cbdsl.scorers.{m}' in sys.modules for m in ('select.kcenter', 'dedup.semantic', 'dedup.minhash')))\n"
+        "print(','.join(m for m in ('polars', 'numpy', 'numba', 'faiss') if m in sys.modules) or '-')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "False", "-"]  # only the modules the policy names
 
 
 def test_registry_fills_lazily() -> None:

@@ -1,9 +1,13 @@
 """The local executor: a lowered plan against a pool -> an exact, deterministic selection.
 
 The filter stage is one Polars lazy query (two phases when the optimizer
-moved cheap filters before expensive scores). The tail (dedup, mix quotas,
-budget, select) runs on the survivors with the kernels of
-:mod:`cbdsl.pipelines.engine.kernels`, on whole columns.
+moved cheap filters before expensive scores). The tail runs on the
+survivors: the dedup method, then the mix quotas and the budget (with the
+kernels of :mod:`cbdsl.pipelines.engine.kernels`, on whole columns), then
+the select strategy within each mix group. Dedup methods and select
+strategies are registry entries: the engine calls their ``run`` with a
+:class:`~cbdsl.scorers.api.DedupContext` or a
+:class:`~cbdsl.scorers.api.SelectContext` and never branches on their id.
 
 Determinism: every ordering ends with the stable id hash (``#hash``) and the
 id itself, every random choice is a seeded function of the id hash, and no
@@ -25,11 +29,10 @@ from cbdsl.compiler.ir import (
     pexpr_text,
 )
 from cbdsl.compiler.lower import HASH, Lowered
-from cbdsl.pipelines.engine.kernels import hashing, kcenter, minhash, semdedup
+from cbdsl.pipelines.engine.kernels import hashing
 from cbdsl.pipelines.engine.kernels.quotas import allocate_quotas
 from cbdsl.pipelines.engine.scores import provide
-from cbdsl.scorers.api import RunError
-from cbdsl.scorers.models import kmeans as km
+from cbdsl.scorers.api import DedupContext, RunError, SelectContext
 
 KEY = "#key"  # per-row selection key: lower is better
 GROUP = "#group"
@@ -137,7 +140,7 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
     survivors = survivors.select([id_col, HASH, *(e.meta.output_name() for e in tail_exprs)])
     n_survivors = survivors.height
     warnings: list[str] = []
-    deduped = _dedup(survivors, low, id_col) if low.dedup is not None else survivors
+    deduped = _dedup(survivors, low, id_col, pool) if low.dedup is not None else survivors
     selection, quotas = _select(deduped, low, pool_rows, id_col, warnings, pool)
     return RunResult(
         selection=selection, pool_rows=pool_rows, survivors=n_survivors, after_dedup=deduped.height,
@@ -222,71 +225,31 @@ def _tail_columns(low: Lowered) -> list[pl.Expr]:
     return out
 
 
-def _preference(frame: pl.DataFrame, select: SelectStep) -> pl.DataFrame:
+def _run_entry(low: Lowered, id: str, space: str):
+    """The registry entry that runs the dedup method or select strategy ``id``."""
+    entry = low.exprs.registry.get(id, space)
+    if entry is None or entry.run is None:  # the checker knows every method; a plan from elsewhere may not
+        raise RunError(f"{'dedup method' if space == 'dedup' else 'select strategy'} `{id}` has no implementation "
+                       "to run", ("check the policy against this cbdsl (`cbdsl check POLICY`)",))
+    return entry
+
+
+def _preference(frame: pl.DataFrame, strategy) -> pl.DataFrame:
     """Rows ordered best-first by the select score (for dedup keepers), ties by id hash."""
-    if select.strategy in ("top", "weighted"):
-        return frame.sort([SELECT_ARG.format(0), HASH], descending=[True, False], nulls_last=True)
-    if select.strategy == "bottom":
-        return frame.sort([SELECT_ARG.format(0), HASH], nulls_last=True)
-    return frame.sort(HASH)
+    if strategy.prefers is None:
+        return frame.sort(HASH)
+    return frame.sort([SELECT_ARG.format(0), HASH], descending=[strategy.prefers == "high", False], nulls_last=True)
 
 
-def _dedup(frame: pl.DataFrame, low: Lowered, id_col: str) -> pl.DataFrame:
+def _dedup(frame: pl.DataFrame, low: Lowered, id_col: str, pool) -> pl.DataFrame:
     """Keep one row per duplicate group: the best by the select score, ties by id hash (DESIGN 3)."""
     d: DedupStep = low.dedup
-    ordered = _preference(frame, low.select)
-    args = [DEDUP_ARG.format(i) for i in range(len(d.args))]
-    if d.method == "exact":
-        kept = ordered.unique(subset=args, keep="first", maintain_order=True)
-    elif d.method == "minhash":
-        p = d.params
-        offsets, shingles = minhash.text_shingles(ordered[args[0]].fill_null(""), ngram=p["ngram"])
-        sig = minhash.minhash_signatures(offsets, shingles, num_perm=p["num_perm"], seed=0)
-        if p.get("bands"):
-            bands, rows = p["bands"], p["num_perm"] // p["bands"]
-        else:
-            bands, rows = minhash.minhash_params(p["threshold"], p["num_perm"])
-        groups = minhash.lsh_groups(sig, bands, rows)
-        # group id = smallest row index of the group = its best row (rows are in preference order)
-        kept = ordered.filter(pl.Series(groups == np.arange(len(groups))))
-    elif d.method == "semantic":
-        kept = _semantic_dedup(ordered, args[0], d.params)
-    else:  # pragma: no cover - the checker knows every method
-        raise RunError(f"unknown dedup method {d.method}")
-    return kept.drop(args)
-
-
-def _semantic_dedup(ordered: pl.DataFrame, column: str, params: dict) -> pl.DataFrame:
-    """SemDeDup: spherical k-means (the faiss k-means of the geometry scorers), then within-cluster
-    pruning at cosine similarity > 1 - eps. Clusters are fitted on the rows in id-hash order, so they
-    depend on which rows reach the dedup, not on the select score that orders ``ordered``."""
-    emb = _embeddings(ordered[column])
-    n = emb.shape[0]
-    if n == 0:
-        return ordered
-    emb = km.prepare(emb, spherical=True)  # unit float32 rows (zero rows stay zero)
-    k = params.get("clusters") or max(1, int(round(math.sqrt(n / 2))))
-    by_hash = np.argsort(ordered[HASH].to_numpy(), kind="stable")
-    fitted = km.fit(emb[by_hash], min(k, n), seed=params.get("seed", 0), spherical=True, prepared=True)
-    labels = np.empty(n, dtype=np.int64)
-    labels[by_hash] = fitted.labels
-    similarity = km.similarity(emb, fitted.centroids, labels, normalized=True)
-    if params.get("keep", "hard") == "hard":  # farthest from the centroid stays (the paper's default)
-        order = np.argsort(similarity, kind="stable")
-    elif params["keep"] == "easy":
-        order = np.argsort(-similarity, kind="stable")
-    else:
-        order = np.arange(n)  # preference order = id hash order already
-    ranks = np.empty(n, dtype=np.int64)
-    ranks[order] = np.arange(n)
-    keep = semdedup.semdedup_keep(emb, labels, ranks, params["eps"])
-    return ordered.filter(pl.Series(keep))
-
-
-def _embeddings(series: pl.Series) -> np.ndarray:
-    if series.dtype == pl.Array or series.dtype == pl.List:
-        return np.asarray(series.to_list(), dtype=np.float32) if series.dtype == pl.List else series.to_numpy().astype(np.float32)
-    raise RunError(f"expected an embedding column, got {series.dtype}")
+    method = _run_entry(low, d.method, "dedup")
+    args = tuple(DEDUP_ARG.format(i) for i in range(len(d.args)))
+    ordered = _preference(frame, _run_entry(low, low.select.strategy, "select"))
+    ctx = DedupContext(rows=ordered, args=args, params=method.params.model_validate(d.params), id=id_col, hash=HASH,
+                       pool=pool)
+    return method.run(ctx).drop(list(args))
 
 
 def _budget_rows(low: Lowered, pool_rows: int) -> int | None:
@@ -319,7 +282,6 @@ def _select(frame: pl.DataFrame, low: Lowered, pool_rows: int, id_col: str, warn
         frame = frame.with_columns(pl.lit("all").alias(GROUP))
         names, weights = ["all"], [1.0]
 
-    frame = _keys(frame, s)
     counts = dict(frame.group_by(GROUP).len().iter_rows())
     available = np.array([counts.get(n, 0) for n in names], dtype=np.int64)
     tokens = low.budget is not None and low.budget.unit == "tokens"
@@ -352,23 +314,24 @@ def _select(frame: pl.DataFrame, low: Lowered, pool_rows: int, id_col: str, warn
                 f"{shortfall[i]:.1f} short of its share; the others take the difference in proportion"
             )
 
+    strategy = _run_entry(low, s.strategy, "select")
+    params = strategy.params.model_validate(s.params)
+    args = tuple(SELECT_ARG.format(i) for i in range(len(s.args)))
     picked = []
     for i, n in enumerate(names):
-        rows = frame.filter(pl.col(GROUP) == n)
-        if s.strategy == "kcenter":
-            rows = _kcenter(rows, int(quota[i]), s)
-        elif s.strategy == "stratified":
-            rows = _stratified(rows, int(quota[i]))
-        else:
-            rows = rows.sort([KEY, HASH, id_col], nulls_last=True)
+        ctx = SelectContext(rows=frame.filter(pl.col(GROUP) == n), args=args, params=params, id=id_col, hash=HASH,
+                            pool=pool, quota=int(quota[i]), key=KEY, tokens=TOKENS if tokens else None)
+        rows = strategy.run(ctx)
+        if KEY not in rows.columns:  # a strategy's bug, said plainly rather than by Polars at the concat
+            raise TypeError(f"select strategy `{s.strategy}` returned rows without the key column {KEY!r}")
         if tokens:
             rows = rows.filter(pl.col(TOKENS).fill_null(0).cum_sum() <= int(quota[i]))
         else:
             rows = rows.head(int(quota[i]))
         picked.append(rows)
-    chosen = pl.concat(picked) if picked else frame.head(0)
+    chosen = pl.concat(picked) if picked else frame.head(0).with_columns(pl.lit(None, pl.Float64).alias(KEY))
     chosen = chosen.sort([KEY, HASH, id_col], nulls_last=True).with_row_index("rank", offset=1)
-    score = pl.col(SELECT_ARG.format(0)).cast(pl.Float64) if s.strategy in ("top", "bottom", "weighted") else pl.lit(None, pl.Float64)
+    score = pl.col(args[0]).cast(pl.Float64) if strategy.prefers is not None else pl.lit(None, pl.Float64)
     manifest = chosen.select(
         pl.col(id_col).cast(pl.String).alias(id_col),
         pl.when(pl.lit(mix is not None)).then(pl.col(GROUP)).otherwise(pl.lit(None, pl.String)).alias("group"),
@@ -376,57 +339,6 @@ def _select(frame: pl.DataFrame, low: Lowered, pool_rows: int, id_col: str, warn
         pl.col("rank").cast(pl.Int64),
     )
     return manifest, quotas
-
-
-def _keys(frame: pl.DataFrame, s: SelectStep) -> pl.DataFrame:
-    """The per-row selection key (lower is picked first)."""
-    seed = int(s.params.get("seed", 0))
-    h = frame[HASH].to_numpy()
-    if s.strategy == "top":
-        key = -pl.col(SELECT_ARG.format(0)).cast(pl.Float64)
-    elif s.strategy == "bottom":
-        key = pl.col(SELECT_ARG.format(0)).cast(pl.Float64)
-    elif s.strategy in ("random", "kcenter", "stratified", "all"):
-        key = pl.Series(KEY, hashing.hash_u64(h, seed).astype(np.float64) if len(h) else np.zeros(0))
-        # floats lose low bits of the u64; the (key, #hash, id) sort keeps the order total
-    elif s.strategy == "weighted":
-        u = (hashing.hash_u64(h, seed) >> np.uint64(11)).astype(np.float64) * 2.0**-53 + 2.0**-54
-        gumbel = -np.log(-np.log(u)) if len(u) else np.zeros(0)
-        w = frame[SELECT_ARG.format(0)].cast(pl.Float64).to_numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k = np.where(w > 0, np.log(w) + gumbel, -np.inf)  # Gumbel-top-k = sampling without replacement
-        key = pl.Series(KEY, -k)
-    else:  # pragma: no cover
-        raise RunError(f"unknown select strategy {s.strategy}")
-    return frame.with_columns(key.alias(KEY))
-
-
-def _kcenter(rows: pl.DataFrame, k: int, s: SelectStep) -> pl.DataFrame:
-    if k == 0 or rows.height == 0:
-        return rows.head(0)
-    rows = rows.sort([KEY, HASH])  # the seeded order: the first row is the first center
-    emb = _embeddings(rows[SELECT_ARG.format(0)])
-    picks = kcenter.kcenter_greedy(np.ascontiguousarray(emb, dtype=np.float32), k, 0)
-    order = np.empty(rows.height, dtype=np.float64)
-    order.fill(np.inf)
-    order[picks] = np.arange(len(picks))
-    return rows.with_columns(pl.Series(KEY, order)).filter(pl.col(KEY).is_finite()).sort(KEY)
-
-
-def _stratified(rows: pl.DataFrame, k: int) -> pl.DataFrame:
-    """An equal share from each stratum (water-filled when a stratum is small), random within."""
-    if k == 0 or rows.height == 0:
-        return rows.head(0)
-    col = SELECT_ARG.format(0)
-    rows = rows.with_columns(pl.col(col).cast(pl.String).fill_null("(null)").alias("#stratum"))
-    strata = sorted(rows["#stratum"].unique().to_list())
-    counts = dict(rows.group_by("#stratum").len().iter_rows())
-    alloc = allocate_quotas(np.ones(len(strata)), np.array([counts[x] for x in strata], dtype=np.int64), k)
-    parts = []
-    for x, q in zip(strata, alloc.quota):
-        part = rows.filter(pl.col("#stratum") == x).sort([KEY, HASH]).head(int(q))
-        parts.append(part.with_columns(pl.int_range(pl.len()).cast(pl.Float64).alias(KEY)))
-    return pl.concat(parts).drop("#stratum")
 
 
 def _shortfall(low: Lowered, pool, available: int, budget: int, tokens: bool) -> RunError:

@@ -86,7 +86,7 @@ def hash_ids(offsets, data) -> np.ndarray:
 
     FNV-1a alone mixes the last bytes poorly into the high bits; the finalizer
     fixes that, so the hash can be sorted on or cut into bands directly.
-    Pinned in ``tests/test_kernels.py``: ``""`` hashes to
+    Pinned in ``tests/kernels/test_hashing.py``: ``""`` hashes to
     ``0xf52a15e9a9b5e89b`` and ``"abc"`` to ``0x0dd490490804b508``.
 
     ``offsets`` is int64[n+1] (string i is ``data[offsets[i]:offsets[i+1]]``;

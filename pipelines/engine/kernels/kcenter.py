@@ -252,7 +252,7 @@ def kcenter_greedy(emb, k: int, first: int | None, already=None) -> np.ndarray:
     Distances are accumulated in float64 from the float32 embeddings, column
     by column: ``d(i, c) = sum over j in order of (float64(x[i, j]) -
     float64(x[c, j]))**2``, so the picks equal those of the plain algorithm
-    with one full pass per step (``tests/test_kernels.py`` has it).
+    with one full pass per step (``tests/kernels/test_kcenter.py`` has it).
 
     Speed: each step is a pass over all n x d values, bound by memory
     bandwidth, so the kernel makes fewer passes. Every pass also computes the
