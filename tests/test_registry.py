@@ -74,7 +74,7 @@ def test_the_engine_runs_a_dedup_method_and_a_strategy_it_does_not_know(tmp_path
     """Dispatch is through the registry: entries registered here (not in cbdsl) run like the builtins."""
     import polars as pl
 
-    from cbdsl.pipelines.data.pool import write_pool
+    from cbdsl.pipelines.data.writing import write_pool
     from cbdsl.pipelines.engine.execute import execute
     from cbdsl.stages import compile_source, lower
 
