@@ -43,7 +43,7 @@ _EXPORTS = {
     "Diagnostic": ("cbdsl.dsl.diagnostics", "Diagnostic"),
     "PolicyError": ("cbdsl.dsl.diagnostics", "PolicyError"),
     "Source": ("cbdsl.dsl.diagnostics", "Source"),
-    "TypedPolicy": ("cbdsl.compiler.resolve", "TypedPolicy"),
+    "TypedPolicy": ("cbdsl.compiler.typed", "TypedPolicy"),
     "Plan": ("cbdsl.compiler.ir", "Plan"),
     "RULES": ("cbdsl.compiler.rules", "RULES"),
     "Lowered": ("cbdsl.compiler.lower", "Lowered"),

@@ -159,7 +159,7 @@ def _threads(threads: int | None) -> None:
 def _open_pool(pool_opt: str | None, text: str, name: str):
     """The pool: --pool (a path or a name, given by whoever runs), else the policy's own `pool "NAME"` clause,
     which names a pool of the pool roots (or, in a sandbox, the sandbox's pool) and never a directory."""
-    from cbdsl.compiler.resolve import looks_like_path
+    from cbdsl.compiler.rule8 import looks_like_path
     from cbdsl.pipelines.data.pool import Pool
     from cbdsl.pipelines.data.errors import PoolError
     from cbdsl.pipelines.data.roots import resolve_pool

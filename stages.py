@@ -31,7 +31,7 @@ from typing import Any
 from cbdsl.compiler import check as checking
 from cbdsl.compiler import plan as planning
 from cbdsl.compiler.ir import Plan
-from cbdsl.compiler.resolve import TypedPolicy
+from cbdsl.compiler.typed import TypedPolicy
 from cbdsl.compiler.rules import optimize
 from cbdsl.compiler.signatures import Methods, Registry
 from cbdsl.dsl import ast

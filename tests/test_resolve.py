@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cbdsl.compiler import check as check_module
-from cbdsl.compiler.resolve import Resolution, TypedPolicy
+from cbdsl.compiler.typed import Resolution, TypedPolicy
 from cbdsl.stages import check, check_source, resolve
 from cbdsl.compiler.types import BOOL, EMBEDDING, FLOAT, INT, STR, UNKNOWN, list_of, parse_type
 from cbdsl.dsl import ast

@@ -3,7 +3,7 @@
 For each ``examples/<name>.cur``, compiled stage by stage through the public API
 (``cbdsl.parse``, ``resolve``, ``plan``, ``optimize``, ``lower``):
 
-- ``tests/golden/typed/<name>.txt``: the typed AST (:func:`cbdsl.compiler.resolve.typed_text`);
+- ``tests/golden/typed/<name>.txt``: the typed AST (:func:`cbdsl.compiler.typed.typed_text`);
 - ``tests/golden/plan/<name>.txt``: the plan before the optimizer
   (:func:`cbdsl.pipelines.execute.plan_text`: the lines ``cbdsl compile`` prints, each step with its expressions);
 - ``tests/golden/optimized/<name>.txt``: the plan after :func:`cbdsl.optimize`;
@@ -35,7 +35,7 @@ import polars as pl
 import pytest
 
 import cbdsl
-from cbdsl.compiler.resolve import typed_text
+from cbdsl.compiler.typed import typed_text
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import PolicyError
 from cbdsl.pipelines.data.columns import type_name

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from cbdsl.compiler.resolve import looks_like_path
+from cbdsl.compiler.rule8 import looks_like_path
 from cbdsl.dsl.diagnostics import did_you_mean
 from cbdsl.pipelines.data.errors import PoolError
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cbdsl.compiler.resolve import looks_like_path
+from cbdsl.compiler.rule8 import looks_like_path
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import Diagnostic
 from cbdsl.pipelines.data.roots import resolve_pool
