@@ -28,14 +28,15 @@ from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.writing import add_asset, write_pool
 from cbdsl.scorers.api import ScoreContext
 from cbdsl.scaffolds.catalogue import get_method
-from cbdsl.scorers import clip
-from cbdsl.scorers.models import tinyclip
+from cbdsl.scorers.models import clip_eval, clip_loading, clip_training, teacher, tinyclip
+from cbdsl.scorers.models.images import ImagePrep, decode
+from cbdsl.scorers.models.recipe import Recipe
 from cbdsl.scorers.registry import registry
 
 #: A config small enough that training it takes a second or two.
 MICRO = tinyclip.TinyConfig(embed_dim=16, patch_size=8, vision_width=32, vision_layers=1, vision_head_width=16,
                             context_length=16, text_width=32, text_heads=1, text_layers=1)
-QUICK = tinyclip.Recipe(rows=256, steps=4, batch_size=64, warmup=2)
+QUICK = dataclasses.replace(teacher.TEACHER, rows=256, steps=4, batch_size=64, warmup=2)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,8 @@ def checkpoint(tmp_path_factory) -> str:
     """cbdsl-tiny weights after a few steps of training (random-ish, but a real checkpoint file)."""
     data = generate_clean(256, 5, stream="teacher")
     model = tinyclip.build(seed=3)
-    tinyclip.train(model, data["image"].to_list(), data["text"].to_list(), steps=3, batch_size=64, threads=1)
+    clip_training.train(model, data["image"].to_list(), data["text"].to_list(),
+                        Recipe(steps=3, batch_size=64, threads=1))
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     tinyclip.save(model, path)
     return str(path)
@@ -66,7 +68,7 @@ def weights_pool(tmp_path_factory, checkpoint, rows) -> Pool:
 def small_teacher(tmp_path, monkeypatch):
     """Make the default teacher a 4-step one under a private CBDSL_HOME, so policies can use it fast."""
     monkeypatch.setenv("CBDSL_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(tinyclip, "TEACHER", QUICK)
+    monkeypatch.setattr(teacher, "TEACHER", QUICK)
     return tmp_path / "home" / "models"
 
 
@@ -79,7 +81,7 @@ def score(entry_id: str, columns: list[pl.Series], pool: Pool | None = None, **p
 def independent(model, images: list[bytes], texts: list[str]) -> np.ndarray:
     """The cosine computed apart from the scorer: open_clip's own transform per image, numpy normalization."""
     transform = tinyclip.preprocess()
-    x = torch.stack([transform(tinyclip.decode(b)) for b in images])
+    x = torch.stack([transform(decode(b)) for b in images])
     with torch.no_grad():
         a = model.encode_image(x).double().numpy()
         b = model.encode_text(tinyclip.tokenize(texts)).double().numpy()
@@ -124,8 +126,8 @@ def test_mini_config_is_open_clips_resnet_and_trains_deterministically(tmp_path)
     assert [p.shape for p in model.parameters()] == [p.shape for p in built.parameters()]
     x = torch.rand(8, 3, 32, 32)
     tokens = tinyclip.tokenize(["a red circle", "a blue square"] * 4)
-    a, b = (tinyclip.train(tinyclip.build(tinyclip.MINI, seed=0), x, tokens, steps=2, batch_size=4, threads=1)
-            for _ in range(2))
+    recipe = Recipe(steps=2, batch_size=4, threads=1)
+    a, b = (clip_training.train(tinyclip.build(tinyclip.MINI, seed=0), x, tokens, recipe) for _ in range(2))
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
     assert tinyclip.encode_images(a, x).shape == (8, tinyclip.MINI.embed_dim)
 
@@ -142,11 +144,11 @@ def test_image_prep_equals_the_open_clip_transform() -> None:
         Image.fromarray(p).save(buf, format="PNG")
         files.append(buf.getvalue())
     for size, transform in ((32, tinyclip.preprocess()), (224, open_clip.image_transform(224, is_train=False))):
-        prep = tinyclip.ImagePrep.from_transform(transform, size)
+        prep = ImagePrep.from_transform(transform, size)
         pixels, ok = prep.batch([*files, b"not an image", None])
         assert ok.tolist() == [True] * 4 + [False, False]
         fast = prep.normalize(torch.from_numpy(pixels[:4]))
-        slow = torch.stack([transform(tinyclip.decode(f)) for f in files])
+        slow = torch.stack([transform(decode(f)) for f in files])
         assert fast.shape == slow.shape and torch.allclose(fast, slow, atol=1e-5)
 
 
@@ -154,8 +156,8 @@ def test_train_callback_sees_per_sample_losses() -> None:
     data = generate_clean(100, 4, stream="teacher")
     model = tinyclip.build(MICRO)
     steps = []
-    tinyclip.train(model, data["image"].to_list(), data["text"].to_list(), steps=5, batch_size=40, lr=1e-3,
-                   threads=1, callback=steps.append)
+    clip_training.train(model, data["image"].to_list(), data["text"].to_list(),
+                        Recipe(steps=5, batch_size=40, lr=1e-3, threads=1), callback=steps.append)
     assert [s.step for s in steps] == list(range(5))
     assert [s.epoch for s in steps] == [0, 0, 1, 1, 2] and [s.epoch_end for s in steps] == [False, True, False, True, True]
     first = steps[0]
@@ -169,8 +171,8 @@ def test_train_is_deterministic_and_restores_global_state() -> None:
     x, t = tinyclip.load_images(data["image"].to_list(), MICRO), tinyclip.tokenize(data["text"].to_list(), MICRO)
     torch.manual_seed(123)
     before = torch.rand(1)
-    models = [tinyclip.train(tinyclip.build(MICRO, seed=7), x, t, steps=3, batch_size=32, seed=5, threads=1)
-              for _ in range(2)]
+    recipe = Recipe(steps=3, batch_size=32, seed=5, threads=1)
+    models = [clip_training.train(tinyclip.build(MICRO, seed=7), x, t, recipe) for _ in range(2)]
     torch.manual_seed(123)
     assert torch.equal(torch.rand(1), before)  # build's seeding does not leak into the caller's RNG
     assert not torch.are_deterministic_algorithms_enabled()
@@ -182,7 +184,7 @@ def test_deterministic_kernels_without_the_nan_fill_and_restored() -> None:
     import torch.utils.deterministic as det
 
     assert det.fill_uninitialized_memory  # torch's default
-    with tinyclip.deterministic_algorithms():
+    with clip_training.deterministic_algorithms():
         assert torch.are_deterministic_algorithms_enabled() and not det.fill_uninitialized_memory
     assert not torch.are_deterministic_algorithms_enabled() and det.fill_uninitialized_memory
 
@@ -198,16 +200,16 @@ def test_encoders_give_unit_vectors(rows) -> None:
 
 def test_teacher_is_deterministic_and_reused(tmp_path) -> None:
     """Two fresh trainings (tiny config) give the same file; a present checkpoint is reused, not retrained."""
-    runs = [tinyclip.teacher(tmp_path / name, config=MICRO, recipe=QUICK) for name in ("a", "b")]
+    runs = [teacher.teacher(tmp_path / name, config=MICRO, recipe=QUICK) for name in ("a", "b")]
     (_, path_a, sha_a), (_, path_b, sha_b) = runs
     assert sha_a == sha_b == tinyclip.file_sha256(path_a)
     assert path_a.name == path_b.name and path_a.name.startswith("cbdsl-tiny-teacher-")
     mtime = path_a.stat().st_mtime_ns
-    model, path, sha = tinyclip.teacher(tmp_path / "a", config=MICRO, recipe=QUICK)
+    model, path, sha = teacher.teacher(tmp_path / "a", config=MICRO, recipe=QUICK)
     assert (path, sha) == (path_a, sha_a) and path.stat().st_mtime_ns == mtime
     meta = path.with_suffix(".json").read_text()
     assert '"zero_shot_accuracy"' in meta and '"seconds"' in meta
-    other = tinyclip.teacher_path(tmp_path / "a", config=MICRO, recipe=dataclasses.replace(QUICK, steps=5))
+    other = teacher.teacher_path(tmp_path / "a", config=MICRO, recipe=dataclasses.replace(QUICK, steps=5))
     assert other != path  # the recipe is part of the key
 
 
@@ -303,13 +305,13 @@ POLICY = "let clip = clip_score(image, text)\nfilter clip >= quantile(clip, 0.3)
 
 def test_policy_runs_and_the_second_run_computes_nothing(demo_pool, small_teacher, monkeypatch) -> None:
     calls: list[int] = []
-    original = clip._run
+    original = clip_loading.embed
 
     def counting(ctx, images, texts):
         calls.append(len(images if images is not None else texts))
         return original(ctx, images, texts)
 
-    monkeypatch.setattr(clip, "_run", counting)
+    monkeypatch.setattr(clip_loading, "embed", counting)
     first = run(POLICY, demo_pool)
     assert calls == [500] and first.selection.height == 350  # the 30% quantile keeps 70% (no ties, no nulls)
     files = sorted(Path(demo_pool.scores_dir).glob("clip_score-*.parquet"))
@@ -329,7 +331,7 @@ def test_policy_runs_and_the_second_run_computes_nothing(demo_pool, small_teache
 
 def test_teacher_identity_is_in_the_cache_key(demo_pool, small_teacher, monkeypatch) -> None:
     run(POLICY, demo_pool)
-    monkeypatch.setattr(tinyclip, "TEACHER", dataclasses.replace(QUICK, steps=5))  # another teacher
+    monkeypatch.setattr(teacher, "TEACHER", dataclasses.replace(QUICK, steps=5))  # another teacher
     run(POLICY, demo_pool)
     assert len(list(Path(demo_pool.scores_dir).glob("clip_score-*.parquet"))) == 2
 
@@ -431,10 +433,10 @@ def test_open_clip_model_with_a_checkpoint_asset_file_or_folder(weights_pool, tm
 
 @pytest.mark.slow
 def test_teacher_is_reused_and_knows_the_attributes() -> None:
-    model, path, sha = tinyclip.teacher()
-    again, path2, sha2 = tinyclip.teacher()
+    model, path, sha = teacher.teacher()
+    again, path2, sha2 = teacher.teacher()
     assert (path2, sha2) == (path, sha)
-    acc = tinyclip.zero_shot_accuracy(model, rows=500)
+    acc = clip_eval.zero_shot_accuracy(model, rows=500)
     assert acc["captions"]["mean"] > 2 * acc["captions"]["chance"]
     assert acc["words"]["mean"] > 1.5 * acc["words"]["chance"]
     assert acc["mismatch_auc"] > 0.9

@@ -6,7 +6,8 @@ trains a small proxy of the pool's kind, picked by the scorer's inputs
 (:func:`make_proxy`):
 
 - ``(image, text)`` -> :class:`ContrastiveProxy`: cbdsl-tiny
-  (:mod:`~cbdsl.scorers.models.tinyclip`) trained with CLIP's InfoNCE.
+  (:mod:`~cbdsl.scorers.models.tinyclip`) trained with CLIP's InfoNCE
+  (:mod:`~cbdsl.scorers.models.clip_training`).
   Its "classifier" is the in-batch similarity: a pair's image->text and
   text->image softmax over the logits of its batch, the one-hot at itself.
 - ``(features, label)`` -> :class:`ClassifierProxy`: a one-hidden-layer MLP
@@ -33,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -41,9 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from cbdsl.scorers.api import RunError
-from cbdsl.scorers.models import classifier
-from cbdsl.scorers.models.kmeans import canonical_order, digest
-from cbdsl.scorers.models.lm import BYTE_VOCAB, EOS, PAD, SPEC, byte_sequences, pad_batch
+from cbdsl.scorers.models import classifier, clip_training, kmeans, lm, tinyclip
+from cbdsl.scorers.models.recipe import Recipe
 
 StepHook = Callable[[torch.Tensor, torch.Tensor, float, bool, Any], None]  # (indices, correct, lr, epoch_end, model)
 
@@ -76,9 +76,7 @@ def grad_norm(blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
 def reproducible() -> Iterator[None]:
     """One torch thread and deterministic kernels inside: float sums depend on the thread count, and a
     proxy's scores must be the same bytes on any machine (the image-text proxy trains the same way)."""
-    from cbdsl.scorers.models.tinyclip import deterministic_algorithms, torch_threads
-
-    with deterministic_algorithms(), torch_threads(1):
+    with clip_training.deterministic_algorithms(), clip_training.torch_threads(1):
         yield
 
 
@@ -135,30 +133,27 @@ def _softmax_stats(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Te
 
 
 class ContrastiveProxy:
-    """cbdsl-tiny on (image bytes, caption) pairs; trained by :func:`tinyclip.train`, one CPU thread."""
+    """cbdsl-tiny on (image bytes, caption) pairs; trained by :func:`clip_training.train`, one CPU thread."""
 
     kind = "contrastive"
 
     def __init__(self, batch_size: int, lr: float):
-        from cbdsl.scorers.models import tinyclip
-
-        self.tc = tinyclip
         self.batch_size, self.lr = batch_size, lr
 
     def prepare(self, images, texts) -> tuple[tuple[torch.Tensor, torch.Tensor], np.ndarray]:
         """((pixels, tokens) of the usable rows, bool mask of them): an undecodable image or null caption is out."""
-        prep = self.tc.image_prep()
+        prep = tinyclip.image_prep()
         pixels, ok = prep.batch(images.to_list())
         ok &= (~texts.is_null()).to_numpy()
-        tokens = self.tc.tokenize(texts.fill_null("").to_list())
+        tokens = tinyclip.tokenize(texts.fill_null("").to_list())
         keep = torch.from_numpy(np.flatnonzero(ok))
         return (prep.normalize(torch.from_numpy(pixels)[keep]), tokens[keep]), ok
 
     def key(self) -> dict:
-        return {"proxy": "cbdsl-tiny", "config": self.tc.TINY.digest()}
+        return {"proxy": "cbdsl-tiny", "config": tinyclip.TINY.digest()}
 
     def build(self, seed: int):
-        return self.tc.build(self.tc.TINY, seed)
+        return tinyclip.build(tinyclip.TINY, seed)
 
     def size(self, data) -> int:
         return len(data[0])
@@ -173,8 +168,9 @@ class ContrastiveProxy:
             if hook is not None:
                 hook(step.indices, step.correct, step.lr, step.epoch_end, step.model)
 
-        self.tc.train(model, data[0], data[1], steps=steps, batch_size=self.batch_size, lr=self.lr,
-                      warmup=max(1, steps // 10), seed=seed, threads=1, callback=callback)
+        recipe = Recipe(steps=steps, batch_size=self.batch_size, lr=self.lr, warmup=max(1, steps // 10), seed=seed,
+                        threads=1)
+        clip_training.train(model, data[0], data[1], recipe, callback=callback)
 
     def measure(self, model, data, rows: np.ndarray) -> Measure:
         """In-batch InfoNCE of the pairs ``rows`` (one scoring batch), and its own-path projection gradients.
@@ -200,7 +196,7 @@ class ContrastiveProxy:
         dv = scale / 2 * (gq @ u + diag_p[:, None] * u)
         de = (du - (du * u).sum(-1, keepdim=True) * u) / e.norm(dim=-1, keepdim=True)
         df = (dv - (dv * v).sum(-1, keepdim=True) * v) / f.norm(dim=-1, keepdim=True)
-        correct = self.tc.in_batch_hits(u, v).numpy()
+        correct = clip_training.in_batch_hits(u, v).numpy()
         return Measure(loss=((ce_p + ce_q) / 2).double().numpy(), el2n=((el_p + el_q) / 2).double().numpy(),
                        correct=correct, blocks=[(de[:, None], hv[:, None]), (df[:, None], ht[:, None])])
 
@@ -222,7 +218,6 @@ class ClassifierProxy:
     kind = "classifier"
 
     def __init__(self, batch_size: int, lr: float, features=None, labels=None):
-        self.clf = classifier
         self.batch_size, self.lr = batch_size, lr
         self.encoder = classifier.Encoder.fit(features, labels)
 
@@ -230,10 +225,10 @@ class ClassifierProxy:
         return self.encoder.encode(features, labels)
 
     def key(self) -> dict:
-        return {"proxy": "mlp", "hidden": self.clf.HIDDEN, "encoder": self.encoder.key()}
+        return {"proxy": "mlp", "hidden": classifier.HIDDEN, "encoder": self.encoder.key()}
 
     def build(self, seed: int):
-        return self.clf.build(self.encoder.width, len(self.encoder.classes), seed)
+        return classifier.build(self.encoder.width, len(self.encoder.classes), seed)
 
     def size(self, data) -> int:
         return len(data[1])
@@ -267,27 +262,23 @@ class LanguageProxy:
 
     def __init__(self, batch_size: int, lr: float):
         self.batch_size, self.lr = batch_size, lr
-        from dataclasses import replace
-
-        self.spec = replace(SPEC, n_embd=64, n_head=2, n_positions=128)
+        self.spec = replace(lm.SPEC, n_embd=64, n_head=2, n_positions=128)
 
     def prepare(self, texts):
-        seqs = byte_sequences(texts.to_list(), self.spec.n_positions)
+        seqs = lm.byte_sequences(texts.to_list(), self.spec.n_positions)
         ok = np.asarray([s is not None and len(s) >= 2 for s in seqs], dtype=bool)
         return [s for s, good in zip(seqs, ok) if good], ok
 
     def key(self) -> dict:
-        from dataclasses import asdict
-
         return {"proxy": "byte-gpt2", "spec": asdict(self.spec)}
 
     def build(self, seed: int):
         from transformers import GPT2Config, GPT2LMHeadModel
 
         s = self.spec
-        config = GPT2Config(vocab_size=BYTE_VOCAB, n_positions=s.n_positions, n_embd=s.n_embd, n_layer=s.n_layer,
+        config = GPT2Config(vocab_size=lm.BYTE_VOCAB, n_positions=s.n_positions, n_embd=s.n_embd, n_layer=s.n_layer,
                             n_head=s.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                            bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD)
+                            bos_token_id=lm.EOS, eos_token_id=lm.EOS, pad_token_id=lm.PAD)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return GPT2LMHeadModel(config).eval()
@@ -297,7 +288,7 @@ class LanguageProxy:
 
     def _forward(self, model, data, idx):
         """(final hidden states [b, L-1, d], logits [b, L-1, V], targets [b, L-1], mask [b, L-1])."""
-        ids, mask = pad_batch([data[int(i)] for i in idx])
+        ids, mask = lm.pad_batch([data[int(i)] for i in idx])
         ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
         hidden = model.transformer(input_ids=ids_t, attention_mask=mask_t).last_hidden_state[:, :-1]
         return hidden, model.lm_head(hidden), ids_t[:, 1:], mask_t[:, 1:].float()
@@ -382,7 +373,7 @@ class Prepared:
 
     def digest(self, **options) -> str:
         """A content hash of the prepared data and ``options`` (the key of cached traces)."""
-        return digest(*_arrays(self.data), self.valid, kind=self.proxy.kind, **self.proxy.key(), **options)
+        return kmeans.digest(*_arrays(self.data), self.valid, kind=self.proxy.kind, **self.proxy.key(), **options)
 
 
 def _arrays(data) -> list[np.ndarray]:
@@ -398,7 +389,7 @@ def prepare(ids, inputs: list, batch_size: int, lr: float | None = None) -> Prep
     """The proxy for ``inputs`` (Series aligned with ``ids``) and its data in id-hash order."""
     import polars as pl
 
-    order = canonical_order(ids)
+    order = kmeans.canonical_order(ids)
     take = pl.Series(order)
     inputs = [s.gather(take) for s in inputs]
     proxy = make_proxy(inputs, batch_size, lr)

@@ -52,8 +52,7 @@ from cbdsl.pipelines.data import synth
 from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.writing import add_asset, write_pool
 from cbdsl.pipelines.engine.scores import cache_path, provide
-from cbdsl.scorers import clip
-from cbdsl.scorers.models import tinyclip
+from cbdsl.scorers.models import clip_batches, clip_loading, tinyclip
 from cbdsl.scorers.registry import registry
 
 
@@ -73,7 +72,7 @@ def make_pool(path: Path, n: int, size: int, seed: int = 0) -> None:
     write_pool(frame, path, name="bench-clip", id_column="id", overwrite=True)
 
 
-def bare_loop(loaded: clip.Loaded, images: list[bytes], texts: list[str], batch: int, steps: int) -> float:
+def bare_loop(loaded: clip_batches.Loaded, images: list[bytes], texts: list[str], batch: int, steps: int) -> float:
     """Images/s of the forward alone: one preprocessed batch already on the device, run ``steps`` times."""
     device = loaded.device
     prep = loaded.prep
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ["CBDSL_DEVICE"] = args.device
     os.environ.setdefault("CBDSL_PROGRESS", "0")
     cuda = args.device.startswith("cuda")
-    batch = args.batch_size or (clip.CUDA_BATCH if cuda else clip.CPU_BATCH)
+    batch = args.batch_size or (clip_batches.CUDA_BATCH if cuda else clip_batches.CPU_BATCH)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -135,13 +134,13 @@ def main(argv: list[str] | None = None) -> dict:
             add_asset(tmp_path / "pool", "random-tiny", checkpoint, kind="model")
             params = {"model": args.model, "checkpoint": "random-tiny"}
         else:
-            params = {"model": args.model, "pretrained": clip.RANDOM}
+            params = {"model": args.model, "pretrained": clip_loading.RANDOM}
         params["batch_size"] = batch
         entry = registry().get("clip_score")
         validated = entry.params.model_validate(params)
         pool = Pool.open(tmp_path / "pool")
         t0 = time.perf_counter()
-        loaded = clip.load(validated, args.device, clip.checkpoint(pool, validated))
+        loaded = clip_loading.load(validated, args.device, clip_loading.checkpoint(pool, validated))
         load_s = time.perf_counter() - t0
         frame = pool.scan(["id", "image", "text"]).collect()
         images, texts = frame["image"].to_list(), frame["text"].to_list()
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
         "image_size": args.image_size,
         "rows": args.n,
         "batch_size": batch,
-        "decode_processes": (best if best != "auto" else str(clip.decode_processes())) if cuda else "0 (threads)",
+        "decode_processes": (best if best != "auto" else str(clip_batches.decode_processes())) if cuda else "0 (threads)",
         "bare_images_per_s": round(max(bare), 1),
         "scorer_images_per_s": round(max(full), 1),
         "ratio": round(max(full) / max(bare), 3),

@@ -146,9 +146,9 @@ def main() -> None:
         make_demo(Path(search_path()[0]) / "demo")
         setup["demo_pool_s"] = round(time.perf_counter() - start, 1)
     if args.teacher_device:
-        from cbdsl.scorers.models import tinyclip
+        from cbdsl.scorers.models import teacher
 
-        _model, path, sha = tinyclip.teacher(device=args.teacher_device)
+        _model, path, sha = teacher.teacher(device=args.teacher_device)
         setup["teacher"] = {"sha256": sha[:16], "device": args.teacher_device,
                             "ready_s": round(time.perf_counter() - start, 1)}
     parts = [*args.strategies, *([] if args.no_examples else ["examples"])]

@@ -2,7 +2,7 @@
 
 At the demo sandbox's default budget (5,000 of the 50,000-row demo pool), it
 runs four arms, each trained and evaluated by the mini backend with three
-training seeds (``MiniBackend.seed``: weight init and data order):
+training seeds (the recipe's ``seed``: weight init and data order):
 
 - ``random``: the sandbox's iteration 0 (``cbdsl.pipelines.loop.submit.BASELINE``);
 - ``clip_top30``: ``examples/datacomp_clip_l14_top30.cur`` on the demo pool
@@ -51,7 +51,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import fields
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -102,10 +101,10 @@ def parse_pairs(spec: str) -> dict[str, str]:
 
 
 def recipe_of(spec: str) -> dict:
-    """A ``--recipe`` spec as MiniBackend keyword arguments (typed like the fields' defaults)."""
+    """A ``--recipe`` spec as mini backend settings (typed like their defaults)."""
     from cbdsl.pipelines.loop.backends.mini import MiniBackend
 
-    known = {f.name: type(f.default) for f in fields(MiniBackend) if f.name not in ("name", "format", "seed")}
+    known = {k: type(v) for k, v in MiniBackend.settings().items() if k not in ("format", "seed")}
     out = {}
     for key, value in parse_pairs(spec).items():
         if key not in known:
@@ -183,7 +182,7 @@ def run_one(pool_path: str, selection_path: str, recipe: dict, seed: int, thread
     selection = pl.read_parquet(selection_path)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = MiniBackend(seed=seed, **recipe).run(
+        metrics = MiniBackend.from_settings(seed=seed, **recipe).run(
             Job(pool=pool, selection=selection, export_dir=Path(tmp), workdir=Path(tmp), log=lambda m: None))
     return {**metrics, "seconds": round(time.perf_counter() - start, 2)}
 
@@ -238,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("CBDSL_PROGRESS", "0")
     from cbdsl.pipelines.loop.backends.mini import SUITE_VERSION
     from cbdsl.scorers.api import device
-    from cbdsl.scorers.models import tinyclip
+    from cbdsl.scorers.models.teacher import teacher as demo_teacher
 
     seeds = [int(s) for s in args.seeds.split(",")]
     recipes = args.recipe if args.recipe is not None else [""]
@@ -246,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     teacher = None
     if not args.selections:  # the teacher scores the CLIP arms; given selections need none
-        _model, teacher_path, teacher_sha = tinyclip.teacher(device=args.teacher_device)
+        _model, teacher_path, teacher_sha = demo_teacher(device=args.teacher_device)
         teacher = {"path": teacher_path.name, "sha256": teacher_sha[:16],
                    "seconds": round(time.perf_counter() - t0, 1)}
     texts = arms(args.budget)

@@ -25,9 +25,10 @@ def make_backend(name: str, settings: dict[str, Any]) -> Backend:
     cls = BACKENDS.get(name)
     if cls is None:
         raise BackendError(f"unknown backend {name!r}: choose mini, command or ray in cbdsl.toml")
-    known = [f.name for f in fields(cls) if f.name != "name"]
+    flat = getattr(cls, "settings", None)  # settings that are not the backend's fields (mini: its recipe's, flat)
+    known = list(flat()) if flat is not None else [f.name for f in fields(cls) if f.name != "name"]
     unknown = sorted(set(settings) - set(known))
     if unknown:
         raise BackendError(f"[backend.{name}] in cbdsl.toml has unknown setting(s) {', '.join(unknown)}; "
                            f"its settings are {', '.join(known)}")
-    return cls(**settings)
+    return cls.from_settings(**settings) if flat is not None else cls(**settings)
