@@ -67,7 +67,7 @@ def generate() -> str:
 def is_stale() -> bool:
     if not TARGET.exists():
         return True
-    from cbdsl.dsl import lark_tables  # the generated module: absent until this script first writes it
+    import cbdsl.dsl.lark_tables as lark_tables  # the generated module: absent until this script first writes it
 
     return (lark_tables.GRAMMAR_SHA256, lark_tables.LARK_VERSION) != fingerprint()
 

@@ -192,7 +192,7 @@ class RowsContext:
         random choice is seeded and does not depend on the row order)."""
         import numpy as np
 
-        from cbdsl.pipelines.engine.kernels import hashing  # numba: off the `cbdsl check` path
+        import cbdsl.pipelines.engine.kernels.hashing as hashing  # numba: off the `cbdsl check` path
 
         h = self.rows.get_column(self.hash).to_numpy()
         return hashing.hash_u64(h, seed) if len(h) else np.zeros(0, dtype=np.uint64)

@@ -117,7 +117,7 @@ class ClipScoreParams(TextClipParams):
 
 def _models():
     """:mod:`~cbdsl.scorers.models.clip_loading`, imported on first use: the model code stays off ``cbdsl check``."""
-    from cbdsl.scorers.models import clip_loading  # torch and open_clip: off `cbdsl check`, which imports this module
+    import cbdsl.scorers.models.clip_loading as clip_loading  # torch and open_clip: off `cbdsl check`, which imports this module
 
     return clip_loading
 

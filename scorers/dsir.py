@@ -101,7 +101,7 @@ def features(texts, ngrams: int, buckets: int):
     import polars as pl
 
     # Numba: off `cbdsl check`, which imports the scorer modules
-    from cbdsl.pipelines.engine.kernels import hashing
+    import cbdsl.pipelines.engine.kernels.hashing as hashing
 
     words = pl.col("t").str.to_lowercase().str.extract_all(WORDPUNCT).alias("tok")
     tokens = (pl.DataFrame({"t": texts.cast(pl.String)}).with_row_index("row")

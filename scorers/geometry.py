@@ -208,7 +208,7 @@ class _Geometry:
 def _geometry(ctx, emb) -> _Geometry:
     import numpy as np
 
-    from cbdsl.scorers.models import kmeans as km  # NumPy: off `cbdsl check`, which imports the scorer modules
+    import cbdsl.scorers.models.kmeans as km  # NumPy: off `cbdsl check`, which imports the scorer modules
 
     p = ctx.params
     x, valid = embedding_matrix(emb)

@@ -80,7 +80,7 @@ def dup_keys(values):
         return pl.Series(values.name, [hashlib.sha256(b).hexdigest() if b is not None else None
                                        for b in values.to_list()], dtype=pl.String)
     # Numba: off `cbdsl check`, which imports the scorer modules
-    from cbdsl.pipelines.engine.kernels import hashing
+    import cbdsl.pipelines.engine.kernels.hashing as hashing
 
     normal = normalize_text(values)
     hashes = iter(hashing.hash_strings(normal.drop_nulls()).tolist())

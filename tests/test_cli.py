@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import click
+import pytest
 from click.testing import CliRunner
 
 from cbdsl import cli as cli_module
@@ -146,3 +148,70 @@ def test_python_dash_m_and_no_heavy_imports_on_check(tmp_path, cbdsl_cmd):
     assert "HEAVY [] CODE 0" in out.stdout, out.stdout + out.stderr
     version = subprocess.run([*cbdsl_cmd, "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and "cbdsl" in version.stdout
+
+
+# --- the lazy group: a command's module loads when the command runs --------------------------
+
+
+def test_every_command_of_the_table_is_the_click_command_of_that_name():
+    ctx = cli.make_context("cbdsl", ["--help"], resilient_parsing=True)
+    for name in cli_module.COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name, name
+    assert cli.list_commands(ctx) == sorted(cli_module.COMMANDS)
+
+
+@pytest.mark.parametrize("width", [50, 80, 200])
+def test_help_lists_the_commands_as_their_modules_would(width):
+    """`cbdsl --help` reads each summary from the command's source; importing every command gives the same."""
+    listed = CliRunner().invoke(cli, ["--help"], terminal_width=width).output
+
+    class Imported(cli_module.LazyGroup):
+        def format_commands(self, ctx, formatter):
+            click.Group.format_commands(self, ctx, formatter)
+
+    imported = Imported(cli.name, lazy_subcommands=cli_module.COMMANDS, help=cli.help, params=cli.params,
+                        context_settings=cli.context_settings)
+    assert CliRunner().invoke(imported, ["--help"], terminal_width=width).output == listed
+    assert all(f"\n  {name} " in listed for name in cli_module.COMMANDS)
+
+
+@pytest.mark.parametrize("argv, loaded", [
+    (["--help"], set()),
+    (["--version"], set()),
+    (["methods"], {"cbdsl.commands.catalogue", "cbdsl.commands.common", "cbdsl.commands.console"}),
+    (["fmt", "--check", "p.cur"], {"cbdsl.commands.policy", "cbdsl.commands.check", "cbdsl.commands.common",
+                                   "cbdsl.commands.console"}),
+])
+def test_a_command_loads_only_its_own_module(tmp_path, argv, loaded):
+    (tmp_path / "p.cur").write_text(GOOD)
+    probe = ("import sys, runpy; sys.argv = ['cbdsl', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('cbdsl', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print('LOADED', sorted(m for m in sys.modules if m.startswith('cbdsl.commands.')), "
+             "'polars' in sys.modules, file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", probe, *argv], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    # the console script loads the check itself (cbdsl.commands.check and .console) for every command
+    assert f"LOADED {sorted(loaded | {'cbdsl.commands.check', 'cbdsl.commands.console'})} False" in out.stderr, \
+        out.stderr
+
+
+def test_run_sets_threads_before_polars_and_numba_load(tmp_path):
+    """Both read their thread counts when first imported, so `run` loads its work only after --threads."""
+    (tmp_path / "p.cur").write_text(GOOD)
+    probe = ("import importlib.abc, os, sys\n"
+             "seen = {}\n"
+             "class Finder(importlib.abc.MetaPathFinder):\n"
+             "    def find_spec(self, name, path, target=None):\n"
+             "        if name in ('polars', 'numba'):\n"
+             "            seen.setdefault(name, (os.environ.get('POLARS_MAX_THREADS'), "
+             "os.environ.get('NUMBA_NUM_THREADS')))\n"
+             "sys.meta_path.insert(0, Finder())\n"
+             "sys.argv = ['cbdsl', 'run', 'p.cur', '--pool', 'nowhere', '--threads', '3']\n"
+             "from cbdsl.entry import main\n"
+             "try:\n    main()\n"
+             "except SystemExit:\n    pass\n"
+             "print('SEEN', sorted(seen.items()))\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "SEEN [('numba', ('3', '3')), ('polars', ('3', '3'))]" in out.stdout, out.stdout + out.stderr

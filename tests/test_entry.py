@@ -99,15 +99,15 @@ def _probe(code: str, env_value: str | None = "__all__") -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
     if env_value is not None:
         env["PYDANTIC_DISABLE_PLUGINS"] = env_value
-    out = subprocess.run([sys.executable, "-c", "import sys\nfrom cbdsl import entry\n" + code], capture_output=True,
-                         text=True, timeout=60, env=env)
+    out = subprocess.run([sys.executable, "-c", "import sys\nfrom cbdsl.commands import check\n" + code],
+                         capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
 
 def test_the_plugin_loader_stand_in_answers_as_the_real_loader_does():
     out = _probe(
-        "entry.without_plugin_scan()\n"
+        "check.without_plugin_scan()\n"
         "from pydantic.plugin._loader import get_plugins\n"
         "stand_in = tuple(get_plugins())\n"
         "from pydantic import BaseModel\n"
@@ -121,7 +121,7 @@ def test_the_plugin_loader_stand_in_answers_as_the_real_loader_does():
 
 
 def test_the_stand_in_loads_the_real_loader_for_anything_else():
-    out = _probe("entry.without_plugin_scan()\n"
+    out = _probe("check.without_plugin_scan()\n"
                  "import pydantic.plugin._loader as loader\n"
                  "print('GROUP', loader.PYDANTIC_ENTRY_POINT_GROUP)\n"
                  "print('REAL', hasattr(sys.modules['pydantic.plugin._loader'], 'entry_points'))\n")
@@ -130,7 +130,7 @@ def test_the_stand_in_loads_the_real_loader_for_anything_else():
 
 @pytest.mark.parametrize("value", [None, "some_plugin"])
 def test_no_stand_in_unless_every_plugin_is_disabled(value):
-    out = _probe("entry.without_plugin_scan()\n"
+    out = _probe("check.without_plugin_scan()\n"
                  "print('STAND_IN', 'pydantic.plugin._loader' in sys.modules)\n", env_value=value)
     assert "STAND_IN False" in out
 

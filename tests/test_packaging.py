@@ -31,7 +31,7 @@ def test_wheel_contains_only_the_cbdsl_package(tmp_path):
     assert {n.removeprefix("cbdsl/scaffolds/catalogue/") for n in names
             if n.startswith("cbdsl/scaffolds/catalogue/")} == catalogue
     assert "cbdsl/scaffolds/catalogue.py" in names
-    assert "cbdsl/cli.py" in names and "cbdsl/dsl/parser.py" in names
+    assert "cbdsl/cli.py" in names and "cbdsl/dsl/parser.py" in names and "cbdsl/commands/policy.py" in names
     assert not any(n.startswith("cbdsl/tests/") for n in names), "tests are not shipped"
     stale = [n for n in names if n.startswith("cbdsl/") and not (ROOT / n.removeprefix("cbdsl/")).is_file()]
     assert not stale, f"the wheel ships files the tree no longer has (left in build/lib: rm -r build): {stale}"

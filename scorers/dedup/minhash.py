@@ -40,7 +40,7 @@ def minhash(ctx: DedupContext):
     import numpy as np
     import polars as pl
 
-    from cbdsl.pipelines.engine.kernels import minhash as kernels  # numba: off the `cbdsl check` path
+    import cbdsl.pipelines.engine.kernels.minhash as kernels  # numba: off the `cbdsl check` path
 
     p: MinhashParams = ctx.params
     offsets, shingles = kernels.text_shingles(ctx.arg(0).fill_null(""), ngram=p.ngram)

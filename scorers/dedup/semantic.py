@@ -38,8 +38,8 @@ def semantic(ctx: DedupContext):
     import numpy as np
     import polars as pl
 
-    from cbdsl.pipelines.engine.kernels import semdedup  # numba: off the `cbdsl check` path
-    from cbdsl.scorers.models import kmeans as km  # numpy (faiss in its functions): off the `cbdsl check` path
+    import cbdsl.pipelines.engine.kernels.semdedup as semdedup  # numba: off the `cbdsl check` path
+    import cbdsl.scorers.models.kmeans as km  # numpy (faiss in its functions): off the `cbdsl check` path
 
     p: SemanticParams = ctx.params
     ordered = ctx.rows

@@ -21,7 +21,7 @@ def kcenter(ctx: SelectContext):
     import numpy as np
     import polars as pl
 
-    from cbdsl.pipelines.engine.kernels import kcenter as kernels  # numba: off the `cbdsl check` path
+    import cbdsl.pipelines.engine.kernels.kcenter as kernels  # numba: off the `cbdsl check` path
 
     rows = ctx.shuffled(ctx.params.seed)
     if ctx.quota == 0 or rows.height == 0:

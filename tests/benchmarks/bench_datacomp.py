@@ -556,7 +556,8 @@ def profile(args) -> dict:
                 for i in range(3)]
         times["cold `cbdsl run` on a 1,000-row pool"] = [round(statistics.median(x[k] for x in cold), 3)
                                                         for k in ("wall_s", "cpu_s")]
-        cold = [measure([sys.executable, "-c", "import cbdsl.cli, polars, numpy, cbdsl.pipelines.engine.kernels.hashing, "
+        cold = [measure([sys.executable, "-c", "import cbdsl.cli, cbdsl.commands.selection, polars, numpy, "
+                         "cbdsl.pipelines.engine.kernels.hashing, "
                          "cbdsl.pipelines.engine.execute, cbdsl.stages"], cwd=tmp) for _ in range(3)]
         times["cold imports (cli, polars, numpy, numba kernels, executor)"] = [
             round(statistics.median(x[k] for x in cold), 3) for k in ("wall_s", "cpu_s")]

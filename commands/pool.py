@@ -1,0 +1,104 @@
+"""``cbdsl pool``: make, import and inspect pools, and register their assets (whoever runs the benchmark does).
+
+A pool is a directory (parquet shards and a ``pool.json`` card) or a name
+looked up in the pool roots (``$CBDSL_POOLS``, else ``~/.cbdsl/pools``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from cbdsl.pipelines.data.demo import make_demo
+from cbdsl.pipelines.data.errors import PoolError
+from cbdsl.pipelines.data.importers import import_pool
+from cbdsl.pipelines.data.pool import Pool
+from cbdsl.pipelines.data.roots import resolve_pool, search_path
+from cbdsl.pipelines.data.writing import add_asset
+
+
+@click.group("pool")
+def pool_group() -> None:
+    """Make, import, inspect pools and register their assets."""
+
+
+def pool_call(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``; a PoolError (no such pool, a bad source) is a usage error."""
+    try:
+        return fn(*args, **kwargs)
+    except PoolError as err:
+        raise click.UsageError(str(err)) from err
+
+
+@pool_group.command("info")
+@click.argument("pool")
+@click.option("--json", "as_json", is_flag=True, help="The whole card as JSON.")
+def pool_info(pool: str, as_json: bool) -> None:
+    """Print a pool's card: schema, rows, per-column statistics, hash, assets."""
+    p = pool_call(lambda: Pool.open(pool_call(resolve_pool, pool)))
+    card = p.card
+    if as_json:
+        click.echo(card.model_dump_json(indent=2))
+        return
+    click.echo(f"pool {card.name}: {card.rows} rows in {len(card.shards)} shard(s), id column `{card.id_column}`")
+    click.echo(f"path {p.path}\ncontent hash {card.content_hash}")
+    click.echo("columns:")
+    for col, typ in card.schema.items():
+        stats = card.stats.get(col, {})
+        shown = {k: v for k, v in stats.items() if k in ("null_count", "min", "max", "mean", "distinct", "value_counts")}
+        click.echo(f"  {col:<24} {typ:<10} {json.dumps(shown, default=str)[:150]}")
+    if card.assets:
+        click.echo("assets:")
+        for a, info in card.assets.items():
+            click.echo(f"  {a:<24} {info.kind:<10} {info.description}")
+
+
+@pool_group.command("add-asset")
+@click.argument("pool")
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True))
+@click.option("--kind", type=click.Choice(["ids", "corpus", "centroids", "eval", "truth", "labels", "table", "model"]),
+              help="What the asset is (default: from NAME and the file's extension); `eval` (an evaluation "
+                   "set) and `truth` (ground truth) are the benchmark's: no policy can read them.")
+@click.option("--description", default="", help="A line shown by `cbdsl pool info`.")
+def pool_add_asset(pool: str, name: str, file: str, kind: str | None, description: str) -> None:
+    """Register FILE (a directory for a model) into POOL as asset NAME; policies name it, never the path."""
+    p = pool_call(add_asset, pool_call(resolve_pool, pool), name, file, kind=kind, description=description)
+    info = p.card.assets[name]
+    usage = (f'checkpoint="{name}" (clip_score, perplexity) or tokenizer="{name}" (token_count)'
+             if info.kind == "model" else f'asset("{name}")')
+    click.echo(f"asset `{name}` ({info.kind}) added to pool `{p.name}`; policies refer to it as {usage}")
+
+
+@pool_group.command("make-demo")
+@click.argument("dest", required=False)
+@click.option("--rows", default=50_000, show_default=True, type=click.IntRange(min=100), help="Pool rows.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Same seed, same pool.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing pool there.")
+def pool_make_demo(dest: str | None, rows: int, seed: int, overwrite: bool) -> None:
+    """Generate the demo pool: synthetic image-text pairs with known defects, deterministic.
+
+    DEST defaults to demo/ in the first folder of $CBDSL_POOLS, else ~/.cbdsl/pools/demo.
+    """
+    target = Path(dest) if dest else Path(search_path()[0]) / "demo"
+    path = pool_call(make_demo, target, rows=rows, seed=seed, overwrite=overwrite)
+    click.echo(f"demo pool: {rows} rows at {path}")
+
+
+@pool_group.command("import")
+@click.argument("kind", type=click.Choice(["auto", "datacomp", "llava", "hf", "parquet", "jsonl"]))
+@click.argument("src", type=click.Path(exists=True))
+@click.argument("dest", type=click.Path())
+@click.option("--name", help="Pool name (default: the folder name of DEST).")
+@click.option("--id-column", help="Id column for hf, parquet and jsonl sources.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing pool at DEST.")
+def pool_import(kind: str, src: str, dest: str, name: str | None, id_column: str | None, overwrite: bool) -> None:
+    """Import SRC (DataComp parquet, LLaVA JSON, HF dataset, parquet, JSONL) as a pool at DEST.
+
+    KIND `auto` tells the source kind from SRC.
+    """
+    opts = {"id_column": id_column} if id_column else {}
+    p = pool_call(import_pool, kind, src, dest, name=name, overwrite=overwrite, **opts)
+    click.echo(f"pool `{p.name}`: {p.card.rows} rows at {p.path}")

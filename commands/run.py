@@ -1,0 +1,43 @@
+"""``cbdsl run``: its own module, because --threads must be set before Polars and Numba load.
+
+Both read their thread counts when first imported, and
+:mod:`cbdsl.commands.selection`, which does the work, imports them at its top.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+def _threads(threads: int | None) -> None:
+    """Pin the worker threads of Polars and Numba (set before either is imported)."""
+    if threads:
+        os.environ["POLARS_MAX_THREADS"] = str(threads)
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)
+
+
+@click.command("run")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--pool", "pool_opt", help="Pool directory or name (default: the policy's `pool` clause).")
+@click.option("--out", "out_dir", default="selection", show_default=True, type=click.Path(file_okay=False),
+              help="Where to write the selection manifest and export.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "datacomp", "llava", "hf"]), default="parquet",
+              show_default=True, help="Export format besides the parquet manifest.")
+@click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+def run_cmd(file: str, pool_opt: str | None, out_dir: str, fmt: str, threads: int | None, as_json: bool) -> None:
+    """Execute FILE against its pool and write the selection under --out.
+
+    Always the manifest selection.parquet (the selected ids in rank order);
+    with --format also subset.npy (datacomp: DataComp's uid array), llava.json
+    (llava: the original records) or hf_dataset (hf: a Hugging Face dataset).
+    With a budget, exactly that many rows (fewer if fewer survive); without
+    one, every survivor. The same policy and pool give the same bytes.
+    """
+    _threads(threads)
+    # Polars and Numba read their thread counts when first imported: they load with this, after --threads.
+    from cbdsl.commands.selection import run_selection
+
+    run_selection(file, pool_opt, out_dir, fmt, as_json)
