@@ -10,8 +10,6 @@ Click is not imported here: ``cbdsl check FILE...`` runs without it.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -44,29 +42,6 @@ def read_policy(path: str) -> tuple[str, str]:
         return data.decode("utf-8"), name
     except UnicodeDecodeError as err:
         raise UsageProblem(f"{name} is not UTF-8 text ({err.reason} at byte {err.start})") from err
-
-
-def pool_view(pool: str | None) -> tuple[dict[str, str] | None, dict[str, str] | None]:
-    """(column name -> type, asset name -> kind) from a pool directory's card; (None, None) without a pool
-    (column and asset checks deferred)."""
-    if pool is None:
-        return None, None
-    card = os.path.join(pool, "pool.json")
-    try:
-        with open(card, encoding="utf-8") as f:
-            data = json.loads(f.read())
-    except OSError as err:
-        raise UsageProblem(f"no pool card at {card} ({err.strerror}); give a pool directory") from err
-    except json.JSONDecodeError as err:
-        raise UsageProblem(f"{card} is not valid JSON: {err}") from err
-    schema = data.get("schema") if isinstance(data, dict) else None
-    if not isinstance(schema, dict):
-        raise UsageProblem(f"{card} has no `schema` mapping of column name to type")
-    assets = data.get("assets") or {}
-    if not isinstance(assets, dict) or not all(isinstance(a, dict) for a in assets.values()):
-        raise UsageProblem(f"{card} has an `assets` entry that is not a mapping of name to asset")
-    return ({str(k): str(v) for k, v in schema.items()},
-            {str(name): str(info.get("kind", "")) for name, info in assets.items()})
 
 
 def report_internal_error(err: Exception) -> None:

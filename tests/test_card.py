@@ -56,7 +56,7 @@ def test_card_types_reads_only_schema_and_assets(tmp_path):
     ("asset-str", "{card} has an `assets` entry that is not a mapping of name to asset"),
 ])
 def test_card_types_errors_are_the_checkers_messages(tmp_path, case, message):
-    """The messages `cbdsl check --pool` prints (entry.pool_view's); the PoolError has no file or hint, so its
+    """The messages `cbdsl check --pool` prints; the PoolError has no file or hint, so its
     text is the message alone."""
     data = {"invalid": "not json", "list": [], "no-schema": {"assets": {}}, "schema-list": {"schema": ["id"]},
             "assets-list": {"schema": {}, "assets": ["a"]}, "asset-str": {"schema": {}, "assets": {"a": "ids"}}}

@@ -5,10 +5,10 @@ For each ``examples/<name>.cur``, compiled stage by stage through the public API
 
 - ``tests/golden/typed/<name>.txt``: the typed AST (:func:`cbdsl.compiler.typed.typed_text`);
 - ``tests/golden/plan/<name>.txt``: the plan before the optimizer
-  (:func:`cbdsl.pipelines.execute.plan_text`: the lines ``cbdsl compile`` prints, each step with its expressions);
+  (:func:`cbdsl.pipelines.engine.execute.plan_text`: the lines ``cbdsl compile`` prints, each step with its expressions);
 - ``tests/golden/optimized/<name>.txt``: the plan after :func:`cbdsl.optimize`;
 - ``tests/golden/lowered/<name>.txt``: ``LazyFrame.explain()`` of the query a run collects
-  (:func:`cbdsl.pipelines.execute.query`) over an empty frame of the pool's columns and dtypes, each model
+  (:func:`cbdsl.pipelines.engine.execute.query`) over an empty frame of the pool's columns and dtypes, each model
   score a typed null column: no scorer runs and no file is read, so the text depends only on the policy,
   the schema and the Polars version (lines are kept without Polars' trailing spaces).
 
