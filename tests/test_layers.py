@@ -219,3 +219,14 @@ def test_the_bottom_imports_nothing_of_cbdsl_above_it(package):
     outside = [f"{m} imports {t}" for m, edges in EDGES.items() if m == package or m.startswith(package + ".")
                for t, *_ in edges if not (t == package or t.startswith(package + "."))]
     assert not outside, "\n".join(outside)
+
+
+def test_no_module_imports_another_modules_private_name():
+    """A name that starts with `_` is its module's own: what two modules share is public, with a docstring."""
+    private = []
+    for m, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cbdsl"):
+                private += [f"{path.relative_to(ROOT)}:{node.lineno}: {m} imports {node.module}.{a.name}"
+                            for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+    assert not private, "\n".join(private)
