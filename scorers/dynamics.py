@@ -74,11 +74,8 @@ def trace(ctx, inputs) -> tuple:
     """(prepared rows, {loss, el2n, grand, forgetting} arrays over them), from the workdir cache when there."""
     import numpy as np
 
-    # torch: off `cbdsl check`, which imports the scorer modules
-    from cbdsl.scorers.models.proxy import prepare, reproducible
-
     p = ctx.params
-    prep = prepare(ctx.ids, list(inputs), p.batch_size, p.lr)
+    prep = _proxy().prepare(ctx.ids, list(inputs), p.batch_size, p.lr)
     key = prep.digest(epochs=p.epochs, seeds=p.seeds, seed=p.seed, batch_size=p.batch_size, lr=p.lr, format=FORMAT)
     path = ctx.workdir / f"dynamics-{key}.npz"
     if path.is_file():
@@ -89,7 +86,7 @@ def trace(ctx, inputs) -> tuple:
     ctx.expect(p.seeds * (p.epochs + 1) * m + (len(prep.valid) - m))
     ctx.progress(len(prep.valid) - m)
     sums = {k: np.zeros(m) for k in ("loss", "el2n", "grand", "forgetting")}
-    with reproducible():
+    with _proxy().reproducible():
         _train_and_measure(ctx, prep, p, sums)
     out = {k: (v if k == "forgetting" else v / p.seeds) for k, v in sums.items()}
     ctx.workdir.mkdir(parents=True, exist_ok=True)
@@ -102,8 +99,6 @@ def trace(ctx, inputs) -> tuple:
 def _train_and_measure(ctx, prep, p, sums: dict) -> None:
     """Add each seed's training-dynamics measurements into ``sums`` (the proxy trained once per seed)."""
     import numpy as np
-
-    from cbdsl.scorers.models.proxy import grad_norm  # torch: off `cbdsl check`, which imports the scorer modules
 
     m = prep.rows
     for s in range(p.seed, p.seed + p.seeds):
@@ -124,7 +119,7 @@ def _train_and_measure(ctx, prep, p, sums: dict) -> None:
             measured = prep.proxy.measure(model, prep.data, rows)
             sums["loss"][rows] += measured.loss
             sums["el2n"][rows] += measured.el2n
-            sums["grand"][rows] += grad_norm(measured.blocks)
+            sums["grand"][rows] += _proxy().grad_norm(measured.blocks)
             ctx.progress(len(rows))
 
 
@@ -156,3 +151,10 @@ def loss(ctx, *inputs):
 def forgetting(ctx, *inputs):
     """Forgetting events during proxy training (Toneva et al.), summed over seeds; never learned: `epochs`."""
     return _score(ctx, inputs, "forgetting")
+
+
+def _proxy():
+    """The model module `proxy` (torch), imported when a scorer runs, not when `cbdsl check` loads this module."""
+    import cbdsl.scorers.models.proxy as proxy  # torch: off `cbdsl check`
+
+    return proxy

@@ -155,10 +155,7 @@ def dbp_shares(centroids, labels, similarity, *, neighbors: int = 20, temperatur
     """
     import numpy as np
 
-    # NumPy: off `cbdsl check`, which imports the scorer modules
-    from cbdsl.scorers.models.kmeans import normalize
-
-    c = normalize(np.ascontiguousarray(centroids, dtype=np.float32)).astype(np.float64)
+    c = _kmeans().normalize(np.ascontiguousarray(centroids, dtype=np.float32)).astype(np.float64)
     k = c.shape[0]
     labels = np.asarray(labels, dtype=np.int64)
     sizes = np.bincount(labels, minlength=k)
@@ -208,24 +205,22 @@ class _Geometry:
 def _geometry(ctx, emb) -> _Geometry:
     import numpy as np
 
-    import cbdsl.scorers.models.kmeans as km  # NumPy: off `cbdsl check`, which imports the scorer modules
-
     p = ctx.params
     x, valid = embedding_matrix(emb)
     ids = ctx.ids.filter(valid) if not valid.all() else ctx.ids
-    order = km.canonical_order(ids)
+    order = _kmeans().canonical_order(ids)
     x = x[order]
-    xs = km.prepare(x, p.spherical)  # unit rows when spherical, else x itself
+    xs = _kmeans().prepare(x, p.spherical)  # unit rows when spherical, else x itself
     if p.centroids:
         metric = getattr(p, "assign", "nearest")
         cosine = p.spherical and metric == "nearest"
         centroids = centroid_asset(ctx, p.centroids, x.shape[1])
-        labels = km.assign(xs if cosine else x, centroids, spherical=p.spherical, metric=metric, prepared=cosine)
+        labels = _kmeans().assign(xs if cosine else x, centroids, spherical=p.spherical, metric=metric, prepared=cosine)
     else:
-        fitted = km.fit_cached(xs, p.clusters, seed=p.seed, spherical=p.spherical, niter=p.iterations,
+        fitted = _kmeans().fit_cached(xs, p.clusters, seed=p.seed, spherical=p.spherical, niter=p.iterations,
                                workdir=ctx.workdir)
         centroids, labels = fitted.centroids, fitted.labels
-    similarity = km.similarity(xs, centroids, labels, normalized=p.spherical)
+    similarity = _kmeans().similarity(xs, centroids, labels, normalized=p.spherical)
     back = np.empty_like(order)
     back[order] = np.arange(len(order))
     ctx.progress(len(valid))
@@ -270,3 +265,10 @@ def centroid_asset(ctx, name: str, width: int):
         raise RunError(f"asset {name!r} has centroids of {value.shape[1]} dimensions, but the embeddings have {width}",
                        ("use the centroids computed for this embedding model",))
     return np.ascontiguousarray(value, dtype=np.float32)
+
+
+def _kmeans():
+    """The model module `kmeans` (NumPy), imported when a scorer runs, not when `cbdsl check` loads this module."""
+    import cbdsl.scorers.models.kmeans as kmeans  # NumPy: off `cbdsl check`
+
+    return kmeans

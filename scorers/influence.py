@@ -81,13 +81,10 @@ def influence(ctx, *inputs):
     """Gradient influence toward target assets (LESS/ICONS core): projected proxy gradients, mean cosine."""
     import numpy as np
 
-    # torch: off `cbdsl check`, which imports the scorer modules
-    from cbdsl.scorers.models.proxy import prepare, reproducible
-
     p = ctx.params
-    prep = prepare(ctx.ids, list(inputs), p.batch_size, p.lr)
+    prep = _proxy().prepare(ctx.ids, list(inputs), p.batch_size, p.lr)
     tasks = _tasks(ctx, prep, inputs)
-    with reproducible():
+    with _proxy().reproducible():
         scores = task_scores(prep, tasks, p, ctx.progress, ctx.expect)
     if p.aggregate == "mean":
         values = scores.mean(axis=1)
@@ -105,13 +102,10 @@ def task_scores(prep, tasks: list, p, progress=lambda n: None, expect=lambda n: 
     import torch
     import torch.nn.functional as F
 
-    # torch: off `cbdsl check`, which imports the scorer modules
-    from cbdsl.scorers.models.proxy import Projector, subset
-
     m = prep.rows
     rng = np.random.default_rng(p.seed)
     warm = np.sort(rng.choice(m, size=min(m, max(2, round(p.warmup * m))), replace=False))
-    project = Projector(p.dims, p.seed)
+    project = _proxy().Projector(p.dims, p.seed)
     target_rows = sum(prep.proxy.size(data) for _name, data in tasks)
     expect(p.epochs * len(warm) + max(1, p.epochs) * (m + target_rows))
     scores = np.zeros((m, len(tasks)))
@@ -143,7 +137,7 @@ def task_scores(prep, tasks: list, p, progress=lambda n: None, expect=lambda n: 
     if p.epochs == 0:
         checkpoint(1.0)
     else:
-        prep.proxy.train(model, subset(prep.data, warm), epochs=p.epochs, seed=p.seed, hook=hook)
+        prep.proxy.train(model, _proxy().subset(prep.data, warm), epochs=p.epochs, seed=p.seed, hook=hook)
     return scores
 
 
@@ -173,3 +167,10 @@ def _tasks(ctx, prep, inputs) -> list:
                                + " can be used (null values, undecodable images or unknown labels)")
             tasks.append((f"{name}:{key[0]}", data))
     return tasks
+
+
+def _proxy():
+    """The model module `proxy` (torch), imported when a scorer runs, not when `cbdsl check` loads this module."""
+    import cbdsl.scorers.models.proxy as proxy  # torch: off `cbdsl check`
+
+    return proxy

@@ -73,10 +73,7 @@ class BucketParams(PerplexityParams):
 
 
 def _version(params: PerplexityParams) -> str:
-    # NumPy and torch: off `cbdsl check`, which imports the scorer modules
-    from cbdsl.scorers.models.lm import checkpoint_version
-
-    return checkpoint_version(params.checkpoint)
+    return _lm().checkpoint_version(params.checkpoint)
 
 
 def _bucket_version(params: BucketParams) -> str:
@@ -87,13 +84,10 @@ def _bucket_version(params: BucketParams) -> str:
 
 
 def _perplexities(ctx, text):
-    # NumPy and torch: off `cbdsl check`, which imports the scorer modules
-    from cbdsl.scorers.models.lm import load_checkpoint, perplexities
-
     name = ctx.params.checkpoint
-    lm = load_checkpoint(*model_asset(ctx.pool, name, "the perplexity parameter `checkpoint`"), ctx.device,
+    lm = _lm().load_checkpoint(*model_asset(ctx.pool, name, "the perplexity parameter `checkpoint`"), ctx.device,
                          name) if name else None
-    return perplexities(text.to_list(), [str(i) for i in ctx.ids.to_list()], checkpoint=lm, workdir=ctx.workdir,
+    return _lm().perplexities(text.to_list(), [str(i) for i in ctx.ids.to_list()], checkpoint=lm, workdir=ctx.workdir,
                         device=ctx.device, progress=ctx.progress)
 
 
@@ -139,3 +133,10 @@ def buckets(ppl, groups, head: float, tail: float) -> list[str | None]:
     names = np.where(ppl < cut_head, "head", np.where(ppl < cut_tail, "middle", "tail")).astype(object)
     names[~valid] = None
     return names.tolist()
+
+
+def _lm():
+    """The model module `lm` (NumPy and torch), imported when a scorer runs, not when `cbdsl check` loads this module."""
+    import cbdsl.scorers.models.lm as lm  # NumPy and torch: off `cbdsl check`
+
+    return lm
