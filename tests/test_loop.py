@@ -270,7 +270,7 @@ def test_mini_backend_trains_and_evaluates(pools, tmp_path, monkeypatch):
     pool = Pool.open(pools / "demo")
     ids = pool.scan(["id"]).head(300).collect()
     selection = ids.with_columns(pl.int_range(1, 301).alias("rank"))
-    backend = MiniBackend(steps=30, batch_size=64, eval_rows=200)
+    backend = MiniBackend.from_settings(steps=30, batch_size=64, eval_rows=200)
     metrics = backend.run(Job(pool=pool, selection=selection, export_dir=tmp_path, workdir=tmp_path, log=lambda m: None))
     assert set(metrics["benchmarks"]) == {"zeroshot_shape", "zeroshot_color", "zeroshot_size", "zeroshot_position",
                                           "zeroshot_texture", "retrieval_image_to_text_r1",
