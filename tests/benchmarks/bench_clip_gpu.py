@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
                 path.unlink(missing_ok=True)
                 _sync(args.device)
                 t0 = time.perf_counter()
-                out = provide(pool.scan(["id", "image", "text"]), [step], pool, lambda e: pl.col(e.name)).collect()
+                out = provide(pool.scan(["id", "image", "text"]), [step], pool, lambda e: pl.col(e.name),
+                              registry=registry()).collect()
                 _sync(args.device)
                 full.append(args.n / (time.perf_counter() - t0))
                 assert path.is_file() and out.height == args.n and out["clip"].null_count() == 0
