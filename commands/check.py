@@ -64,13 +64,16 @@ def run_check(files: tuple[str, ...], as_json: bool, pool: str | None) -> int:
     # and uses no plugin, so it skips the scan unless the user set the variable.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     without_plugin_scan()
-    # The pool card's reader imports pydantic: after the scan is off, as the imports below.
-    from cbdsl.pipelines.data.card import PoolError, card_types
+    schema = assets = None
+    if pool is not None:
+        # The pool card's reader imports pydantic: after the scan is off, as the imports below; and only
+        # with --pool.
+        from cbdsl.pipelines.data.card import PoolError, card_types
 
-    try:
-        schema, assets = card_types(pool) if pool is not None else (None, None)
-    except PoolError as err:
-        raise UsageProblem(str(err)) from err
+        try:
+            schema, assets = card_types(pool)
+        except PoolError as err:
+            raise UsageProblem(str(err)) from err
     inputs = [(path, *read_policy(path)) for path in files]
     # Imported now, after the scan is off, so importlib.metadata stays off the check; and not when this module
     # loads, which the console script does for every command: pydantic and the compiler stay off the others.
