@@ -56,8 +56,11 @@ def methods() -> Methods:
 
 def _context(given_registry: Registry | None, given_methods: Methods | None) -> dict[str, Any]:
     """The registry and catalogue a stage runs against: the caller's, else cbdsl's."""
-    return {"registry": given_registry if given_registry is not None else registry(),
-            "methods": given_methods if given_methods is not None else methods()}
+    return {"registry": _registry(given_registry), "methods": given_methods if given_methods is not None else methods()}
+
+
+def _registry(given: Registry | None) -> Registry:
+    return given if given is not None else registry()
 
 
 def check_source(text: str, name: str = "<policy>", schema: Mapping[str, str] | None = None,
@@ -91,7 +94,7 @@ def resolve(policy: ast.Policy, schema: Mapping[str, str] | None = None, *, sour
 def plan(typed: TypedPolicy, id_column: str = "id", *, registry: Registry | None = None) -> Plan:
     """:func:`cbdsl.compiler.plan.plan`: the logical plan, unoptimized (``registry``: the one it was resolved
     against)."""
-    return planning.plan(typed, id_column, registry=_context(registry, None)["registry"])
+    return planning.plan(typed, id_column, registry=_registry(registry))
 
 
 def lower(plan: Plan, schema: Mapping[str, str], asset_ids: Callable[[str], list[str]] | None = None,
@@ -99,7 +102,7 @@ def lower(plan: Plan, schema: Mapping[str, str], asset_ids: Callable[[str], list
     """:func:`cbdsl.compiler.lower.lower`: the plan as Polars expressions (imports Polars)."""
     from cbdsl.compiler import lower as lowering  # Polars: off the `cbdsl check` path
 
-    return lowering.lower(plan, schema, asset_ids, pool, registry=_context(registry, None)["registry"])
+    return lowering.lower(plan, schema, asset_ids, pool, registry=_registry(registry))
 
 
 @dataclass(frozen=True)

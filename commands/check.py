@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from cbdsl.commands.console import EXIT_INTERNAL, EXIT_OK, EXIT_POLICY, UsageProblem, read_policy
 
@@ -78,14 +79,20 @@ def run_check(files: tuple[str, ...], as_json: bool, pool: str | None) -> int:
     # Imported now, after the scan is off, so importlib.metadata stays off the check; and not when this module
     # loads, which the console script does for every command: pydantic and the compiler stay off the others.
     from cbdsl.stages import check_source
-    from cbdsl.pipelines.loop.sandbox import sandbox_scaffold_warnings  # the same: after the scan is off
+    from cbdsl.pipelines.loop.sandbox import find_root  # the same: after the scan is off
     from cbdsl.dsl.diagnostics import Source, render_all, to_json  # the same: after the scan is off
 
     reports, failed, internal = [], False, False
     for path, text, name in inputs:
         policy, diags = check_source(text, name, schema, assets)
+        root = None
         if policy is not None and not any(d.is_error for d in diags):
-            diags = diags + sandbox_scaffold_warnings(policy, path)
+            root = find_root(Path(path).resolve().parent if path != "-" else Path.cwd())
+        if root is not None:
+            # The ledger and the scaffold rules (SQLite, the AST diff): only for a policy inside a sandbox.
+            from cbdsl.pipelines.loop.scaffold_check import sandbox_scaffold_warnings
+
+            diags = diags + sandbox_scaffold_warnings(policy, root)
         source = Source(text, name)
         ok = not any(d.is_error for d in diags)
         failed |= not ok

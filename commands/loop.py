@@ -21,7 +21,8 @@ from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.roots import resolve_pool, search_path
 from cbdsl.pipelines.loop.backends.base import BackendError
 from cbdsl.pipelines.loop.ledger import LedgerBroken, LedgerError
-from cbdsl.pipelines.loop.sandbox import SandboxError, init, load
+from cbdsl.pipelines.loop.init import init
+from cbdsl.pipelines.loop.sandbox import SandboxError, load
 from cbdsl.pipelines.loop.submit import SubmitError, ledger_for, render_feedback, reproduce, submit
 from cbdsl.pipelines.loop.witness import Witness
 

@@ -36,7 +36,8 @@ def costliest(*costs: CostClass) -> CostClass:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: `cbdsl check` imports the plan's models with the stages but never validates one
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 # --- plan expressions ---------------------------------------------------------------

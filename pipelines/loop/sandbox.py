@@ -1,6 +1,6 @@
-"""The sandbox: a folder where an agent runs the curation loop.
+"""The sandbox: a folder where an agent runs the curation loop, and how its ``cbdsl.toml`` is read.
 
-``cbdsl init`` writes ``cbdsl.toml`` (pool, budget, backend and its settings,
+``cbdsl init`` (:mod:`cbdsl.pipelines.loop.init`) writes ``cbdsl.toml`` (pool, budget, backend and its settings,
 scaffold, iteration limit, eval suite), a starter ``policy.cur``, and the
 cards an agent reads: ``PROTOCOL.md`` (the task, the rules, the commands,
 what the feedback means), ``POOL.md`` (the pool card) and ``METHODS.md`` (the
@@ -10,20 +10,13 @@ the ledger.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cbdsl.compiler.rule8 import looks_like_path
-from cbdsl.dsl import ast
-from cbdsl.dsl.diagnostics import Diagnostic
 from cbdsl.pipelines.data.roots import resolve_pool
-from cbdsl.pipelines.loop.cards import methods_md, pool_md, protocol_md
-from cbdsl.pipelines.loop.ledger import Ledger, LedgerError
-from cbdsl.pipelines.loop.witness import Witness
-from cbdsl.scaffolds.modes import history_of, scaffold_warnings
 
 CONFIG = "cbdsl.toml"
 SCAFFOLDS = ("open", "guide", "cite", "adapt")
@@ -108,107 +101,3 @@ def policy_pool(cfg: Config, pool) -> str:
     """How a policy of this sandbox names its pool: ``cbdsl.toml``'s pool name, or the pool card's name when
     the researcher gave a directory (a policy never names a directory)."""
     return pool.name if pool is not None and looks_like_path(cfg.pool) else cfg.pool
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return json.dumps(str(v))
-
-
-def render_config(cfg: Config) -> str:
-    lines = [
-        "# cbdsl sandbox: the task an agent works on. Edit with care: results of different",
-        "# settings are not comparable.",
-        "[sandbox]",
-        f"pool = {_toml_value(cfg.pool)}",
-        f"budget = {cfg.budget}",
-        f"backend = {_toml_value(cfg.backend)}",
-        f"scaffold = {_toml_value(cfg.scaffold)}",
-        f"iterations = {cfg.iterations}",
-    ]
-    for name, settings in sorted(cfg.backends.items()):
-        lines += ["", f"[backend.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in sorted(settings.items())]
-    if cfg.audit:
-        lines += ["", "[audit]"] + [f"{k} = {_toml_value(v)}" for k, v in sorted(cfg.audit.items())]
-    return "\n".join(lines) + "\n"
-
-
-def _no_earlier_run(root: Path) -> None:
-    """A new sandbox where a benchmarked one was would look like an erased ledger: say so now, not at submit."""
-    witness = Witness(root)
-    if witness.path.is_file():
-        raise SandboxError(f"a sandbox in {root} was submitted to before: its ledger's witness {witness.path} "
-                           "records its history; to start over here on purpose, delete that file (and "
-                           f"{witness.backup_path.name} beside it) first, or choose another folder")
-
-
-STARTER = """\
-# Your curation policy. Edit it, then:
-#   cbdsl check policy.cur && cbdsl compile policy.cur && cbdsl submit -m "what you changed"
-# PROTOCOL.md has the rules, POOL.md the data, METHODS.md the methods you can cite.
-
-policy "baseline"
-pool "{pool}"
-
-budget {budget}
-select random(seed=0)
-"""
-
-
-def default_backends(backend: str) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {"mini": {"seed": 0}}
-    if backend == "command":
-        out["command"] = {"command": "", "format": "parquet", "timeout": 3600, "metrics": "metrics.json"}
-    if backend == "ray":
-        out["ray"] = {"address": "", "entrypoint": "", "format": "parquet", "timeout": 3600, "metrics": "metrics.json"}
-    return out
-
-
-def init(root: str | os.PathLike, *, pool: str = "demo", budget: int = 5000, backend: str = "mini",
-         scaffold: str = "open", iterations: int = 10, pool_obj=None) -> Config:
-    """Write a sandbox into ``root`` (refuses to overwrite an existing cbdsl.toml)."""
-    root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    if (root / CONFIG).exists():
-        raise SandboxError(f"{root / CONFIG} exists already; this folder is a sandbox (delete it to start over)")
-    _no_earlier_run(root)
-    cfg = Config(root=root, pool=pool, budget=budget, backend=backend, scaffold=scaffold, iterations=iterations,
-                 backends=default_backends(backend))
-    validate(cfg)
-    amount = f"{budget:_}" if budget >= 10_000 else budget
-    (root / "policy.cur").write_text(STARTER.format(pool=policy_pool(cfg, pool_obj), budget=amount))
-    if pool_obj is not None:
-        (root / "POOL.md").write_text(pool_md(pool_obj))
-        (root / "METHODS.md").write_text(methods_md())
-        (root / "PROTOCOL.md").write_text(protocol_md(cfg, pool_obj))
-    cfg.state.mkdir(exist_ok=True)
-    (root / CONFIG).write_text(render_config(cfg))  # last: a folder is a sandbox once this exists
-    return cfg
-
-
-def sandbox_scaffold_warnings(policy: ast.Policy, path: str) -> list[Diagnostic]:
-    """:func:`~cbdsl.scaffolds.modes.scaffold_warnings` for a policy file inside a sandbox, against its ledger;
-    [] outside one (what `cbdsl check` adds to a policy's diagnostics)."""
-    root = find_root(Path(path).resolve().parent if path != "-" else Path.cwd())
-    if root is None:
-        return []
-    try:
-        cfg = load(root)
-    except SandboxError:
-        return []  # `cbdsl submit` reports a broken cbdsl.toml; check is about the policy
-    if cfg.scaffold in ("open", "guide"):
-        return []
-    history = []
-    if (cfg.state / "ledger.sqlite").is_file():
-        try:
-            ledger = Ledger(cfg.state / "ledger.sqlite")
-            try:
-                history = history_of(ledger.entries())
-            finally:
-                ledger.close()
-        except LedgerError:
-            return []  # a damaged ledger is `cbdsl verify`'s and `submit`'s to report; check is about the policy
-    return scaffold_warnings(policy, cfg.scaffold, history)

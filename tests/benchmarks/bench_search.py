@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def sandbox(folder: Path, args, iterations: int):
     from cbdsl.pipelines.data.pool import Pool
     from cbdsl.pipelines.data.roots import resolve_pool
-    from cbdsl.pipelines.loop.sandbox import init, load
+    from cbdsl.pipelines.loop.init import init
+    from cbdsl.pipelines.loop.sandbox import load
 
     pool = Pool.open(resolve_pool("demo"))
     init(folder, pool="demo", budget=args.budget, backend=args.backend, iterations=iterations, pool_obj=pool)
