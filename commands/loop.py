@@ -21,8 +21,8 @@ from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.roots import resolve_pool, search_path
 from cbdsl.pipelines.loop.backends.base import BackendError
 from cbdsl.pipelines.loop.ledger import LedgerBroken, LedgerError
-from cbdsl.pipelines.loop.init import init
-from cbdsl.pipelines.loop.sandbox import SandboxError, load
+from cbdsl.pipelines.loop.init import init, retire_earlier_run
+from cbdsl.pipelines.loop.sandbox import CONFIG, SandboxError, load
 from cbdsl.pipelines.loop.submit import SubmitError, ledger_for, render_feedback, reproduce, submit
 from cbdsl.pipelines.loop.witness import Witness
 
@@ -47,7 +47,11 @@ def open_sandbox():
                    "catalogue method), adapt (cite, instantiate and adapt one).")
 @click.option("--iterations", default=10, show_default=True, type=click.IntRange(min=1),
               help="Scored submissions allowed (the baseline not counted).")
-def init_cmd(directory: str, pool_name: str, budget: int, backend: str, scaffold: str, iterations: int) -> None:
+@click.option("--restart", is_flag=True,
+              help="The folder held a benchmarked sandbox before: start over on purpose (its witness is kept "
+                   "aside, retired).")
+def init_cmd(directory: str, pool_name: str, budget: int, backend: str, scaffold: str, iterations: int,
+             restart: bool) -> None:
     """Make a sandbox in DIRECTORY: cbdsl.toml, policy.cur, PROTOCOL.md, POOL.md, METHODS.md.
 
     The demo pool is made first if it is missing and --pool is demo.
@@ -61,10 +65,15 @@ def init_cmd(directory: str, pool_name: str, budget: int, backend: str, scaffold
         click.echo(f"making the demo pool at {target} (once; a few seconds)")
         pool = Pool.open(pool_call(make_demo, target))
     try:
+        if restart and not (Path(directory) / CONFIG).exists():
+            for moved in retire_earlier_run(directory):
+                click.echo(f"retired the earlier run's record: {moved}")
         cfg = init(directory, pool=pool_name, budget=budget, backend=backend, scaffold=scaffold,
                    iterations=iterations, pool_obj=pool)
     except SandboxError as err:
         raise click.UsageError(str(err)) from err
+    except LedgerError as err:
+        raise click.ClickException(str(err)) from err
     click.echo(f"sandbox ready in {cfg.root}: pool `{pool_name}` ({pool.card.rows} rows), budget {budget}, "
                f"backend {backend}, scaffold {scaffold}, {iterations} iterations")
     click.echo("next: read PROTOCOL.md, edit policy.cur, then `cbdsl compile policy.cur && cbdsl submit`")

@@ -28,7 +28,7 @@ echo "== cbdsl run examples/demo_basic_quality.cur"
 if [ "${CBDSL_MAIN_LOOP:-1}" = "1" ]; then
   echo "== the loop: a sandbox with the mini backend in $SANDBOX"
   rm -rf "$SANDBOX"
-  "$CBDSL" init "$SANDBOX" --budget 5000
+  "$CBDSL" init "$SANDBOX" --budget 5000 --restart  # a rerun starts over on purpose
   cp examples/demo_clip_quality.cur "$SANDBOX/policy.cur"
   cd "$SANDBOX"
   "$CBDSL" compile policy.cur >/dev/null  # its run trains the demo's CLIP teacher once (minutes on a CPU)

@@ -359,7 +359,23 @@ def test_init_where_a_benchmarked_sandbox_was_refuses(sandbox, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     shutil.rmtree(sandbox)
     out = cbdsl("init", str(sandbox), "--backend", "command", code=2).output
-    assert "witness" in out and str(tmp_path / "witness") in out
+    assert "witness" in out and str(tmp_path / "witness") in out and "--restart" in out
+
+
+def test_init_restart_retires_the_earlier_witness(sandbox, tmp_path, monkeypatch):
+    """The main job reruns in the same folder: --restart starts over and keeps the old record aside."""
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(sandbox)
+    before = sorted(p.name for p in (tmp_path / "witness").iterdir() if not p.name.endswith(".lock"))
+    out = cbdsl("init", str(sandbox), "--backend", "command", "--restart").output
+    assert "retired the earlier run's record" in out and "sandbox ready" in out
+    after = sorted(p.name for p in (tmp_path / "witness").iterdir() if not p.name.endswith(".lock"))
+    assert len(after) == len(before) == 2 and all(".retired-" in name for name in after)
+    monkeypatch.chdir(sandbox)
+    assert "0 entries" in cbdsl("verify").stdout
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(sandbox)
+    assert "sandbox ready" in cbdsl("init", str(sandbox), "--backend", "command", "--restart").output  # nothing to retire
 
 
 def test_the_witness_folder_defaults_to_cbdsl_home(tmp_path, monkeypatch):

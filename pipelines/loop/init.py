@@ -47,8 +47,14 @@ def _no_earlier_run(root: Path) -> None:
     witness = Witness(root)
     if witness.path.is_file():
         raise SandboxError(f"a sandbox in {root} was submitted to before: its ledger's witness {witness.path} "
-                           "records its history; to start over here on purpose, delete that file (and "
-                           f"{witness.backup_path.name} beside it) first, or choose another folder")
+                           "records its history; to start over here on purpose, pass --restart (which keeps that "
+                           "record aside, retired), or choose another folder")
+
+
+def retire_earlier_run(root: str | os.PathLike) -> list[Path]:
+    """Starting a folder over on purpose: retire the witness of the sandbox benchmarked there before (moved
+    aside, not deleted, so the run it replaces leaves a trace). Returns the files moved."""
+    return Witness(Path(root).resolve()).retire()
 
 
 STARTER = """\

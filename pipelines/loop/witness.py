@@ -136,6 +136,23 @@ class Witness:
         finally:
             handle.close()
 
+    def retire(self) -> list[Path]:
+        """Move the witness and its ledger copy aside (``<key>.retired-<UTC time>.*``), kept, not deleted:
+        starting a benchmarked sandbox's folder over on purpose leaves a trace of the run it replaces."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = []
+        with self._locked():
+            for path in (self.path, self.backup_path):
+                if path.is_file():
+                    stem, _, suffix = path.name.partition(".")
+                    target = path.with_name(f"{stem}.retired-{stamp}.{suffix}")
+                    try:
+                        os.replace(path, target)
+                    except OSError as err:
+                        raise self._unwritable(err) from None
+                    moved.append(target)
+        return moved
+
     def backup(self, db: sqlite3.Connection) -> None:
         """Copy the ledger as committed now beside the witness (self-contained: rollback journal, not WAL)."""
         tmp = self.backup_path.with_name(f"{self.backup_path.name}.{os.getpid()}.tmp")
