@@ -44,6 +44,7 @@ STR = Type("str")
 EMBEDDING = Type("embedding")
 ASSET = Type("asset")
 BINARY = Type("binary")
+IMAGE = Type("image")  # a column of image file paths (LLaVA's layout); read as image bytes by the scorers
 UNKNOWN = Type("unknown")
 
 
@@ -63,7 +64,7 @@ def list_of(item: Type) -> Type:
 #: Schema type strings (``pool.json``) to types.
 _SCHEMA: dict[str, Type] = {
     "bool": BOOL, "int": INT, "float": FLOAT, "str": STR, "embedding": EMBEDDING,
-    "binary": BINARY, "asset": ASSET, "any": UNKNOWN, "list": list_of(UNKNOWN),
+    "binary": BINARY, "image": IMAGE, "asset": ASSET, "any": UNKNOWN, "list": list_of(UNKNOWN),
 }
 
 
@@ -148,7 +149,7 @@ def describe_plural(t: Type) -> str:
     if t.name == "list":
         return "lists" if t.item is None or t.item.is_unknown else f"lists of {describe_plural(t.item)}"
     return {"str": "strings", "int": "whole numbers", "float": "numbers", "bool": "true/false values",
-            "embedding": "embeddings", "asset": "assets", "binary": "images"}.get(t.name, f"{t} values")
+            "embedding": "embeddings", "asset": "assets", "binary": "images", "image": "image files"}.get(t.name, f"{t} values")
 
 
 # --- what an argument expects --------------------------------------------------
@@ -160,7 +161,7 @@ EXPECTS: dict[str, str] = {
     "str": "text (a string)",
     "bool": "true/false (a condition)",
     "embedding": "an embedding",
-    "image": "an image (image bytes)",
+    "image": "an image (image bytes, or an image column of file paths)",
     "sized": "text or a list",
     "key": "a value to compare exactly (not an embedding)",
     "column": "a column or `let` name",
@@ -183,7 +184,7 @@ def accepts(expect: str, t: Type) -> bool:
     if expect == "embedding":
         return t == EMBEDDING
     if expect == "image":
-        return t == BINARY
+        return t in (BINARY, IMAGE)
     if expect == "sized":
         return t == STR or t.name == "list"
     if expect == "key":

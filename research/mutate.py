@@ -384,12 +384,12 @@ def vocabulary(schema: Mapping[str, str], stats: Mapping[str, Mapping] | None = 
                    and "value_counts" in stats.get(c, {}))
     texts = [c for c, t in schema.items() if t == "str" and c != id_column and c not in groups]
     columns: dict[str, list[ast.Node]] = {
-        "image": [ast.Name(name=c) for c, t in schema.items() if t == "binary"],
+        "image": [ast.Name(name=c) for c, t in schema.items() if t in ("binary", "image")],
         "str": [ast.Name(name=c) for c in texts],
         "sized": [ast.Name(name=c) for c in texts],
         "number": [ast.Name(name=c) for c, t in schema.items() if t in ("int", "float") and c != id_column],
         "int": [ast.Name(name=c) for c, t in schema.items() if t == "int" and c != id_column],
-        "key": [ast.Name(name=c) for c, t in schema.items() if t in ("str", "binary") and c != id_column
+        "key": [ast.Name(name=c) for c, t in schema.items() if t in ("str", "binary", "image") and c != id_column
                 and c not in groups],
         "column": [ast.Name(name=c) for c in groups],
     }

@@ -37,8 +37,9 @@ SHARDS_DIR = "shards"
 SCORES_DIR = "scores"
 ASSETS_DIR = "assets"
 
-TypeName = Literal["str", "int", "float", "bool", "embedding", "list[str]", "binary", "any"]
-TYPE_NAMES: tuple[str, ...] = ("str", "int", "float", "bool", "embedding", "list[str]", "binary", "any")
+TypeName = Literal["str", "int", "float", "bool", "embedding", "list[str]", "binary", "image", "any"]
+TYPE_NAMES: tuple[str, ...] = ("str", "int", "float", "bool", "embedding", "list[str]", "binary", "image", "any")
+"""``image``: a string column of image file paths, relative to the card's ``image_folder`` (LLaVA's layout)."""
 AssetKind = Literal["ids", "corpus", "centroids", "eval", "truth", "labels", "table", "model"]
 ASSET_KINDS: tuple[str, ...] = ("ids", "corpus", "centroids", "eval", "truth", "labels", "table", "model")
 ASSET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
@@ -87,6 +88,9 @@ with warnings.catch_warnings():
         content_hash: str
         lineage: dict[str, Any]
         assets: dict[str, AssetInfo] = Field(default_factory=dict)
+        #: Where the paths of ``image`` columns point: a folder relative to the pool (``images``, the demo's) or
+        #: absolute (an imported dataset's image folder, read in place, never copied).
+        image_folder: str | None = None
 
         @model_validator(mode="after")
         def _consistent(self) -> PoolCard:
@@ -96,6 +100,8 @@ with warnings.catch_warnings():
                 raise ValueError("schema and dtypes name different columns")
             if not self.shards:
                 raise ValueError("a pool has at least one shard")
+            if "image" in self.schema.values() and not self.image_folder:
+                raise ValueError("a pool with an image column needs an image_folder")
             if sum(s.rows for s in self.shards) != self.rows:
                 raise ValueError(f"rows is {self.rows} but the shards hold {sum(s.rows for s in self.shards)}")
             return self

@@ -89,6 +89,8 @@ def column_stats(frame: pl.DataFrame, schema: Mapping[str, str], id_column: str 
                 add(col, f"q{q}", c.cast(pl.Float64).quantile(q, interpolation="linear"))
         elif kind == "bool":
             add(col, "true_count", c.sum())
+        elif kind == "image":
+            add(col, "mean_length", c.cast(pl.String).str.len_chars().mean())
         elif kind == "str":
             length = c.cast(pl.String).str.len_chars()
             add(col, "mean_length", length.mean())

@@ -24,6 +24,7 @@ from cbdsl.pipelines.data.assets import checked_asset_file, load_asset
 from cbdsl.pipelines.data.card import ASSETS_DIR, SCORES_DIR, SHARDS_DIR, AssetInfo, PoolCard, read_card
 from cbdsl.pipelines.data.errors import PoolError, suggest
 from cbdsl.pipelines.data.hashing import sha256_file
+from cbdsl.pipelines.data.image_folder import folder_path, read_images
 from cbdsl.pipelines.data.roots import CARD_FILE, HOW_TO_MAKE
 
 
@@ -82,6 +83,18 @@ class Pool:
     @property
     def assets_dir(self) -> Path:
         return self.path / ASSETS_DIR
+
+    @property
+    def image_folder(self) -> Path | None:
+        """Where the paths of the pool's ``image`` columns point (None: it has none)."""
+        return folder_path(self.path, self.card.image_folder) if self.card.image_folder else None
+
+    def read_images(self, paths: Sequence[str | None], *, column: str = "image") -> list[bytes | None]:
+        """The bytes of images named by an ``image`` column's paths (None stays None); a missing image is a
+        PoolError naming the first few."""
+        if self.image_folder is None:
+            raise PoolError(f"pool `{self.name}` has no image folder, so `{column}` holds no image paths")
+        return read_images(self.image_folder, paths, where=f"pool `{self.name}`, column `{column}`")
 
     @property
     def shard_paths(self) -> list[Path]:

@@ -33,6 +33,7 @@ from cbdsl.pipelines.data.card import (
 from cbdsl.pipelines.data.columns import column_stats, type_name
 from cbdsl.pipelines.data.errors import PoolError, suggest
 from cbdsl.pipelines.data.hashing import content_hash, sha256_file, sha256_path
+from cbdsl.pipelines.data.image_folder import Images, install
 from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.roots import CARD_FILE
 from cbdsl.version import __version__
@@ -186,7 +187,7 @@ def _prepare_target(path: Path, overwrite: bool) -> None:
 def write_pool(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, *, name: str,
                id_column: str = "id", lineage: Mapping[str, Any] | None = None,
                shard_rows: int = 1_000_000, overwrite: bool = False,
-               streamed: StreamedColumns | None = None) -> Pool:
+               streamed: StreamedColumns | None = None, images: Images | None = None) -> Pool:
     """Write ``frame`` as a pool at ``path`` and return it opened.
 
     Validates the ids (present, non-null, unique), turns fixed-length float
@@ -198,6 +199,9 @@ def write_pool(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, *, n
     ``streamed`` adds embedding columns after the frame's that are read a
     shard at a time (see :class:`StreamedColumns`): only one shard of them is
     in memory, and shards hold about 256 MiB at most.
+
+    ``images`` makes string columns of image paths schema type ``image``, relative to its folder
+    (:mod:`~cbdsl.pipelines.data.image_folder`).
     """
     if shard_rows < 1:
         raise PoolError(f"shard_rows must be at least 1, not {shard_rows}")
@@ -223,6 +227,9 @@ def write_pool(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, *, n
         estimated += streamed.estimated_size(frame.height)
         shard_rows = streamed_shard_rows(estimated, frame.height, shard_rows)
     schema = {col: type_name(dtype) for col, dtype in all_dtypes.items()}
+    if images is not None:
+        _check_image_columns(images, schema)
+        schema.update({col: "image" for col in images.columns})
     dtypes = {col: str(dtype) for col, dtype in all_dtypes.items()}
     stats = column_stats(frame, {col: schema[col] for col in frame.columns}, id_column)
     if streamed is not None:  # what column_stats says of an embedding without nulls
@@ -235,6 +242,9 @@ def write_pool(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, *, n
         (tmp / SCORES_DIR).mkdir()
         (tmp / ASSETS_DIR).mkdir()
         shards = _write_shards(frame, streamed, tmp, shard_rows, _group_rows(estimated, frame.height, shard_rows))
+        image_folder = None
+        if images is not None:
+            image_folder = install(images.folder, tmp) if images.move else str(images.folder.absolute())
 
         full_lineage = dict(lineage or {})
         full_lineage.setdefault("created_at", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
@@ -243,13 +253,23 @@ def write_pool(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, *, n
             format_version=FORMAT_VERSION, name=name, id_column=id_column, schema=schema, dtypes=dtypes,
             rows=frame.height, shards=shards, stats=stats,
             content_hash=content_hash([s.sha256 for s in shards], schema, dtypes, id_column),
-            lineage=_jsonable(full_lineage), assets={},
+            lineage=_jsonable(full_lineage), assets={}, image_folder=image_folder,
         )
         _install(tmp, path, card)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return Pool(path, card)
+
+
+def _check_image_columns(images: Images, schema: Mapping[str, str]) -> None:
+    for col in images.columns:
+        if schema.get(col) != "str":
+            raise PoolError(f"image column {col!r} must be a string column of paths, not {schema.get(col, 'absent')}",
+                            hint="image columns hold paths relative to the image folder")
+    if not images.folder.is_dir():
+        raise PoolError(f"the image folder {images.folder} is not a directory", hint="give the folder the image "
+                        "paths are relative to")
 
 
 def _write_shards(frame: pl.DataFrame, streamed: StreamedColumns | None, directory: Path, shard_rows: int,

@@ -73,13 +73,20 @@ def _compute(entry: Entry, step: Score, pool, inputs: pl.DataFrame, id_col: str,
                        device=device(), workdir=workdir, progress=progress,
                        columns=tuple(a.name if isinstance(a, Col) else None for a in step.args))
     try:
-        values = entry.compute(ctx, *(inputs.get_column(f"#in{i}") for i in range(len(step.args))))
+        values = entry.compute(ctx, *(_input(pool, a, inputs.get_column(f"#in{i}")) for i, a in enumerate(step.args)))
     finally:
         progress.close()
     values = values if isinstance(values, pl.Series) else pl.Series(values)
     if len(values) != inputs.height:
         raise RuntimeError(f"scorer {step.scorer} returned {len(values)} values for {inputs.height} rows")
     return pl.DataFrame({id_col: ids.cast(pl.String), VALUE: values})
+
+
+def _input(pool, arg, values: pl.Series) -> pl.Series:
+    """A scorer's input column; an ``image`` column (paths into the pool's image folder) as the images' bytes."""
+    if isinstance(arg, Col) and pool.schema.get(arg.name) == "image":
+        return pl.Series(values.name, pool.read_images(values.to_list(), column=arg.name), dtype=pl.Binary)
+    return values
 
 
 def _write_cache(path: Path, frame: pl.DataFrame, id_col: str) -> None:
