@@ -135,8 +135,8 @@ def test_llava_sources_and_columns(tmp_path):
     src = write_llava(tmp_path / "mix.json")
     frame, id_column, lineage, _streamed = read_llava(src)
     assert len(LLAVA_CASES) == 30 and frame.height == 30 and id_column == "id"
-    assert frame.columns == ["id", "image", "source", "text", "n_turns", "human_chars", "gpt_chars",
-                             "first_prompt", "record"]
+    assert frame.columns == ["id", "image", "has_image", "source", "question", "answer", "text", "n_turns",
+                             "human_chars", "gpt_chars", "record"]
     assert frame["source"].to_list() == [source for _, source in LLAVA_CASES]
     assert {s for _, s in LLAVA_CASES} >= {"gqa", "ocr_vqa", "textvqa", "vg", "vqa", "aokvqa", "refcoco",
                                            "llava_instruct", "sharegpt"}
@@ -146,13 +146,15 @@ def test_llava_sources_and_columns(tmp_path):
     first = frame.row(0, named=True)
     assert first["image"] == "coco/train2017/000000033471.jpg"
     assert first["n_turns"] == 2
-    assert first["first_prompt"] == "What are the colors of the bus in the image?"
+    assert first["question"] == "What are the colors of the bus in the image?"
+    assert first["answer"] == "The bus in the image is white and red." and first["has_image"]
     assert first["text"].splitlines()[0] == "What are the colors of the bus in the image?"
     assert "<image>" not in first["text"]
     assert first["gpt_chars"] == len("The bus in the image is white and red.") + len(
         "The back of the bus features an advertisement.")
     n_text_only = sum(source == "sharegpt" for _, source in LLAVA_CASES)
     assert frame.filter(pl.col("source") == "sharegpt")["image"].null_count() == n_text_only == 5
+    assert frame.filter(~pl.col("has_image")).height == 5
     assert [json.loads(r) for r in frame["record"]] == llava_records()
     assert lineage["importer"] == "llava" and lineage["sources"][0]["sha256"] == sha256_file(src)
 

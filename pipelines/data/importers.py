@@ -449,7 +449,7 @@ def _llava_row(rec: Any, where: dict[str, Any], path: Path) -> tuple:
     turns = rec.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise fail("a record needs a non-empty `conversations` list")
-    texts, n_human, human_chars, gpt_chars, first_prompt = [], 0, 0, 0, None
+    texts, n_human, human_chars, gpt_chars, question, answer = [], 0, 0, 0, None, None
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str) or not isinstance(turn.get("from"), str):
             raise fail(f"conversations[{i}] must be an object with string `from` and `value`")
@@ -461,20 +461,35 @@ def _llava_row(rec: Any, where: dict[str, Any], path: Path) -> tuple:
         if role in HUMAN_ROLES:
             n_human += 1
             human_chars += len(value)
-            if first_prompt is None:
-                first_prompt = value
+            if question is None:
+                question = value
         elif role in GPT_ROLES:
             gpt_chars += len(value)
-    first_prompt = first_prompt or ""
+            if answer is None and question is not None:
+                answer = value
+    if question is None or answer is None:
+        raise fail("a record needs a human turn followed by a gpt turn (the question and its answer); "
+                   f"this one has {'no gpt turn after a human turn' if question is not None else 'no human turn'}")
     record = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
-    return (str(rid), image, llava_source(image, first_prompt), "\n".join(texts), n_human, human_chars,
-            gpt_chars, first_prompt, record)
+    return (str(rid), image, image is not None, llava_source(image, question), question, answer, "\n".join(texts),
+            n_human, human_chars, gpt_chars, record)
 
 
 LLAVA_SCHEMA = {
-    "id": pl.String, "image": pl.String, "source": pl.String, "text": pl.String, "n_turns": pl.Int32,
-    "human_chars": pl.Int64, "gpt_chars": pl.Int64, "first_prompt": pl.String, "record": pl.String,
+    "id": pl.String, "image": pl.String, "has_image": pl.Boolean, "source": pl.String, "question": pl.String,
+    "answer": pl.String, "text": pl.String, "n_turns": pl.Int32, "human_chars": pl.Int64, "gpt_chars": pl.Int64,
+    "record": pl.String,
 }
+"""The columns of a LLaVA pool: ``question`` and ``answer`` are the first human turn and the gpt turn after it
+(``<image>`` removed), ``text`` every turn, ``n_turns`` the human turns, ``record`` the record as compact JSON."""
+
+
+def llava_frame(records: Sequence[tuple[Any, Any]], path: Path, unit: str = "row") -> pl.DataFrame:
+    """LLaVA records (``(position, record)`` pairs, as read from ``path``) as a frame of :data:`LLAVA_SCHEMA`;
+    a malformed record is a PoolError naming its position and id. The demo instruction pool goes through here
+    too, so it has exactly an imported pool's columns."""
+    rows = [_llava_row(rec, {unit: pos}, path) for pos, rec in records]
+    return pl.DataFrame(rows, schema=LLAVA_SCHEMA, orient="row")
 
 
 def read_llava(src: str | os.PathLike, *, duplicate_ids: str = "error") -> Imported:
@@ -499,8 +514,7 @@ def read_llava(src: str | os.PathLike, *, duplicate_ids: str = "error") -> Impor
             raise PoolError(f"expected a JSON list of records, found a {type(data).__name__}", file=path,
                             hint="LLaVA instruction files are a JSON list of {id, image, conversations}")
         unit, records = "row", list(enumerate(data))
-    rows = [_llava_row(rec, {unit: pos}, path) for pos, rec in records]
-    frame = pl.DataFrame(rows, schema=LLAVA_SCHEMA, orient="row")
+    frame = llava_frame(records, path, unit)
     if duplicate_ids == "suffix":
         frame = frame.with_columns(_suffix_duplicates(frame.get_column("id")))
     else:
