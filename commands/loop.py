@@ -14,8 +14,7 @@ import click
 
 from cbdsl.commands.common import echo_json
 from cbdsl.commands.console import EXIT_OK, EXIT_POLICY
-from cbdsl.commands.pool import pool_call
-from cbdsl.pipelines.data.demo import make_demo
+from cbdsl.commands.pool import DEMOS, pool_call
 from cbdsl.pipelines.data.errors import PoolError
 from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.roots import resolve_pool, search_path
@@ -35,13 +34,21 @@ def open_sandbox():
         raise click.UsageError(str(err)) from err
 
 
+#: Per track: its demo pool, its embedded backend, its default budget (``cbdsl init --track``).
+TRACKS = {"clip": ("demo", "mini", 5000), "it": ("demo-it", "mini-vlm", 4000)}
+
+
 @click.command("init")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
-@click.option("--pool", "pool_name", default="demo", show_default=True, help="Pool name or directory.")
-@click.option("--budget", default=5000, show_default=True, type=click.IntRange(min=1), help="Rows to select.")
-@click.option("--backend", default="mini", show_default=True, type=click.Choice(["mini", "command", "ray"]),
-              help="What trains and evaluates a submission: mini (a small CLIP, here), command (your own "
-                   "command), ray (a Ray job); settings go in cbdsl.toml.")
+@click.option("--track", type=click.Choice(list(TRACKS)), default="clip", show_default=True,
+              help="clip: CLIP pretraining (pool demo, backend mini); it: instruction tuning (pool demo-it, "
+                   "backend mini-vlm). --pool, --backend and --budget override its defaults.")
+@click.option("--pool", "pool_name", help="Pool name or directory (default: the track's demo pool).")
+@click.option("--budget", type=click.IntRange(min=1), help="Rows to select (default: 5000 clip, 4000 it).")
+@click.option("--backend", type=click.Choice(["mini", "mini-vlm", "command", "ray"]),
+              help="What trains and evaluates a submission: mini (a small CLIP, here), mini-vlm (a small "
+                   "vision-language model, here), command (your own command), ray (a Ray job); settings go in "
+                   "cbdsl.toml. Default: the track's.")
 @click.option("--scaffold", default="open", show_default=True, type=click.Choice(["open", "guide", "cite", "adapt"]),
               help="Rules submit enforces: open (none), guide (none, plus a strategy guide), cite (cite a "
                    "catalogue method), adapt (cite, instantiate and adapt one).")
@@ -50,20 +57,23 @@ def open_sandbox():
 @click.option("--restart", is_flag=True,
               help="The folder held a benchmarked sandbox before: start over on purpose (its witness is kept "
                    "aside, retired).")
-def init_cmd(directory: str, pool_name: str, budget: int, backend: str, scaffold: str, iterations: int,
-             restart: bool) -> None:
+def init_cmd(directory: str, track: str, pool_name: str | None, budget: int | None, backend: str | None,
+             scaffold: str, iterations: int, restart: bool) -> None:
     """Make a sandbox in DIRECTORY: cbdsl.toml, policy.cur, PROTOCOL.md, POOL.md, METHODS.md.
 
-    The demo pool is made first if it is missing and --pool is demo.
+    The track's demo pool is made first if it is missing and --pool names it.
     """
+    demo, default_backend, default_budget = TRACKS[track]
+    pool_name, backend, budget = pool_name or demo, backend or default_backend, budget or default_budget
+    demos = {name: maker for name, maker, _, _ in DEMOS.values()}
     try:
         pool = Pool.open(resolve_pool(pool_name))
     except PoolError:
-        if pool_name != "demo":
+        if pool_name not in demos:
             raise click.UsageError(f"no pool `{pool_name}`: import one with `cbdsl pool import` or give a directory")
-        target = Path(search_path()[0]) / "demo"
-        click.echo(f"making the demo pool at {target} (once; a few seconds)")
-        pool = Pool.open(pool_call(make_demo, target))
+        target = Path(search_path()[0]) / pool_name
+        click.echo(f"making the {pool_name} pool at {target} (once; a few seconds)")
+        pool = Pool.open(pool_call(demos[pool_name], target))
     try:
         if restart and not (Path(directory) / CONFIG).exists():
             for moved in retire_earlier_run(directory):

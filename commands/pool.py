@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from cbdsl.pipelines.data.demo import make_demo
+from cbdsl.pipelines.data.demo import DEFAULT_ROWS, make_demo
+from cbdsl.pipelines.data.demo_it import DEFAULT_ROWS as DEFAULT_IT_ROWS, make_demo_it
 from cbdsl.pipelines.data.errors import PoolError
 from cbdsl.pipelines.data.importers import import_pool
 from cbdsl.pipelines.data.pool import Pool
@@ -72,19 +73,31 @@ def pool_add_asset(pool: str, name: str, file: str, kind: str | None, descriptio
     click.echo(f"asset `{name}` ({info.kind}) added to pool `{p.name}`; policies refer to it as {usage}")
 
 
+#: The demo pool of each track: its name, its maker, its default rows and what it holds.
+DEMOS: dict[str, tuple] = {
+    "clip": ("demo", make_demo, DEFAULT_ROWS, "synthetic image-caption pairs"),
+    "it": ("demo-it", make_demo_it, DEFAULT_IT_ROWS, "LLaVA-shaped instruction conversations about synthetic images"),
+}
+
+
 @pool_group.command("make-demo")
 @click.argument("dest", required=False)
-@click.option("--rows", default=50_000, show_default=True, type=click.IntRange(min=100), help="Pool rows.")
+@click.option("--track", type=click.Choice(list(DEMOS)), default="clip", show_default=True,
+              help="clip: the CLIP pretraining pool `demo`; it: the instruction-tuning pool `demo-it`.")
+@click.option("--rows", type=click.IntRange(min=100), help="Pool rows (default: 50,000 clip, 20,000 it).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Same seed, same pool.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing pool there.")
-def pool_make_demo(dest: str | None, rows: int, seed: int, overwrite: bool) -> None:
-    """Generate the demo pool: synthetic image-text pairs with known defects, deterministic.
+def pool_make_demo(dest: str | None, track: str, rows: int | None, seed: int, overwrite: bool) -> None:
+    """Generate a demo pool with known defects, deterministic: `demo` (image-caption pairs) or, with
+    --track it, `demo-it` (LLaVA-665K-shaped conversations and their image folder).
 
-    DEST defaults to demo/ in the first folder of $CBDSL_POOLS, else ~/.cbdsl/pools/demo.
+    DEST defaults to the pool's name in the first folder of $CBDSL_POOLS, else ~/.cbdsl/pools/.
     """
-    target = Path(dest) if dest else Path(search_path()[0]) / "demo"
-    path = pool_call(make_demo, target, rows=rows, seed=seed, overwrite=overwrite)
-    click.echo(f"demo pool: {rows} rows at {path}")
+    name, maker, default_rows, what = DEMOS[track]
+    target = Path(dest) if dest else Path(search_path()[0]) / name
+    rows = rows or default_rows
+    path = pool_call(maker, target, rows=rows, seed=seed, overwrite=overwrite)
+    click.echo(f"{name} pool: {rows} rows ({what}) at {path}")
 
 
 @pool_group.command("import")

@@ -81,6 +81,13 @@ _PALETTE = np.array(list(COLORS.values()), dtype=np.int16)
 _CHUNK = 4096  # images rendered per vectorised batch (bounds peak memory)
 
 
+def bounding_box(position: int, size: int) -> tuple[float, float, float, float]:
+    """The nominal box (x1, y1, x2, y2, fractions of the image) of a shape at ``position`` of ``size`` (codes):
+    what a grounding answer names (the drawn shape varies around it by a few percent)."""
+    (cx, cy), r = _CENTERS[position].tolist(), float(_RADII[size])
+    return (round(cx - r, 2), round(cy - r, 2), round(cx + r, 2), round(cy + r, 2))
+
+
 def sample_attributes(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Draw ``n`` attribute sets uniformly and independently: name -> int8 codes into ATTRIBUTES."""
     return {name: rng.integers(0, len(values), size=n).astype(np.int8) for name, values in ATTRIBUTES.items()}

@@ -26,11 +26,26 @@ SCAFFOLD_RULES = {
 }
 
 
+#: What each embedded backend trains and how it scores, for PROTOCOL.md.
+BACKEND_TASKS = {
+    "mini": "a small CLIP is trained from scratch on your image-caption pairs and evaluated zero-shot on held-out "
+            "images: attribute classification and image-text retrieval (seven scores)",
+    "mini-vlm": "a small vision-language model (LLaVA-1.5's architecture, small) is instruction-tuned on your "
+                "conversations (the loss on the assistant's turns, the vision tower frozen) from a fixed base "
+                "and answers a held-out suite of eight benchmarks shaped like LLaVA-1.5's: vqa, gqa, textvqa, "
+                "pope, mme, mmbench, llava_bench (descriptions) and refcoco (boxes)",
+}
+
+
 def pool_md(pool) -> str:
     card = pool.card
     out = [f"# Pool `{card.name}`", "",
-           f"{card.rows:,} rows, id column `{card.id_column}`, content hash `{card.content_hash[:16]}`.", "",
-           "## Columns", "", "| column | type | statistics |", "|---|---|---|"]
+           f"{card.rows:,} rows, id column `{card.id_column}`, content hash `{card.content_hash[:16]}`.", ""]
+    images = [c for c, t in card.schema.items() if t == "image"]
+    if images:
+        out += [f"Column{'s' if len(images) > 1 else ''} {', '.join(f'`{c}`' for c in images)} hold image paths "
+                "(LLaVA's layout); a scorer that takes an image reads the file. Null means no image.", ""]
+    out += ["## Columns", "", "| column | type | statistics |", "|---|---|---|"]
     for col, typ in card.schema.items():
         stats = {k: v for k, v in card.stats.get(col, {}).items() if k != "value_counts"}
         out.append(f"| `{col}` | {typ} | {json.dumps(stats, default=str)[:200]} |")
@@ -91,6 +106,7 @@ def protocol_md(cfg, pool) -> str:
         "curation policy in `policy.cur`. A fixed model is trained on your selection and evaluated on a held-out "
         f"suite (backend `{cfg.backend}`); you get its scores back. You have **{cfg.iterations} iterations** after "
         "the baseline (iteration 0, a random selection of the budget).", "",
+        *([f"Backend `{cfg.backend}`: {BACKEND_TASKS[cfg.backend]}.", ""] if cfg.backend in BACKEND_TASKS else []),
         "## Commands", "",
         "```",
         "cbdsl check policy.cur          # parse + type-check, no data touched",

@@ -71,7 +71,9 @@ select random(seed=0)
 
 
 def default_backends(backend: str) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {"mini": {"seed": 0}}
+    """The ``[backend.*]`` tables of a new cbdsl.toml: the embedded backend's seed, and a template of the
+    chosen external one."""
+    out: dict[str, dict[str, Any]] = {"mini-vlm" if backend == "mini-vlm" else "mini": {"seed": 0}}
     if backend == "command":
         out["command"] = {"command": "", "format": "parquet", "timeout": 3600, "metrics": "metrics.json"}
     if backend == "ray":

@@ -20,7 +20,7 @@ from cbdsl.pipelines.data.roots import resolve_pool
 
 CONFIG = "cbdsl.toml"
 SCAFFOLDS = ("open", "guide", "cite", "adapt")
-BACKENDS = ("mini", "command", "ray")
+BACKENDS = ("mini", "mini-vlm", "command", "ray")
 
 
 class SandboxError(Exception):

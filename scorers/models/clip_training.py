@@ -5,15 +5,14 @@ proxy all train an ``open_clip.CLIP`` from scratch, and their results are
 recorded (the mini metrics, the teacher's sha256), so the loop must give
 the same weights for the same model, data and recipe: the data order comes
 from its own seeded generator, kernels are deterministic
-(:func:`deterministic_algorithms`) and the CPU thread count is the recipe's
-(:func:`torch_threads`).
+(:func:`~cbdsl.scorers.models.training.deterministic_algorithms`) and the CPU thread count is the
+recipe's (:func:`~cbdsl.scorers.models.training.torch_threads`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 from cbdsl.scorers.models.recipe import Recipe
 from cbdsl.scorers.models.tinyclip import image_inputs, text_inputs
+from cbdsl.scorers.models.training import deterministic_algorithms, lr_at, torch_threads  # noqa: F401 (theirs too)
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def train(
             if slot == 0:
                 order = torch.randperm(n, generator=gen)
             idx = order[slot * batch_size : (slot + 1) * batch_size]
-            rate = _lr_at(step, steps, lr, recipe.warmup)
+            rate = lr_at(step, steps, lr, recipe.warmup)
             for group in opt.param_groups:
                 group["lr"] = rate
             xb = x[idx].to(device, non_blocking=True)
@@ -139,48 +139,3 @@ def train(
 def _decays(name: str, p: torch.Tensor) -> bool:
     """open_clip's rule: no weight decay on gains, biases, norms and the logit scale."""
     return not (p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name)
-
-
-def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    span = max(1, steps - warmup)
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / span)) * lr
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to ``n`` inside (unchanged when ``n`` is None), restored after."""
-    previous = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@contextlib.contextmanager
-def deterministic_algorithms() -> Iterator[None]:
-    """Deterministic kernels inside, without filling every new tensor with NaN first.
-
-    ``use_deterministic_algorithms`` also turns on
-    ``torch.utils.deterministic.fill_uninitialized_memory``, a debugging aid
-    that writes every ``torch.empty`` before use (21,000 fills per 60 mini
-    training steps; 60 steps took 9.6 s with it and 9.2 s without, the same
-    weights bit for bit), and no result depends on it, since kernels never
-    read memory they have not written.
-    """
-    import torch.utils.deterministic as det
-
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-                det.fill_uninitialized_memory)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    det.fill_uninitialized_memory = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-        det.fill_uninitialized_memory = previous[2]
-
-

@@ -14,17 +14,19 @@ from typing import Any
 from cbdsl.pipelines.loop.backends.base import Backend, BackendError
 from cbdsl.pipelines.loop.backends.command import CommandBackend
 from cbdsl.pipelines.loop.backends.mini import MiniBackend
+from cbdsl.pipelines.loop.backends.mini_vlm import MiniVLMBackend
 from cbdsl.pipelines.loop.backends.ray_job import RayBackend
 
 #: The backends by the name ``cbdsl.toml`` gives them.
-BACKENDS: dict[str, type] = {"mini": MiniBackend, "command": CommandBackend, "ray": RayBackend}
+BACKENDS: dict[str, type] = {"mini": MiniBackend, "mini-vlm": MiniVLMBackend, "command": CommandBackend,
+                             "ray": RayBackend}
 
 
 def make_backend(name: str, settings: dict[str, Any]) -> Backend:
     """The backend ``name`` with its ``[backend.NAME]`` settings; an unknown setting is a clear error."""
     cls = BACKENDS.get(name)
     if cls is None:
-        raise BackendError(f"unknown backend {name!r}: choose mini, command or ray in cbdsl.toml")
+        raise BackendError(f"unknown backend {name!r}: choose mini, mini-vlm, command or ray in cbdsl.toml")
     flat = getattr(cls, "settings", None)  # settings that are not the backend's fields (mini: its recipe's, flat)
     known = list(flat()) if flat is not None else [f.name for f in fields(cls) if f.name != "name"]
     unknown = sorted(set(settings) - set(known))

@@ -21,23 +21,18 @@ compares results of different versions.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from cbdsl.pipelines.data.demo import EVAL_ROWS
-from cbdsl.pipelines.data.errors import PoolError
-from cbdsl.pipelines.data.pool import Pool
-from cbdsl.pipelines.data.roots import resolve_pool
-from cbdsl.pipelines.loop.backends.base import BackendError, Job, check_metrics
-from cbdsl.process import configure
+from cbdsl.pipelines.loop.backends.as_command import main as command_main
+from cbdsl.pipelines.loop.backends.base import BackendError, Job
 from cbdsl.scorers.api import device
 from cbdsl.scorers.models.recipe import Recipe
 
@@ -117,41 +112,9 @@ class MiniBackend:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m cbdsl.pipelines.loop.backends.mini SELECTION --pool POOL --metrics FILE``: the mini train/eval as a command.
-
-    Why: the ``command`` and ``ray`` backends hand a selection to a program;
-    this is the mini backend as such a program, so a Ray job (or any
-    scheduler) runs the very same recipe and writes the metrics JSON the
-    backends read back. SELECTION is an exported ``selection.parquet``; the
-    pool must be readable where the command runs.
-    """
-    configure()  # before torch loads: how its threads wait on a shared machine
-    ap = argparse.ArgumentParser(prog="python -m cbdsl.pipelines.loop.backends.mini", description=main.__doc__.split("\n")[0])
-    ap.add_argument("selection", help="the exported selection.parquet (id and rank columns)")
-    ap.add_argument("--pool", required=True, help="the pool directory (or a registered pool name)")
-    ap.add_argument("--metrics", required=True, help="where to write the metrics JSON")
-    settings = {k: v for k, v in MiniBackend.settings().items() if k != "format"}
-    for name, default in settings.items():
-        ap.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    args = ap.parse_args(argv)
-
-    chosen = {name: getattr(args, name) for name in settings}
-    try:
-        pool = Pool.open(resolve_pool(args.pool))
-        selection = pl.read_parquet(args.selection)
-        if "rank" not in selection.columns:
-            raise BackendError(f"{args.selection} has no `rank` column: give a selection cbdsl exported")
-        out = Path(args.metrics)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        job = Job(pool=pool, selection=selection, export_dir=Path(args.selection).parent, workdir=out.parent,
-                  log=lambda m: print(m, flush=True))
-        metrics = check_metrics(MiniBackend.from_settings(**chosen).run(job), "mini")
-    except (BackendError, PoolError, OSError, pl.exceptions.PolarsError) as err:
-        print(f"mini: {err}", file=sys.stderr)
-        return 2
-    out.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"mini: aggregate {metrics['aggregate']:.4f}; metrics in {out}", flush=True)
-    return 0
+    """``python -m cbdsl.pipelines.loop.backends.mini SELECTION --pool POOL --metrics FILE``: the mini train/eval
+    as a command (:func:`~cbdsl.pipelines.loop.backends.as_command.main`)."""
+    return command_main(MiniBackend, "python -m cbdsl.pipelines.loop.backends.mini", argv)
 
 
 if __name__ == "__main__":

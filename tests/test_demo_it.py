@@ -1,0 +1,107 @@
+"""The demo instruction pool (`demo-it`) and the held-out suite of the mini-vlm backend."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from cbdsl.cli import cli
+from cbdsl.pipelines.data import demo_it, demo_it_eval, instructions as it
+from cbdsl.pipelines.data.importers import llava_source, read_llava
+from cbdsl.pipelines.data.pool import Pool
+
+ROWS = 3000
+
+
+@pytest.fixture(scope="module")
+def generated():
+    return demo_it.generate_demo_it(ROWS, seed=0)
+
+
+def test_same_rows_and_seed_give_identical_output(generated):
+    again = demo_it.generate_demo_it(ROWS, seed=0)
+    assert again.pool.equals(generated.pool) and again.defects.equals(generated.defects)
+    assert again.images == generated.images
+    assert not demo_it.generate_demo_it(ROWS, seed=1).pool.equals(generated.pool)
+
+
+def test_columns_are_the_llava_importers(generated, tmp_path):
+    """The records, written as LLaVA JSON and imported, give the pool's columns exactly."""
+    path = tmp_path / "demo-it.json"
+    path.write_text(json.dumps(generated.records))
+    imported = read_llava(path).frame
+    assert imported.equals(generated.pool.drop("image_sha256"))
+    assert generated.pool.columns[-1] == "image_sha256"
+
+
+def test_sources_have_their_shares_and_their_llava_prompts(generated):
+    counts = dict(generated.pool.group_by("source").len().iter_rows())
+    assert counts == dict(zip(demo_it.SOURCE_SHARES, demo_it._split(ROWS, demo_it.SOURCE_SHARES)))
+    for row in generated.pool.iter_rows(named=True):
+        assert llava_source(row["image"], row["question"]) == row["source"]
+        assert row["has_image"] == (row["source"] != "sharegpt")
+
+
+def test_defects_have_their_counts(generated):
+    joined = generated.pool.join(generated.defects, on="id")
+    for source, n in zip(demo_it.SOURCE_SHARES, demo_it._split(ROWS, demo_it.SOURCE_SHARES)):
+        part = joined.filter(pl.col("source") == source)
+        for defect in demo_it.DEFECTS:
+            assert part.get_column(defect).sum() == round(demo_it.DEFECT_RATES[source].get(defect, 0) * n), (source, defect)
+    flags = joined.select(demo_it.DEFECTS).to_numpy()
+    assert (flags.sum(1) <= 1).all()  # at most one defect a row
+
+
+def test_defects_are_what_they_say(generated):
+    joined = generated.pool.join(generated.defects, on="id")
+    clean = joined.filter(~pl.any_horizontal(list(demo_it.DEFECTS)))
+    short = clean.filter(pl.col("task") == "short", ~pl.col("question").str.starts_with("Is "))
+    for row in short.iter_rows(named=True):  # a clean short answer is one of the image's attributes
+        assert row["answer"] in {row[k] for k in ("shape", "color", "size", "position", "texture")}
+    for row in joined.filter(pl.col("refusal")).iter_rows(named=True):
+        assert row["answer"] in demo_it.REFUSALS
+    for row in joined.filter(pl.col("one_word")).iter_rows(named=True):
+        assert row["answer"] == row["shape"].capitalize() + "."
+    for row in joined.filter(pl.col("exact_duplicate")).iter_rows(named=True):
+        original = joined.filter(pl.col("id") == row["dup_group"]).row(0, named=True)
+        assert (row["question"], row["answer"], row["image"]) == (original["question"], original["answer"],
+                                                                  original["image"])
+    for row in joined.filter(pl.col("near_duplicate")).iter_rows(named=True):
+        original = joined.filter(pl.col("id") == row["dup_group"]).row(0, named=True)
+        assert row["answer"] == original["answer"] and row["question"] != original["question"]
+    for row in joined.filter(pl.col("wrong_answer"), pl.col("task") == "short").iter_rows(named=True):
+        truth = {row[k] for k in ("shape", "color", "size", "position", "texture")}
+        assert row["answer"] not in truth or row["answer"] in ("yes", "no")
+
+
+def test_images_are_the_pool_rows_own(generated):
+    for row in generated.pool.filter(pl.col("has_image")).iter_rows(named=True):
+        assert hashlib.sha256(generated.images[row["image"]]).hexdigest() == row["image_sha256"]
+
+
+def test_the_suite_is_fixed_and_disjoint_from_the_pool(generated):
+    suite = demo_it_eval.eval_suite(50)
+    assert suite.equals(demo_it_eval.eval_suite(50))
+    assert suite.get_column("benchmark").unique(maintain_order=True).to_list() == list(demo_it_eval.BENCHMARKS)
+    pool_images = set(generated.pool.get_column("image_sha256").drop_nulls().to_list())
+    assert not pool_images & {hashlib.sha256(b).hexdigest() for b in suite.get_column("image").to_list()}
+    pope = suite.filter(pl.col("benchmark") == "pope")
+    assert 0.3 < (pope.get_column("answer") == "yes").mean() < 0.7
+    mm = suite.filter(pl.col("benchmark") == "mmbench").row(0, named=True)
+    assert mm["question"].endswith(it.LETTER) and mm["answer"] in "ABCD"
+
+
+def test_make_demo_it_writes_its_image_folder_and_assets(tmp_path):
+    out = CliRunner().invoke(cli, ["pool", "make-demo", str(tmp_path / "p"), "--track", "it", "--rows", "500"])
+    assert out.exit_code == 0, out.output
+    assert "demo-it pool: 500 rows" in out.output
+    pool = Pool.open(tmp_path / "p")
+    assert pool.name == "demo-it" and pool.schema["image"] == "image" and pool.card.image_folder == "images"
+    assert {a: i.kind for a, i in pool.card.assets.items()} == {"demo-defects": "truth", "mini-vlm-eval": "eval"}
+    frame = pool.scan(["image", "image_sha256"]).collect().drop_nulls()
+    data = pool.read_images(frame.get_column("image").to_list())
+    assert [hashlib.sha256(b).hexdigest() for b in data] == frame.get_column("image_sha256").to_list()
