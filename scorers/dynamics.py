@@ -2,8 +2,11 @@
 
 Each trains a small proxy on the pool (:mod:`cbdsl.scorers.models.proxy`:
 cbdsl-tiny for ``(image, text)``, an MLP for ``(features, label)``, a
-byte-level GPT-2 for ``(text)``) ``seeds`` times from fresh initialisations
-for ``epochs`` epochs, then measures every row in its scoring batch:
+byte-level GPT-2 for ``(text)``, and for ``(question, answer,
+proxy="tiny-lm")`` the same GPT-2 scoring the answer's tokens only, the
+question being context, as instruction tuning's loss does) ``seeds`` times
+from fresh initialisations for ``epochs`` epochs, then measures every row in
+its scoring batch:
 
 ``el2n(...)``
     Paul et al. 2021: ``E_seeds ||softmax(f(x)) - onehot(y)||_2`` after
@@ -45,10 +48,12 @@ from cbdsl.scorers.registry import Input, Params, model_scorer
 
 INPUTS = [Input("inputs", "any", variadic=True, min_count=1)]
 FORMAT = 1
+PROXY_HELP = ('cbdsl\'s own small proxy: "tiny" picks it by the inputs; "tiny-lm" is the byte GPT-2, which '
+              "reads (text) or (question, answer) and then counts the answer's tokens only")
 
 
 class DynamicsParams(Params):
-    proxy: Literal["tiny"] = Field(default="tiny", description="cbdsl's own small proxy of the pool's kind (picked by the inputs)")
+    proxy: Literal["tiny", "tiny-lm"] = Field(default="tiny", description=PROXY_HELP)
     epochs: int = Field(default=1, ge=0, le=1000, description="epochs of proxy training before the measurement")
     seeds: int = Field(default=1, ge=1, le=100, description="proxies trained from different initialisations; scores are averaged")
     seed: int = Field(default=0, ge=0, lt=2**31, description="the first seed (weights and data order); seeds are seed, seed+1, ...")
@@ -75,7 +80,7 @@ def trace(ctx, inputs) -> tuple:
     import numpy as np
 
     p = ctx.params
-    prep = _proxy().prepare(ctx.ids, list(inputs), p.batch_size, p.lr)
+    prep = _proxy().prepare(ctx.ids, list(inputs), p.batch_size, p.lr, p.proxy)
     key = prep.digest(epochs=p.epochs, seeds=p.seeds, seed=p.seed, batch_size=p.batch_size, lr=p.lr, format=FORMAT)
     path = ctx.workdir / f"dynamics-{key}.npz"
     if path.is_file():

@@ -4,7 +4,8 @@
 
 1. Warm-up: the proxy of the inputs (:mod:`cbdsl.scorers.models.proxy`:
    cbdsl-tiny for ``(image, text)``, an MLP for ``(features, label)``, a
-   byte-level GPT-2 for ``(text)``) trains on a seeded random ``warmup``
+   byte-level GPT-2 for ``(text)``, or for ``(question, answer,
+   proxy="tiny-lm")`` with the answer's tokens as the loss) trains on a seeded random ``warmup``
    share of the pool (LESS: 5%) for ``epochs`` epochs (LESS: 4), with a
    checkpoint at the end of each epoch (``epochs=0``: one, at initialisation).
 2. At each checkpoint, every pool row's and every target example's
@@ -23,7 +24,7 @@
 Targets are pool assets (``cbdsl pool add-asset``), never files: a
 ``corpus`` (texts, for a text pool) or a ``table``/``labels`` parquet with
 the columns the inputs read (so the inputs must be pool columns), e.g.
-``image`` and ``text``. Each named asset is one task; an asset with a
+``image`` and ``text``, or ``question`` and ``answer``. Each named asset is one task; an asset with a
 ``task`` column holds one task per value. An ``eval`` asset is refused.
 
 Departures from the papers: a small proxy trained by cbdsl instead of a
@@ -42,6 +43,7 @@ from pydantic_core import PydanticCustomError
 
 from cbdsl.pipelines.data.card import ASSET_NAME
 from cbdsl.scorers.api import RunError
+from cbdsl.scorers.dynamics import PROXY_HELP
 from cbdsl.scorers.registry import Input, Params, model_scorer
 
 TARGET_KINDS = ("corpus", "table", "labels")
@@ -52,7 +54,7 @@ class InfluenceParams(Params):
     aggregate: Literal["mean", "max", "vote"] = Field(
         default="mean", description='over target tasks: "mean", "max" (LESS) or "vote" (ICONS\' consensus)')
     vote_quantile: float = Field(default=0.8, gt=0, lt=1, description="a task votes for rows above this quantile (ICONS: 0.8)")
-    proxy: Literal["tiny"] = Field(default="tiny", description="cbdsl's own small proxy of the pool's kind (picked by the inputs)")
+    proxy: Literal["tiny", "tiny-lm"] = Field(default="tiny", description=PROXY_HELP)
     epochs: int = Field(default=4, ge=0, le=100, description="warm-up epochs, one checkpoint after each (LESS: 4)")
     warmup: float = Field(default=0.05, gt=0, le=1, description="share of the pool the proxy warms up on (LESS: 5%)")
     dims: int = Field(default=8192, ge=16, le=1 << 16, description="random projection dimension (LESS: 8192)")
@@ -82,7 +84,7 @@ def influence(ctx, *inputs):
     import numpy as np
 
     p = ctx.params
-    prep = _proxy().prepare(ctx.ids, list(inputs), p.batch_size, p.lr)
+    prep = _proxy().prepare(ctx.ids, list(inputs), p.batch_size, p.lr, p.proxy)
     tasks = _tasks(ctx, prep, inputs)
     with _proxy().reproducible():
         scores = task_scores(prep, tasks, p, ctx.progress, ctx.expect)

@@ -52,8 +52,8 @@ UPDATE = os.environ.get("CBDSL_UPDATE_GOLDENS") == "1"
 
 #: Column dtypes of the stand-in pools (a column the examples read, as its usual pool stores it).
 STAND_IN: dict[str, pl.DataType] = {
-    "id": pl.String(), "text": pl.String(), "image": pl.Binary(), "width": pl.Int64(), "height": pl.Int64(),
-    "source": pl.String(), "label": pl.Int64(), "emb": pl.Array(pl.Float32, 512),
+    "id": pl.String(), "text": pl.String(), "question": pl.String(), "answer": pl.String(), "image": pl.Binary(),
+    "width": pl.Int64(), "height": pl.Int64(), "source": pl.String(), "label": pl.Int64(), "emb": pl.Array(pl.Float32, 512),
     "l14_img": pl.Array(pl.Float32, 768), "clip_l14_similarity_score": pl.Float64(),
 }
 #: The dtype of a model score's stand-in column, by the scorer's output type.

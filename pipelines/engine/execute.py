@@ -324,10 +324,15 @@ def _select(frame: pl.DataFrame, low: Lowered, pool_rows: int, id_col: str, warn
         rows = strategy.run(ctx)
         if KEY not in rows.columns:  # a strategy's bug, said plainly rather than by Polars at the concat
             raise TypeError(f"select strategy `{s.strategy}` returned rows without the key column {KEY!r}")
+        returned = rows.height
         if tokens:
             rows = rows.filter(pl.col(TOKENS).fill_null(0).cum_sum() <= int(quota[i]))
         else:
             rows = rows.head(int(quota[i]))
+        short = _short_selection(s.strategy, n if mix is not None else None, rows, returned, int(quota[i]),
+                                 int(available[i]), tokens)
+        if short:
+            warnings.append(short)
         picked.append(rows)
     chosen = pl.concat(picked) if picked else frame.head(0).with_columns(pl.lit(None, pl.Float64).alias(KEY))
     chosen = chosen.sort([KEY, HASH, id_col], nulls_last=True).with_row_index("rank", offset=1)
@@ -339,6 +344,22 @@ def _select(frame: pl.DataFrame, low: Lowered, pool_rows: int, id_col: str, warn
         pl.col("rank").cast(pl.Int64),
     )
     return manifest, quotas
+
+
+def _short_selection(strategy: str, group: str | None, rows: pl.DataFrame, returned: int, quota: int, available: int,
+                     tokens: bool) -> str | None:
+    """The warning for a strategy that stopped short of its group's quota while rows were left (`deita`, when
+    no other row passes its threshold): the selection is then smaller than the budget, and the run says so.
+
+    Short means: the strategy returned fewer rows than the group has, and every one of them fits the quota."""
+    got = int(rows.get_column(TOKENS).fill_null(0).sum()) if tokens and rows.height else rows.height
+    if returned >= available or rows.height < returned or got >= quota:
+        return None
+    unit = "tokens" if tokens else "rows"
+    where = "" if group is None else f" in mix group `{group}`"
+    return (f"select `{strategy}` took {got} {unit}{where}, {quota - got} short of the quota of {quota}: it "
+            "accepts no other row, so the selection is smaller than the budget (loosen the strategy's "
+            "parameters, say a higher `threshold`, or lower the budget)")
 
 
 def _shortfall(low: Lowered, pool, available: int, budget: int, tokens: bool) -> RunError:

@@ -301,9 +301,13 @@ def pad_batch(seqs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sequence_nll(lm: CausalLM, seqs: Sequence[np.ndarray | None],
-                 progress: Callable[[int], None] = lambda n: None) -> tuple[np.ndarray, np.ndarray]:
+                 progress: Callable[[int], None] = lambda n: None,
+                 first: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per sequence: (sum of -log p(token_t | tokens_<t) over t >= 1, number of such tokens).
 
+    ``first`` (int64 per sequence, optional): score only the tokens at
+    positions ``t >= first[i]``, the earlier ones being context (IFD's answer
+    tokens after the prompt); without it every token from position 1 is scored.
     Batches hold sequences of similar length (sorted, longest first) and at
     most :data:`LOGIT_BUDGET` logits; padding is on the right, so it never
     enters a real token's context.
@@ -330,9 +334,12 @@ def sequence_nll(lm: CausalLM, seqs: Sequence[np.ndarray | None],
             logits = lm.model(input_ids=ids_t, attention_mask=mask_t).logits[:, :-1].float()
             logp = torch.log_softmax(logits, dim=-1)
             target = ids_t[:, 1:]
-            nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1) * mask_t[:, 1:]
+            scored = mask[:, 1:]
+            if first is not None:  # the context tokens before `first` are not scored
+                scored = scored * (np.arange(1, width)[None, :] >= first[index][:, None])
+            nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1) * torch.from_numpy(scored).to(lm.device)
             total[index] = nll.double().sum(dim=1).cpu().numpy()
-            count[index] = mask[:, 1:].sum(axis=1)
+            count[index] = scored.sum(axis=1)
             progress(len(index))
             lo += len(index)
     return total, count

@@ -15,6 +15,12 @@ trains a small proxy of the pool's kind, picked by the scorer's inputs
   (:mod:`~cbdsl.scorers.models.classifier`).
 - ``(text)`` -> :class:`LanguageProxy`: a byte-level GPT-2 of
   :mod:`~cbdsl.scorers.models.lm`'s kind; each next token is a classification.
+- ``(question, answer)`` with ``proxy="tiny-lm"`` -> the same GPT-2 on the
+  pair, question first: only the answer's tokens are scored (the assistant
+  loss of instruction tuning; LLaVA and Vicuna train on the answer alone).
+  Two strings without ``proxy="tiny-lm"`` stay (text, class label): the
+  inputs' types cannot tell an answer from a label, and a switch on the
+  data's values would change the model under a policy's feet.
 
 Rows are used in id-hash order (:func:`~cbdsl.scorers.models.kmeans.canonical_order`),
 so results do not depend on the pool's row order. A proxy measures rows in
@@ -256,21 +262,32 @@ class ClassifierProxy:
 
 class LanguageProxy:
     """A byte-level GPT-2 half as wide as cbdsl-tiny-lm, 128 bytes of context (it trains seeds x epochs
-    times); a text is "right" when most of its next bytes are predicted."""
+    times); a text is "right" when most of its scored next bytes are predicted.
+
+    ``pair=True``: rows are (question, answer) and only the answer's bytes (and its closing EOS) count, in
+    the loss it trains on and in every measurement (:func:`pair_sequences`); the data is then
+    ``(sequences, first scored position per row)``."""
 
     kind = "language"
 
-    def __init__(self, batch_size: int, lr: float):
-        self.batch_size, self.lr = batch_size, lr
+    def __init__(self, batch_size: int, lr: float, pair: bool = False):
+        self.batch_size, self.lr, self.pair = batch_size, lr, pair
         self.spec = replace(lm.SPEC, n_embd=64, n_head=2, n_positions=128)
 
-    def prepare(self, texts):
-        seqs = lm.byte_sequences(texts.to_list(), self.spec.n_positions)
-        ok = np.asarray([s is not None and len(s) >= 2 for s in seqs], dtype=bool)
-        return [s for s, good in zip(seqs, ok) if good], ok
+    def prepare(self, texts, answers=None):
+        if not self.pair:
+            seqs = lm.byte_sequences(texts.to_list(), self.spec.n_positions)
+            ok = np.asarray([s is not None and len(s) >= 2 for s in seqs], dtype=bool)
+            return [s for s, good in zip(seqs, ok) if good], ok
+        seqs, first = pair_sequences(texts.to_list(), answers.to_list(), self.spec.n_positions)
+        ok = np.asarray([s is not None for s in seqs], dtype=bool)
+        return ([s for s, good in zip(seqs, ok) if good], torch.from_numpy(first[ok])), ok
 
     def key(self) -> dict:
-        return {"proxy": "byte-gpt2", "spec": asdict(self.spec)}
+        key = {"proxy": "byte-gpt2", "spec": asdict(self.spec)}
+        if self.pair:
+            key["pair"] = PAIR_FORMAT
+        return key
 
     def build(self, seed: int):
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -284,14 +301,19 @@ class LanguageProxy:
             return GPT2LMHeadModel(config).eval()
 
     def size(self, data) -> int:
-        return len(data)
+        return len(data[0]) if self.pair else len(data)
 
     def _forward(self, model, data, idx):
-        """(final hidden states [b, L-1, d], logits [b, L-1, V], targets [b, L-1], mask [b, L-1])."""
-        ids, mask = lm.pad_batch([data[int(i)] for i in idx])
+        """(final hidden states [b, L-1, d], logits [b, L-1, V], targets [b, L-1], scored [b, L-1])."""
+        seqs, first = data if self.pair else (data, None)
+        ids, mask = lm.pad_batch([seqs[int(i)] for i in idx])
         ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
         hidden = model.transformer(input_ids=ids_t, attention_mask=mask_t).last_hidden_state[:, :-1]
-        return hidden, model.lm_head(hidden), ids_t[:, 1:], mask_t[:, 1:].float()
+        scored = mask_t[:, 1:].float()
+        if first is not None:  # target t is token t + 1: the question's tokens are context only
+            position = torch.arange(1, ids.shape[1])
+            scored = scored * (position[None, :] >= first[torch.as_tensor(idx, dtype=torch.int64)][:, None])
+        return hidden, model.lm_head(hidden), ids_t[:, 1:], scored
 
     def _per_text(self, logits, target, mask):
         nll = F.cross_entropy(logits.transpose(1, 2).float(), target, reduction="none") * mask
@@ -306,7 +328,7 @@ class LanguageProxy:
             return loss, correct
 
         with torch.random.fork_rng(devices=[]):  # no dropout, but keep the caller's RNG untouched
-            fit(model, batch_loss, len(data), epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=seed,
+            fit(model, batch_loss, self.size(data), epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=seed,
                 hook=hook, weight_decay=0.01)
 
     def measure(self, model, data, rows: np.ndarray) -> Measure:
@@ -322,22 +344,79 @@ class LanguageProxy:
                        blocks=[(g, hidden.float())])
 
 
-def make_proxy(inputs: list, batch_size: int, lr: float | None = None):
-    """The proxy for these input columns (Polars Series), or a RunError saying which inputs fit."""
+def make_proxy(inputs: list, batch_size: int, lr: float | None = None, proxy: str = "tiny"):
+    """The proxy for these input columns (Polars Series), or a RunError saying which inputs fit.
+
+    ``proxy="tiny"`` picks by the inputs' types; ``"tiny-lm"`` is the byte GPT-2 of ``(text)`` or of
+    ``(question, answer)``, its loss on the answer alone."""
     import polars as pl
 
     dtypes = [s.dtype for s in inputs]
+    if proxy == "tiny-lm":
+        if len(inputs) in (1, 2) and all(d == pl.String for d in dtypes):
+            return LanguageProxy(batch_size, lr or 3e-3, pair=len(inputs) == 2)
+        raise RunError(f'`proxy="tiny-lm"` reads (text) or (question, answer), both text; got '
+                       f"({', '.join(map(str, dtypes))})",
+                       ('e.g. `loss(question, answer, proxy="tiny-lm")`; leave `proxy` out for the proxy '
+                        "the inputs pick",))
     if len(inputs) == 2 and dtypes[0] == pl.Binary and dtypes[1] == pl.String:
         return ContrastiveProxy(batch_size, lr or 2e-3)
     if len(inputs) == 1 and dtypes[0] == pl.String:
         return LanguageProxy(batch_size, lr or 3e-3)
     if len(inputs) == 2 and (dtypes[0] == pl.String or isinstance(dtypes[0], (pl.Array, pl.List))) \
             and not dtypes[1].is_float() and not isinstance(dtypes[1], (pl.Array, pl.List, pl.Binary)):
+        _check_labels(inputs[1])
         return ClassifierProxy(batch_size, lr or 1e-2, inputs[0], inputs[1])
     raise RunError(
         "a proxy model needs (image, text) for an image-text pool, (features, label) for a labelled pool "
-        f"(an embedding or a text, and a class), or (text) for a text pool; got ({', '.join(map(str, dtypes))})",
-        ("e.g. `el2n(image, text)`, `el2n(image_embedding(image), label)` or `el2n(text)`",))
+        "(an embedding or a text, and a class), (text) for a text pool, or (question, answer) with "
+        f'`proxy="tiny-lm"`; got ({", ".join(map(str, dtypes))})',
+        ("e.g. `el2n(image, text)`, `el2n(image_embedding(image), label)`, `el2n(text)` or "
+         '`el2n(question, answer, proxy="tiny-lm")`',))
+
+
+def _check_labels(labels) -> None:
+    """A text label with about one row per value is not a class: most likely an answer column, which
+    would make a classifier with a class per row. Say which call was meant."""
+    import polars as pl
+
+    if labels.dtype != pl.String:
+        return
+    present = labels.drop_nulls()
+    distinct = present.n_unique()
+    if len(present) >= 4 and distinct > len(present) // 2:
+        raise RunError(f"the second input reads as a class label, but it has {distinct} distinct values over "
+                       f"{len(present)} rows: a classifier proxy would learn a class per row",
+                       ('for an instruction pair, score the answer\'s tokens after the question: '
+                        '`loss(question, answer, proxy="tiny-lm")`; for a classifier, pass a column of classes',))
+
+
+PAIR_FORMAT = 1  # pair_sequences' layout; part of the proxy's key
+
+
+def pair_sequences(questions, answers, max_len: int) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """Per (question, answer): ``[EOS] + question bytes + [EOS] + answer bytes + [EOS]`` in ``max_len`` ids,
+    and the position of the answer's first byte (every later token is scored: the answer and its EOS).
+
+    When the pair is longer than the window, the question keeps its last bytes (those next to the answer),
+    at most half the window unless the answer leaves it more, and the answer is cut at the end of the
+    window. None (and position 0) for a row with a null question or answer.
+    """
+    room = max_len - 3
+    seqs: list[np.ndarray | None] = []
+    first = np.zeros(len(questions), dtype=np.int64)
+    q_ids = lm.byte_sequences(questions, 1 << 62)
+    a_ids = lm.byte_sequences(answers, 1 << 62)
+    for i, (q, a) in enumerate(zip(q_ids, a_ids, strict=True)):
+        if q is None or a is None:
+            seqs.append(None)
+            continue
+        q, a = q[1:-1], a[1:]  # bare question bytes; answer bytes + EOS
+        keep = min(len(q), max(room // 2, room + 1 - len(a)))
+        seq = np.concatenate([[lm.EOS], q[len(q) - keep:], [lm.EOS], a]).astype(np.int64)[:max_len]
+        first[i] = keep + 2
+        seqs.append(seq)
+    return seqs, first
 
 
 # ---------------------------------------------------------------- pool rows in canonical order
@@ -385,14 +464,14 @@ def _arrays(data) -> list[np.ndarray]:
     return [lengths, np.concatenate(data) if len(data) else np.zeros(0, np.int64)]
 
 
-def prepare(ids, inputs: list, batch_size: int, lr: float | None = None) -> Prepared:
+def prepare(ids, inputs: list, batch_size: int, lr: float | None = None, proxy: str = "tiny") -> Prepared:
     """The proxy for ``inputs`` (Series aligned with ``ids``) and its data in id-hash order."""
     import polars as pl
 
     order = kmeans.canonical_order(ids)
     take = pl.Series(order)
     inputs = [s.gather(take) for s in inputs]
-    proxy = make_proxy(inputs, batch_size, lr)
+    proxy = make_proxy(inputs, batch_size, lr, proxy)
     data, valid = proxy.prepare(*inputs)
     return Prepared(proxy, data, order, np.asarray(valid, dtype=bool))
 

@@ -4,7 +4,9 @@
 uniformly; ``weighted(E, seed)`` draws without replacement with probability
 proportional to E (DSIR's importance resampling); ``kcenter(EMB, seed)`` is
 the greedy k-center core-set of Sener & Savarese (2018); ``stratified(COL)``
-takes an equal share of each group of COL. Ties are broken by a hash of the
+takes an equal share of each group of COL; ``deita(E, EMB, threshold)`` walks
+the rows by E, best first, skipping each one too similar to a row already
+taken (DEITA, Liu et al. 2024), and may take fewer rows than its quota. Ties are broken by a hash of the
 row id and every draw has a seed, so a selection is reproducible.
 
 A module here is named by its strategy's id and registers it with

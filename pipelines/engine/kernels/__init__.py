@@ -1,8 +1,9 @@
 """Numba kernels the engine calls on whole columns, one module per family.
 
 Lowering uses native Polars expressions wherever one exists; this module holds
-only what Polars cannot do: stable hashing, k-center greedy, near-duplicate
-search (MinHash LSH, SemDeDup), mix-quota allocation and DataComp's threshold.
+only what Polars cannot do: stable hashing, k-center greedy, DEITA's
+diversity greedy, near-duplicate search (MinHash LSH, SemDeDup), mix-quota
+allocation and DataComp's threshold.
 Every function takes and returns NumPy arrays for a whole column, validates
 shapes and dtypes here at the Python boundary, and handles empty inputs.
 
