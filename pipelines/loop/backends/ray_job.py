@@ -27,7 +27,9 @@ cluster needs no cbdsl.
 Settings (``[backend.ray]`` in cbdsl.toml): ``address`` (the dashboard,
 ``http://HOST:8265``; empty: ``$RAY_ADDRESS``), ``entrypoint``, ``format``,
 ``timeout`` (seconds; the job is stopped past it), ``metrics``,
-``metrics_format`` and ``benchmarks`` (as the command backend's), ``runtime_env`` (a TOML table merged into the job's runtime environment, e.g.
+``metrics_format`` and ``benchmarks`` (as the command backend's),
+``entrypoint_num_gpus`` (GPUs the entrypoint needs: Ray then runs it on a
+node that has them, not on the head), ``runtime_env`` (a TOML table merged into the job's runtime environment, e.g.
 ``pip`` or ``env_vars``), ``suite_name``. Needs ``pip install 'cbdsl[ray]'``.
 """
 
@@ -62,6 +64,7 @@ class RayBackend:
     metrics_format: str = "json"
     benchmarks: list[str] = field(default_factory=list)
     runtime_env: dict[str, Any] = field(default_factory=dict)
+    entrypoint_num_gpus: float = 0
     poll: float = 1.0  # seconds between log reads
     suite_name: str = ""
     name: str = "ray"
@@ -80,6 +83,10 @@ class RayBackend:
         if not isinstance(self.runtime_env, dict):
             raise BackendError(f"{SECTION}: `runtime_env` must be a table (e.g. runtime_env = {{ pip = [\"polars\"] }}), "
                                f"not {self.runtime_env!r}")
+        if isinstance(self.entrypoint_num_gpus, bool) or not isinstance(self.entrypoint_num_gpus, (int, float)) \
+                or self.entrypoint_num_gpus < 0:
+            raise BackendError(f"{SECTION}: `entrypoint_num_gpus` must be a number of GPUs (0: none), not "
+                               f"{self.entrypoint_num_gpus!r}")
         if "working_dir" in self.runtime_env:
             raise BackendError(f"{SECTION}: runtime_env.working_dir is the export folder cbdsl uploads; remove it")
         client, address = _client(self.address)
@@ -87,8 +94,9 @@ class RayBackend:
         submission_id = f"cbdsl-{job.workdir.parent.name}-{token[:8]}"
         try:
             job_id = client.submit_job(entrypoint=wrap(command, self.metrics, token, self.metrics_format),
-                                       runtime_env=runtime_env,
-                                       submission_id=submission_id,
+                                       runtime_env=runtime_env, submission_id=submission_id,
+                                       **({"entrypoint_num_gpus": self.entrypoint_num_gpus}
+                                          if self.entrypoint_num_gpus else {}),
                                        metadata={"cbdsl_suite": self.suite, "cbdsl_run": str(job.workdir.parent)})
         except Exception as err:  # noqa: BLE001 - Ray raises RuntimeError, ValueError or its own; all mean "not submitted"
             raise BackendError(f"the Ray cluster at {address} refused the job: {_short(err)}; check "
