@@ -100,8 +100,9 @@ def test_cbdsl_run_exports_the_layout_and_the_cli_imports_it(llava_pool, tmp_pat
     ds = datasets.load_from_disk(str(tmp_path / "selection" / "curation_bench"))
     manifest = pl.read_parquet(tmp_path / "selection" / "selection.parquet")
     assert ds["id"] == manifest["id"].to_list() and len(ds) == 17
-    result = CliRunner().invoke(cli, ["pool", "import", "curation-bench", "selection/curation_bench", "back"])
+    result = CliRunner().invoke(cli, ["pool", "import", "auto", "selection/curation_bench", "back"])
     assert result.exit_code == 0 and "17 rows" in result.output and "read from" in result.output, result.output
+    assert json.loads((tmp_path / "back" / "pool.json").read_text())["lineage"]["importer"] == "curation-bench"
 
 
 def test_turns_without_a_partner_survive_the_pairs():

@@ -27,6 +27,7 @@ file and the row (or the line, for JSONL), never a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -611,7 +612,7 @@ def detect_kind(src: str | os.PathLike) -> str:
     path = Path(src).expanduser()
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            return "hf"
+            return "curation-bench" if _has_texts(path) else "hf"
         if any(path.glob("*.jsonl")):
             return "jsonl"
         parquet = sorted(path.glob("*.parquet"))
@@ -627,6 +628,17 @@ def detect_kind(src: str | os.PathLike) -> str:
             return _parquet_kind(path)
     raise PoolError(f"cannot tell what kind of dataset {path} is", file=path,
                     hint="name the importer: " + ", ".join(IMPORTERS))
+
+
+def _has_texts(path: Path) -> bool:
+    """Whether a save_to_disk dataset (or its first split) has a `texts` column: Curation-Bench's layout."""
+    infos = [path / "dataset_info.json"] + sorted(path.glob("*/dataset_info.json"))[:1]
+    for info in infos:
+        try:
+            return "texts" in json.loads(info.read_text(encoding="utf-8")).get("features", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
 
 
 def _parquet_kind(path: Path) -> str:
