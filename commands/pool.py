@@ -117,6 +117,7 @@ def pool_import(kind: str, src: str, dest: str, name: str | None, id_column: str
                   **{k: v for k, v in opts.items() if v is not None})
     click.echo(f"pool `{p.name}`: {p.card.rows} rows at {p.path}")
     if p.card.image_folder:
-        click.echo(f"images: `{'`, `'.join(c for c, t in p.schema.items() if t == 'image')}` read from {p.image_folder}")
+        columns = "`, `".join(c for c, t in p.schema.items() if t == "image")
+        click.echo(f"images: `{columns}` read from {p.image_folder}")
     elif p.schema.get("image") == "str":
         click.echo("images: `image` holds paths only (no --image-folder), so no scorer or backend can read them")

@@ -221,7 +221,8 @@ def read_dataset(src: str | os.PathLike, scratch: Path) -> Read:
     table = ds.with_format("arrow")
     for start in range(0, len(ds), CHUNK_ROWS):
         chunk = table[start:start + CHUNK_ROWS]
-        columns = {c: chunk.column(c).to_pylist() for c in ("texts", "images", "id", "image") if c in chunk.column_names}
+        columns = {c: chunk.column(c).to_pylist() for c in ("texts", "images", "id", "image")
+                   if c in chunk.column_names}
         for i in range(chunk.num_rows):
             row = start + i
             rid = columns["id"][i] if "id" in columns else str(row)

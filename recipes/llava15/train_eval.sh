@@ -76,7 +76,8 @@ PROJECTOR="${LLAVA15_PROJECTOR:-$LLAVA_DIR/checkpoints/llava-v1.5-7b-pretrain/mm
 liuhaotian/llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5 and set LLAVA15_PROJECTOR"
 PY="${LLAVA15_PYTHON:-python3}"
 MODEL_NAME="${LLAVA15_MODEL_NAME:-llava-v1.5-7b-cbdsl}"
-BENCHMARKS="${LLAVA15_BENCHMARKS:-MME MMBench_DEV_EN SEEDBench_IMG POPE GQA_TestDev_Balanced TextVQA_VAL ScienceQA_TEST VizWiz}"
+EIGHT="MME MMBench_DEV_EN SEEDBench_IMG POPE GQA_TestDev_Balanced TextVQA_VAL ScienceQA_TEST VizWiz"
+BENCHMARKS="${LLAVA15_BENCHMARKS:-$EIGHT}"
 CHECKPOINTS="${LLAVA15_CHECKPOINTS:-$WORKDIR/checkpoints}"
 # the folder name must contain "llava": LLaVA's builder.py chooses the model class by it
 CKPT="$CHECKPOINTS/llava-v1.5-7b-cbdsl-$(date +%Y%m%d%H%M%S)-$$"
@@ -85,7 +86,8 @@ command -v "$PY" >/dev/null || die "no Python $PY (set LLAVA15_PYTHON to the Pyt
 
 say "training LLaVA-1.5-7B on $EXPORT ($NGPU GPUs: $GPUS, gradient accumulation $ACCUM) into $CKPT"
 mkdir -p "$CHECKPOINTS"
-( cd "$LLAVA_DIR" && deepspeed --include "localhost:$GPUS" --master_port "${LLAVA15_MASTER_PORT:-$((29500 + $$ % 1000))}" \
+PORT="${LLAVA15_MASTER_PORT:-$((29500 + $$ % 1000))}"
+( cd "$LLAVA_DIR" && deepspeed --include "localhost:$GPUS" --master_port "$PORT" \
     llava/train/train_mem.py \
     --deepspeed ./scripts/zero3.json \
     --model_name_or_path "$BASE" \
