@@ -124,6 +124,17 @@ LLAVA_SCHEMA = {
 def llava_frame(records: Sequence[tuple[Any, Any]], path: Path, unit: str = "row") -> pl.DataFrame:
     """LLaVA records (``(position, record)`` pairs, as read from ``path``) as a frame of :data:`LLAVA_SCHEMA`;
     a malformed record is a PoolError naming its position and id. The demo instruction pool goes through here
-    too, so it has exactly an imported pool's columns."""
-    rows = [_llava_row(rec, {unit: pos}, path) for pos, rec in records]
-    return pl.DataFrame(rows, schema=LLAVA_SCHEMA, orient="row")
+    too, so it has exactly an imported pool's columns.
+
+    Built :data:`FRAME_CHUNK` records at a time: the rows as Python tuples (every text twice, with the record
+    as JSON) would otherwise all be held at once beside the parsed records (665K records: GBs)."""
+    frames = []
+    for start in range(0, len(records), FRAME_CHUNK):
+        rows = [_llava_row(rec, {unit: pos}, path) for pos, rec in records[start:start + FRAME_CHUNK]]
+        frames.append(pl.DataFrame(rows, schema=LLAVA_SCHEMA, orient="row"))
+    if not frames:
+        return pl.DataFrame(schema=LLAVA_SCHEMA)
+    return pl.concat(frames, rechunk=False) if len(frames) > 1 else frames[0]
+
+
+FRAME_CHUNK = 32_768
