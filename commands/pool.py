@@ -45,6 +45,11 @@ def pool_info(pool: str, as_json: bool) -> None:
         return
     click.echo(f"pool {card.name}: {card.rows} rows in {len(card.shards)} shard(s), id column `{card.id_column}`")
     click.echo(f"path {p.path}\ncontent hash {card.content_hash}")
+    if card.image_folder:
+        click.echo(f"image folder {p.image_folder}" + ("" if Path(card.image_folder).is_absolute() else " (inside the pool)"))
+    elif card.schema.get("image") == "str":
+        click.echo("image folder: none: `image` holds paths as plain strings, so no scorer or backend can read the "
+                   "images; import again with --image-folder DIR")
     click.echo("columns:")
     for col, typ in card.schema.items():
         stats = card.stats.get(col, {})
@@ -101,17 +106,31 @@ def pool_make_demo(dest: str | None, track: str, rows: int | None, seed: int, ov
 
 
 @pool_group.command("import")
-@click.argument("kind", type=click.Choice(["auto", "datacomp", "llava", "hf", "parquet", "jsonl"]))
+@click.argument("kind", type=click.Choice(["auto", "datacomp", "llava", "curation-bench", "hf", "parquet", "jsonl"]))
 @click.argument("src", type=click.Path(exists=True))
 @click.argument("dest", type=click.Path())
 @click.option("--name", help="Pool name (default: the folder name of DEST).")
 @click.option("--id-column", help="Id column for hf, parquet and jsonl sources.")
+@click.option("--image-folder", type=click.Path(file_okay=False),
+              help="llava: the folder the records' image paths are relative to (LLaVA's --image_folder); the "
+                   "images are checked and read there, never copied. Without it no scorer or backend can read them.")
+@click.option("--duplicate-ids", type=click.Choice(["error", "suffix"]),
+              help="llava: refuse repeated ids (error, the default) or rename repeats to ID#2, ID#3 (suffix).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing pool at DEST.")
-def pool_import(kind: str, src: str, dest: str, name: str | None, id_column: str | None, overwrite: bool) -> None:
-    """Import SRC (DataComp parquet, LLaVA JSON, HF dataset, parquet, JSONL) as a pool at DEST.
+def pool_import(kind: str, src: str, dest: str, name: str | None, id_column: str | None, image_folder: str | None,
+                duplicate_ids: str | None, overwrite: bool) -> None:
+    """Import SRC (DataComp parquet, LLaVA JSON, a Curation-Bench dataset, HF dataset, parquet, JSONL) as a pool
+    at DEST.
 
-    KIND `auto` tells the source kind from SRC.
+    KIND `auto` tells the source kind from SRC. `curation-bench` reads Curation-Bench's subset layout (a
+    save_to_disk folder of `images` and `texts`) and copies its images into the pool.
     """
-    opts = {"id_column": id_column} if id_column else {}
-    p = pool_call(import_pool, kind, src, dest, name=name, overwrite=overwrite, **opts)
+    opts = {"id_column": id_column, "image_folder": image_folder, "duplicate_ids": duplicate_ids}
+    p = pool_call(import_pool, kind, src, dest, name=name, overwrite=overwrite,
+                  **{k: v for k, v in opts.items() if v is not None})
     click.echo(f"pool `{p.name}`: {p.card.rows} rows at {p.path}")
+    if p.card.image_folder:
+        columns = "`, `".join(c for c, t in p.schema.items() if t == "image")
+        click.echo(f"images: `{columns}` read from {p.image_folder}")
+    elif p.schema.get("image") == "str":
+        click.echo("images: `image` holds paths only (no --image-folder), so no scorer or backend can read them")

@@ -23,8 +23,8 @@ def _threads(threads: int | None) -> None:
 @click.option("--pool", "pool_opt", help="Pool directory or name (default: the policy's `pool` clause).")
 @click.option("--out", "out_dir", default="selection", show_default=True, type=click.Path(file_okay=False),
               help="Where to write the selection manifest and export.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "datacomp", "llava", "hf"]), default="parquet",
-              show_default=True, help="Export format besides the parquet manifest.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "datacomp", "llava", "hf", "curation-bench"]),
+              default="parquet", show_default=True, help="Export format besides the parquet manifest.")
 @click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def run_cmd(file: str, pool_opt: str | None, out_dir: str, fmt: str, threads: int | None, as_json: bool) -> None:
@@ -32,7 +32,8 @@ def run_cmd(file: str, pool_opt: str | None, out_dir: str, fmt: str, threads: in
 
     Always the manifest selection.parquet (the selected ids in rank order);
     with --format also subset.npy (datacomp: DataComp's uid array), llava.json
-    (llava: the original records) or hf_dataset (hf: a Hugging Face dataset).
+    (llava: the original records), hf_dataset (hf: a Hugging Face dataset) or
+    curation_bench (curation-bench: Curation-Bench's images + texts dataset).
     With a budget, exactly that many rows (fewer if fewer survive); without
     one, every survivor. The same policy and pool give the same bytes.
     """

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from cbdsl.cli import cli
 from cbdsl.pipelines.data import demo_it, demo_it_eval, instructions as it
-from cbdsl.pipelines.data.importers import llava_source, read_llava
+from cbdsl.pipelines.data.importers import read_llava
+from cbdsl.pipelines.data.llava import llava_source
 from cbdsl.pipelines.data.pool import Pool
 
 ROWS = 3000

@@ -161,4 +161,4 @@ def test_selection_errors(datacomp_pool, tmp_path):
 
 
 def test_every_format_has_a_file_name():
-    assert set(FORMATS) == {"parquet", "datacomp", "llava", "hf"}
+    assert set(FORMATS) == {"parquet", "datacomp", "llava", "hf", "curation-bench"}

@@ -33,7 +33,7 @@ from pool_fixtures import LLAVA_CASES, datacomp_frame, llava_records, write_data
 
 def test_datacomp_keeps_every_column_and_adds_id_width_height(tmp_path):
     src = write_datacomp(tmp_path / "meta", n=100)
-    frame, id_column, lineage, _streamed = read_datacomp(src)
+    frame, id_column, lineage, *_ = read_datacomp(src)
     original = datacomp_frame(100)
     assert id_column == "id" and frame.height == 100
     assert frame.columns == ["id", *original.columns, "width", "height"]
@@ -133,7 +133,7 @@ def test_empty_source_directory(tmp_path):
 
 def test_llava_sources_and_columns(tmp_path):
     src = write_llava(tmp_path / "mix.json")
-    frame, id_column, lineage, _streamed = read_llava(src)
+    frame, id_column, lineage, *_ = read_llava(src)
     assert len(LLAVA_CASES) == 30 and frame.height == 30 and id_column == "id"
     assert frame.columns == ["id", "image", "has_image", "source", "question", "answer", "text", "n_turns",
                              "human_chars", "gpt_chars", "record"]
@@ -236,7 +236,7 @@ def test_hf_without_id_makes_row_index_ids(tmp_path):
 
     ds = datasets.Dataset.from_dict({"text": ["a cat", "a dog", "a bird"], "label": [0, 1, 0]})
     ds.save_to_disk(str(tmp_path / "ds"))
-    frame, id_column, lineage, _streamed = read_hf(tmp_path / "ds")
+    frame, id_column, lineage, *_ = read_hf(tmp_path / "ds")
     assert id_column == "id" and frame.columns == ["id", "text", "label"]
     assert frame["id"].to_list() == ["0", "1", "2"] and frame["text"].to_list() == ["a cat", "a dog", "a bird"]
     assert lineage["importer"] == "hf" and lineage["sources"]
@@ -256,7 +256,7 @@ def test_hf_with_id_column_splits_and_images(tmp_path):
     dd.save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(PoolError, match="splits train, test; say which"):
         read_hf(tmp_path / "dd", id_column="key")
-    frame, id_column, _, _ = read_hf(tmp_path / "dd", id_column="key", split="train")
+    frame, id_column, *_ = read_hf(tmp_path / "dd", id_column="key", split="train")
     assert id_column == "key" and frame.schema["image"] == pl.Binary and frame["image"][0] == png
     with pytest.raises(PoolError, match="no column 'kee'") as err:
         read_hf(tmp_path / "dd", id_column="kee", split="train")
@@ -284,7 +284,7 @@ def test_generic_parquet(tmp_path):
     with pytest.raises(PoolError, match="no column 'id'") as err:
         read_parquet_table(tmp_path / "t.parquet")
     assert "--id-column" in err.value.hint
-    frame, id_column, _, _ = read_parquet_table(tmp_path / "t.parquet", id_column="doc_id")
+    frame, id_column, *_ = read_parquet_table(tmp_path / "t.parquet", id_column="doc_id")
     assert id_column == "doc_id" and frame.height == 2
     pool = import_pool("parquet", tmp_path / "t.parquet", tmp_path / "pool", "docs", id_column="doc_id")
     assert pool.id_column == "doc_id"

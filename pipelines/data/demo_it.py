@@ -63,7 +63,7 @@ import polars as pl
 from cbdsl.pipelines.data import instructions as it
 from cbdsl.pipelines.data import synth
 from cbdsl.pipelines.data.image_folder import Images
-from cbdsl.pipelines.data.importers import llava_frame
+from cbdsl.pipelines.data.llava import llava_frame
 from cbdsl.pipelines.data.writing import add_asset, write_pool
 
 DEMO_IT_VERSION = 1

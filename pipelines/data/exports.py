@@ -12,7 +12,11 @@ rank). :func:`export` writes one of:
 - ``llava``: the original LLaVA records, from the pool's ``record`` column, as
   one JSON list in selection order (``llava.json``);
 - ``hf``: the selected pool rows plus the selection's own columns as a Hugging
-  Face dataset (``Dataset.save_to_disk``, directory ``hf_dataset``).
+  Face dataset (``Dataset.save_to_disk``, directory ``hf_dataset``);
+- ``curation-bench``: Curation-Bench's subset layout (directory ``curation_bench``,
+  :mod:`~cbdsl.pipelines.data.curation_bench`): a ``save_to_disk`` dataset of
+  ``images`` (the record's image bytes) and ``texts`` (its user/assistant pairs),
+  from a pool with LLaVA records.
 
 Every file is written under a temporary name and moved into place, so a
 failed export never leaves a partial file under the final name.
@@ -28,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from cbdsl.pipelines.data import curation_bench
 from cbdsl.pipelines.data.errors import PoolError, suggest
 from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.uids import uid_pairs
@@ -37,6 +42,7 @@ FORMATS: dict[str, str] = {
     "datacomp": "subset.npy",
     "llava": "llava.json",
     "hf": "hf_dataset",
+    "curation-bench": curation_bench.DIRECTORY,
 }
 _HEX32 = r"^[0-9a-f]{32}$"
 
@@ -78,15 +84,26 @@ def export(pool: Pool | str | os.PathLike, selection: pl.DataFrame, out_dir: str
         arr = uid_pairs(uids, sort=True)
         _atomic_file(target, lambda tmp: _save_npy(tmp, arr))
     elif fmt == "llava":
-        if "record" not in pool.card.schema:
-            raise PoolError(f"pool {pool.name!r} has no `record` column, so it has no LLaVA records to write",
-                            hint="export LLaVA JSON from pools imported with `cbdsl pool import llava`; "
-                            "use fmt='parquet' or 'hf' for other pools")
+        _require_records(pool, fmt)
         records = _rows_in_order(pool, selection.select(id_col), [id_col, "record"])["record"]
         _atomic_file(target, lambda tmp: _write_json_list(tmp, records))
+    elif fmt == "curation-bench":
+        _require_records(pool, fmt)
+        images = "image" in pool.card.schema
+        rows = _rows_in_order(pool, selection.select(id_col), [id_col, "record", *(["image"] if images else [])])
+        rows = rows.select(pl.col(id_col).cast(pl.String).alias("id"), "record",
+                           pl.col("image") if images else pl.lit(None, pl.String).alias("image"))
+        curation_bench.write_dataset(pool, rows, target)
     else:
         _export_hf(pool, selection, target)
     return target
+
+
+def _require_records(pool: Pool, fmt: str) -> None:
+    if "record" not in pool.card.schema:
+        raise PoolError(f"pool {pool.name!r} has no `record` column, so it has no LLaVA records to write as {fmt}",
+                        hint="export LLaVA records from pools imported with `cbdsl pool import llava` (or "
+                        "`curation-bench`); use fmt='parquet' or 'hf' for other pools")
 
 
 def _check_selection(pool: Pool, selection: pl.DataFrame) -> None:

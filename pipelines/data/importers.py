@@ -15,6 +15,9 @@ Kinds:
   ``b32_img``, ``b32_txt``) makes each of its arrays an embedding column.
 - ``llava``: LLaVA-style instruction JSON (the LLaVA-1.5 665K mix and its
   kin); the ``source`` of each record is inferred as the mix is organised.
+- ``curation-bench``: Curation-Bench's subset layout (a ``save_to_disk``
+  dataset of ``images`` and ``texts`` pairs) as a LLaVA pool, its images
+  copied into the pool (:mod:`~cbdsl.pipelines.data.curation_bench`).
 - ``hf``: a Hugging Face dataset saved with ``save_to_disk``.
 - ``parquet`` and ``jsonl``: generic files with an id column.
 
@@ -26,27 +29,33 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import shutil
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import polars as pl
 
+from cbdsl.pipelines.data import curation_bench
 from cbdsl.pipelines.data.errors import PoolError, suggest
 from cbdsl.pipelines.data.hashing import sha256_file
+from cbdsl.pipelines.data.image_folder import Images, missing_error, missing_images
+from cbdsl.pipelines.data.llava import LLAVA_SCHEMA, llava_frame, llava_source  # noqa: F401 - their home before
 from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.readers import frame_from_records, read_json, read_jsonl
 from cbdsl.pipelines.data.writing import CONTROL_HINT, StreamedColumns, control_characters, write_pool
 
 
 class Imported(NamedTuple):
-    """What an importer read: the frame, its id column, the lineage, and any columns streamed beside it."""
+    """What an importer read: the frame, its id column, the lineage, any columns streamed beside it, and the
+    image folder its ``image`` columns point into."""
 
     frame: pl.DataFrame
     id_column: str
     lineage: dict[str, Any]
     streamed: StreamedColumns | None = None  # columns after the frame's, read a shard at a time
+    images: Images | None = None  # how write_pool makes its image columns (read in place, or moved in)
 
 
 def _sources(files: Sequence[Path]) -> list[dict[str, Any]]:
@@ -390,109 +399,10 @@ class _NpzRows:
         return self._cached[1]
 
 
-# --------------------------------------------------------------------------- LLaVA
+# --------------------------------------------------------------------------- LLaVA (records: llava.py)
 
-LLAVA_PREFIX_SOURCES = {"gqa": "gqa", "ocr_vqa": "ocr_vqa", "textvqa": "textvqa", "vg": "vg"}
-SHORT_ANSWER = "Answer the question using a single word or phrase."
-OPTION_LETTER = "Answer with the option's letter from the given choices directly."
-REGION_PROMPTS = (
-    "Provide a short description for this region",
-    "Provide the bounding box coordinate of the region this sentence describes",
-)
-HUMAN_ROLES = frozenset({"human", "user"})
-GPT_ROLES = frozenset({"gpt", "assistant"})
-ROLES = HUMAN_ROLES | GPT_ROLES | {"system"}
-_IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
-
-
-def llava_source(image: str | None, first_prompt: str) -> str:
-    """The sub-dataset of a LLaVA-mix record, from its image path and its first prompt.
-
-    As the LLaVA-1.5 mix (and Curation-Bench) is organised: the image folder
-    names gqa, ocr_vqa, textvqa and vg; COCO images carry VQAv2-style short
-    answers (vqa), A-OKVQA multiple choice (aokvqa), RefCOCO region tasks
-    (refcoco) or LLaVA-Instruct conversations (llava_instruct); records
-    without an image are ShareGPT text. Other image folders give their name.
-    """
-    if not image:
-        return "sharegpt"
-    top = image.replace("\\", "/").lstrip("./").split("/", 1)[0].lower()
-    if top in LLAVA_PREFIX_SOURCES:
-        return LLAVA_PREFIX_SOURCES[top]
-    if top == "coco":
-        prompt = first_prompt.strip()
-        if prompt.endswith(SHORT_ANSWER):
-            return "vqa"
-        if prompt.endswith(OPTION_LETTER):
-            return "aokvqa"
-        lowered = prompt.lower()  # the real prompts read "Please provide a short description ..."
-        if any(p.lower() in lowered for p in REGION_PROMPTS):
-            return "refcoco"
-        return "llava_instruct"
-    return top if "/" in image else "other"
-
-
-def _llava_row(rec: Any, where: dict[str, Any], path: Path) -> tuple:
-    def fail(message: str) -> PoolError:
-        ident = f" (id {rec.get('id')!r})" if isinstance(rec, dict) and "id" in rec else ""
-        return PoolError(message + ident, file=path, **where,
-                         hint="LLaVA records are {id, image?, conversations: [{from, value}, ...]}")
-
-    if not isinstance(rec, dict):
-        raise fail(f"a record must be a JSON object, not {type(rec).__name__}")
-    rid = rec.get("id")
-    if rid is None or isinstance(rid, bool) or not isinstance(rid, str | int):
-        raise fail("a record needs an `id` that is a string or an integer")
-    image = rec.get("image")
-    if image is not None and not isinstance(image, str):
-        raise fail("`image` must be a path string")
-    turns = rec.get("conversations")
-    if not isinstance(turns, list) or not turns:
-        raise fail("a record needs a non-empty `conversations` list")
-    texts, n_human, human_chars, gpt_chars, question, answer = [], 0, 0, 0, None, None
-    for i, turn in enumerate(turns):
-        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str) or not isinstance(turn.get("from"), str):
-            raise fail(f"conversations[{i}] must be an object with string `from` and `value`")
-        role = turn["from"].lower()
-        if role not in ROLES:
-            raise fail(f"conversations[{i}] is from {turn['from']!r}; expected human or gpt")
-        value = _IMAGE_TOKEN.sub(" ", turn["value"]).strip()
-        texts.append(value)
-        if role in HUMAN_ROLES:
-            n_human += 1
-            human_chars += len(value)
-            if question is None:
-                question = value
-        elif role in GPT_ROLES:
-            gpt_chars += len(value)
-            if answer is None and question is not None:
-                answer = value
-    if question is None or answer is None:
-        raise fail("a record needs a human turn followed by a gpt turn (the question and its answer); "
-                   f"this one has {'no gpt turn after a human turn' if question is not None else 'no human turn'}")
-    record = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
-    return (str(rid), image, image is not None, llava_source(image, question), question, answer, "\n".join(texts),
-            n_human, human_chars, gpt_chars, record)
-
-
-LLAVA_SCHEMA = {
-    "id": pl.String, "image": pl.String, "has_image": pl.Boolean, "source": pl.String, "question": pl.String,
-    "answer": pl.String, "text": pl.String, "n_turns": pl.Int32, "human_chars": pl.Int64, "gpt_chars": pl.Int64,
-    "record": pl.String,
-}
-"""The columns of a LLaVA pool: ``question`` and ``answer`` are the first human turn and the gpt turn after it
-(``<image>`` removed), ``text`` every turn, ``n_turns`` the human turns, ``record`` the record as compact JSON."""
-
-
-def llava_frame(records: Sequence[tuple[Any, Any]], path: Path, unit: str = "row") -> pl.DataFrame:
-    """LLaVA records (``(position, record)`` pairs, as read from ``path``) as a frame of :data:`LLAVA_SCHEMA`;
-    a malformed record is a PoolError naming its position and id. The demo instruction pool goes through here
-    too, so it has exactly an imported pool's columns."""
-    rows = [_llava_row(rec, {unit: pos}, path) for pos, rec in records]
-    return pl.DataFrame(rows, schema=LLAVA_SCHEMA, orient="row")
-
-
-def read_llava(src: str | os.PathLike, *, duplicate_ids: str = "error") -> Imported:
+def read_llava(src: str | os.PathLike, *, duplicate_ids: str = "error",
+               image_folder: str | os.PathLike | None = None) -> Imported:
     """LLaVA-style instruction JSON (a list of records; or JSONL, a record per line) as a pool frame.
 
     Ids are kept as strings (the real 665K file mixes ints and strings). The
@@ -500,6 +410,13 @@ def read_llava(src: str | os.PathLike, *, duplicate_ids: str = "error") -> Impor
     original record (as compact JSON) for the LLaVA exporter.
     ``duplicate_ids="suffix"`` renames the 2nd, 3rd, ... record of an id to
     ``ID#2``, ``ID#3`` instead of refusing the file.
+
+    ``image_folder`` (LLaVA's ``--image_folder``, e.g. ``playground/data``)
+    makes ``image`` a column of schema type ``image``: the card records the
+    folder's absolute path and the images are read there, never copied.
+    Every referenced image is checked to be a file under it before anything
+    is written. Without it ``image`` is a plain string column, and nothing
+    (no scorer, no backend) can read the pixels.
     """
     if duplicate_ids not in ("error", "suffix"):
         raise PoolError(f"duplicate_ids must be 'error' or 'suffix', not {duplicate_ids!r}")
@@ -522,7 +439,30 @@ def read_llava(src: str | os.PathLike, *, duplicate_ids: str = "error") -> Impor
         _check_ids(frame, "id", lambda r: (path, positions[r]), unit,
                    duplicate_hint="ids must be unique; to keep every record, import with duplicate_ids='suffix' "
                    "(`--duplicate-ids suffix`), which renames repeats to ID#2, ID#3, ...")
-    return Imported(frame, "id", _lineage("llava", [path], duplicate_ids=duplicate_ids))
+    if image_folder is None:
+        return Imported(frame, "id", _lineage("llava", [path], duplicate_ids=duplicate_ids))
+    folder = _image_folder(frame, records, path, unit, image_folder)
+    return Imported(frame, "id", _lineage("llava", [path], duplicate_ids=duplicate_ids, image_folder=str(folder)),
+                    images=Images(folder, columns=("image",), move=False))
+
+
+def _image_folder(frame: pl.DataFrame, records: Sequence[tuple[Any, Any]], path: Path, unit: str,
+                  image_folder: str | os.PathLike) -> Path:
+    """The absolute image folder, once every image the records name is a file in it (else a PoolError naming
+    how many are not, the first few, and the first record that names one)."""
+    folder = Path(image_folder).expanduser().absolute()
+    if not folder.is_dir():
+        raise PoolError(f"the image folder {folder} is not a directory", file=folder,
+                        hint="give --image-folder the folder the records' image paths are relative to "
+                             "(LLaVA's --image_folder, playground/data in its repository)")
+    paths = frame.get_column("image")
+    unique = paths.drop_nulls().unique(maintain_order=True).to_list()
+    missing = missing_images(folder, unique)
+    if missing:
+        row = int((paths == missing[0]).arg_true()[0])
+        where = f"{path}, first at {unit} {records[row][0]} (id {frame['id'][row]!r})"
+        raise missing_error(folder, missing, len(unique), where)
+    return folder
 
 
 def _suffix_duplicates(ids: pl.Series) -> pl.Series:
@@ -544,6 +484,22 @@ def _suffix_duplicates(ids: pl.Series) -> pl.Series:
         seen.add(new)
         out.append(new)
     return pl.Series(ids.name, out, dtype=pl.String)
+
+
+# --------------------------------------------------------------------------- Curation-Bench
+
+
+def read_curation_bench(src: str | os.PathLike, *, scratch: Path) -> Imported:
+    """Curation-Bench's subset layout (:mod:`~cbdsl.pipelines.data.curation_bench`) as a LLaVA pool frame
+    plus ``image_sha256``; its images are written into ``scratch``, which the pool takes in (moved)."""
+    read = curation_bench.read_dataset(src, scratch)
+    path = Path(src).expanduser()
+    frame = llava_frame(read.records, path).with_columns(pl.Series("image_sha256", read.sha256, dtype=pl.String))
+    positions = [pos for pos, _ in read.records]
+    _check_ids(frame, "id", lambda r: (path, positions[r]))
+    lineage = _lineage("curation-bench", read.files, splits=read.splits, root=str(path.absolute()))
+    return Imported(frame, "id", lineage, images=Images(scratch, columns=("image",), move=True) if read.any_image
+                    else None)
 
 
 # --------------------------------------------------------------------------- Hugging Face
@@ -644,6 +600,7 @@ def read_jsonl_table(src: str | os.PathLike, *, id_column: str = "id") -> Import
 IMPORTERS: dict[str, Callable[..., Imported]] = {
     "datacomp": read_datacomp,
     "llava": read_llava,
+    "curation-bench": read_curation_bench,
     "hf": read_hf,
     "parquet": read_parquet_table,
     "jsonl": read_jsonl_table,
@@ -655,7 +612,7 @@ def detect_kind(src: str | os.PathLike) -> str:
     path = Path(src).expanduser()
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            return "hf"
+            return "curation-bench" if _has_texts(path) else "hf"
         if any(path.glob("*.jsonl")):
             return "jsonl"
         parquet = sorted(path.glob("*.parquet"))
@@ -671,6 +628,17 @@ def detect_kind(src: str | os.PathLike) -> str:
             return _parquet_kind(path)
     raise PoolError(f"cannot tell what kind of dataset {path} is", file=path,
                     hint="name the importer: " + ", ".join(IMPORTERS))
+
+
+def _has_texts(path: Path) -> bool:
+    """Whether a save_to_disk dataset (or its first split) has a `texts` column: Curation-Bench's layout."""
+    infos = [path / "dataset_info.json"] + sorted(path.glob("*/dataset_info.json"))[:1]
+    for info in infos:
+        try:
+            return "texts" in json.loads(info.read_text(encoding="utf-8")).get("features", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
 
 
 def _parquet_kind(path: Path) -> str:
@@ -691,13 +659,22 @@ def import_pool(kind: str, src: str | os.PathLike, dest: str | os.PathLike, name
         raise PoolError(f"unknown importer {kind!r}", hint=suggest(kind, [*IMPORTERS, "auto"], "importers are"))
     import inspect
 
-    accepted = [p for p in inspect.signature(importer).parameters if p != "src"]
+    parameters = inspect.signature(importer).parameters
+    accepted = [p for p in parameters if p not in ("src", "scratch")]
     for key in opts:
         if key not in accepted:
             raise PoolError(f"the {kind} importer has no option {key!r}",
                             hint=suggest(key, accepted, "its options are") if accepted else "it takes no options")
-    imported = importer(src, **{k: v for k, v in opts.items() if v is not None})
-    dest = Path(dest).expanduser()
-    return write_pool(imported.frame, dest, name=name or dest.name, id_column=imported.id_column,
-                      lineage=imported.lineage, shard_rows=shard_rows, overwrite=overwrite,
-                      streamed=imported.streamed)
+    dest = Path(dest).expanduser().absolute()
+    opts = {k: v for k, v in opts.items() if v is not None}
+    scratch = None
+    if "scratch" in parameters:  # an importer that writes files for the pool (images) writes them beside it
+        scratch = opts["scratch"] = dest.parent / f".{dest.name}.importing-{uuid.uuid4().hex[:12]}"
+    try:
+        imported = importer(src, **opts)
+        return write_pool(imported.frame, dest, name=name or dest.name, id_column=imported.id_column,
+                          lineage=imported.lineage, shard_rows=shard_rows, overwrite=overwrite,
+                          streamed=imported.streamed, images=imported.images)
+    finally:
+        if scratch is not None and scratch.exists():  # moved into the pool, or left by a failure
+            shutil.rmtree(scratch, ignore_errors=True)

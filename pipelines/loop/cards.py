@@ -49,6 +49,14 @@ def pool_md(pool) -> str:
     for col, typ in card.schema.items():
         stats = {k: v for k, v in card.stats.get(col, {}).items() if k != "value_counts"}
         out.append(f"| `{col}` | {typ} | {json.dumps(stats, default=str)[:200]} |")
+    images = [col for col, typ in card.schema.items() if typ == "image"]
+    if images:
+        out += ["", "## Images", "", f"{', '.join(f'`{c}`' for c in images)} names an image file of the pool's image "
+                "folder: scorers that take an image read its bytes."]
+    elif card.schema.get("image") == "str":
+        out += ["", "## Images", "", "`image` holds image paths as plain strings: the pool was imported without "
+                "an image folder, so no scorer (and no backend) can read the images; only the paths and the "
+                "text columns are there to curate on."]
     counts = [(c, s["value_counts"]) for c, s in card.stats.items() if isinstance(s, dict) and s.get("value_counts")]
     for col, vc in counts:
         out += ["", f"## Rows per `{col}`", "", f"| {col} | rows |", "|---|---|"]

@@ -21,6 +21,8 @@ def _toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
+    if isinstance(v, (list, tuple)):  # a TOML array (`benchmarks = ["MME", "POPE"]`)
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return json.dumps(str(v))
 
 

@@ -135,3 +135,22 @@ def write_llava(path: Path, records: list[dict] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(llava_records() if records is None else records, indent=2), encoding="utf-8")
     return path
+
+
+def write_llava_images(folder: Path, records: list[dict] | None = None) -> Path:
+    """An image folder for LLaVA records: a small real JPEG at each record's ``image`` path (deterministic,
+    different pixels per path); returns the folder."""
+    import io
+
+    from PIL import Image
+
+    for rec in llava_records() if records is None else records:
+        path = rec.get("image")
+        if not path or (folder / path).exists():
+            continue
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        shade = int(hashlib.sha256(path.encode()).hexdigest()[:2], 16)
+        buf = io.BytesIO()
+        Image.new("RGB", (12, 8), (shade, 255 - shade, 90)).save(buf, format="JPEG")
+        (folder / path).write_bytes(buf.getvalue())
+    return folder

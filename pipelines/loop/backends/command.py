@@ -3,10 +3,14 @@
 ``command`` may use ``{export}`` (the exported selection), ``{format}`` and
 ``{workdir}``; it runs with a timeout, its stdout and stderr are kept in the
 run directory, and it must write a metrics JSON (``metrics``, relative to
-``{workdir}``) of the form ``{"benchmarks": {...}, "aggregate": x}``.
+``{workdir}``) of the form ``{"benchmarks": {...}, "aggregate": x}``; or,
+with ``metrics_format = "vlmevalkit"``, VLMEvalKit's results (``metrics``
+names its ``--work-dir`` or the model folder in it; ``benchmarks`` lists the
+datasets that must be there, :mod:`~cbdsl.pipelines.loop.backends.vlmevalkit`).
 DataComp's ``train.py``/``evaluate.py``, the LLaVA trainer or
-Curation-Bench's backend plug in through a small wrapper script. The
-templating and metrics reading here are shared with the ``ray`` backend.
+Curation-Bench's backend plug in through a small wrapper script
+(``recipes/llava15/train_eval.sh`` is LLaVA-1.5's). The templating and
+metrics reading here are shared with the ``ray`` backend.
 """
 
 from __future__ import annotations
@@ -15,14 +19,18 @@ import hashlib
 import json
 import shlex
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cbdsl.pipelines.loop.backends.base import BackendError, Job, check_metrics
+from cbdsl.pipelines.loop.backends.vlmevalkit import read_results
 from cbdsl.pipelines.data.exports import FORMATS
 
 PLACEHOLDERS = ("export", "format", "workdir")
+METRICS_FORMATS = ("json", "vlmevalkit")
+"""How a backend's ``metrics`` is read: a metrics JSON file, or a VLMEvalKit results folder."""
 
 
 def export_name(fmt: str, section: str) -> str:
@@ -51,9 +59,37 @@ def render(template: str, section: str, *, export: str, format: str, workdir: st
                            + " (write {{ and }} for literal braces)") from None
 
 
-def suite_of(prefix: str, template: str, suite_name: str) -> str:
-    """A template identifies its suite (or an explicit ``suite_name``): a changed command is another suite."""
+def suite_of(prefix: str, template: str, suite_name: str, metrics_format: str = "json",
+             benchmarks: Sequence[str] = ()) -> str:
+    """A template identifies its suite (or an explicit ``suite_name``): a changed command is another suite, and
+    so is another set of VLMEvalKit benchmarks (the aggregate is their mean)."""
+    if metrics_format != "json":
+        template += f"\n{metrics_format}:{','.join(benchmarks)}"
     return suite_name or f"{prefix}-" + hashlib.sha256(template.encode()).hexdigest()[:12]
+
+
+def check_reading(section: str, metrics_format: Any, benchmarks: Any) -> None:
+    """The ``metrics_format`` and ``benchmarks`` settings, or a BackendError saying what they may be."""
+    if metrics_format not in METRICS_FORMATS:
+        raise BackendError(f"{section}: metrics_format = {metrics_format!r}; choose one of "
+                           f"{', '.join(METRICS_FORMATS)} (vlmevalkit: `metrics` names VLMEvalKit's results folder)")
+    if not isinstance(benchmarks, list | tuple) or not all(isinstance(b, str) and b for b in benchmarks):
+        raise BackendError(f"{section}: benchmarks must be a list of VLMEvalKit dataset names, e.g. "
+                           f'benchmarks = ["MME", "POPE"], not {benchmarks!r}')
+    if benchmarks and metrics_format != "vlmevalkit":
+        raise BackendError(f"{section}: benchmarks names VLMEvalKit datasets: set metrics_format = \"vlmevalkit\" "
+                           "too, or remove it")
+
+
+def read_metrics(path: Path, metrics_format: str, benchmarks: Sequence[str], what: str) -> dict[str, Any]:
+    """The metrics at ``path``: a metrics JSON file, or (``vlmevalkit``) VLMEvalKit's results folder."""
+    if metrics_format == "vlmevalkit":
+        return read_results(path, benchmarks)
+    try:
+        text = Path(path).read_text()
+    except (FileNotFoundError, IsADirectoryError):
+        raise BackendError(f"{what} wrote no metrics file at {path}") from None
+    return parse_metrics(text, str(path))
 
 
 def parse_metrics(text: str, where: str) -> dict[str, Any]:
@@ -70,15 +106,18 @@ class CommandBackend:
     format: str = "parquet"
     timeout: float = 3600
     metrics: str = "metrics.json"
+    metrics_format: str = "json"
+    benchmarks: list[str] = field(default_factory=list)
     suite_name: str = ""
     name: str = "command"
 
     @property
     def suite(self) -> str:
-        return suite_of("command", self.command, self.suite_name)
+        return suite_of("command", self.command, self.suite_name, self.metrics_format, self.benchmarks)
 
     def run(self, job: Job) -> dict[str, Any]:
         section = "[backend.command]"
+        check_reading(section, self.metrics_format, self.benchmarks)
         export = job.export_dir / export_name(self.format, section)
         cmd = render(self.command, section, export=str(export), format=self.format, workdir=str(job.workdir))
         stdout, stderr = job.workdir / "stdout.txt", job.workdir / "stderr.txt"
@@ -94,9 +133,4 @@ class CommandBackend:
             tail = stderr.read_text(errors="replace")[-800:]
             raise BackendError(f"the backend command failed with exit code {proc.returncode}; "
                                f"its output is in {stdout} and {stderr}:\n{tail}")
-        path = job.workdir / self.metrics
-        try:
-            text = Path(path).read_text()
-        except FileNotFoundError:
-            raise BackendError(f"the backend command wrote no metrics file at {path}") from None
-        return parse_metrics(text, str(path))
+        return read_metrics(job.workdir / self.metrics, self.metrics_format, self.benchmarks, "the backend command")

@@ -17,13 +17,19 @@ The job's log is streamed as progress and kept in the run's ``work/ray-job.log``
 The metrics come back through the log: the entrypoint is wrapped so that,
 after the command succeeds, the metrics file it wrote (``metrics``, relative
 to ``{workdir}``) is printed between two marker lines carrying a per-job
-token, which the backend finds in the job's final log. Nothing but the Jobs
-API is needed between the sandbox and the cluster (no shared disk).
+token, which the backend finds in the job's final log. With
+``metrics_format = "vlmevalkit"`` the score files of VLMEvalKit's results
+folder (``metrics``) are printed so, each under its path; the backend puts
+them back in ``work/vlmevalkit/`` and reads them there. Nothing but the Jobs
+API is needed between the sandbox and the cluster (no shared disk), and the
+cluster needs no cbdsl.
 
 Settings (``[backend.ray]`` in cbdsl.toml): ``address`` (the dashboard,
 ``http://HOST:8265``; empty: ``$RAY_ADDRESS``), ``entrypoint``, ``format``,
 ``timeout`` (seconds; the job is stopped past it), ``metrics``,
-``runtime_env`` (a TOML table merged into the job's runtime environment, e.g.
+``metrics_format`` and ``benchmarks`` (as the command backend's),
+``entrypoint_num_gpus`` (GPUs the entrypoint needs: Ray then runs it on a
+node that has them, not on the head), ``runtime_env`` (a TOML table merged into the job's runtime environment, e.g.
 ``pip`` or ``env_vars``), ``suite_name``. Needs ``pip install 'cbdsl[ray]'``.
 """
 
@@ -38,7 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from cbdsl.pipelines.loop.backends.base import BackendError, Job
-from cbdsl.pipelines.loop.backends.command import export_name, parse_metrics, render, suite_of
+from cbdsl.pipelines.loop.backends.command import (
+    check_reading, export_name, parse_metrics, read_metrics, render, suite_of,
+)
+from cbdsl.pipelines.loop.backends.vlmevalkit import SCORE_FILES
 
 SECTION = "[backend.ray]"
 WORKDIR = "cbdsl-work-{token}"  # the job's {workdir}: made fresh in its working directory, removed after
@@ -52,16 +61,20 @@ class RayBackend:
     format: str = "parquet"
     timeout: float = 3600
     metrics: str = "metrics.json"
+    metrics_format: str = "json"
+    benchmarks: list[str] = field(default_factory=list)
     runtime_env: dict[str, Any] = field(default_factory=dict)
+    entrypoint_num_gpus: float = 0
     poll: float = 1.0  # seconds between log reads
     suite_name: str = ""
     name: str = "ray"
 
     @property
     def suite(self) -> str:
-        return suite_of("ray", self.entrypoint, self.suite_name)
+        return suite_of("ray", self.entrypoint, self.suite_name, self.metrics_format, self.benchmarks)
 
     def run(self, job: Job) -> dict[str, Any]:
+        check_reading(SECTION, self.metrics_format, self.benchmarks)
         token = uuid.uuid4().hex
         command = render(self.entrypoint, SECTION, export=export_name(self.format, SECTION), format=self.format,
                          workdir=WORKDIR.format(token=token[:12]))
@@ -70,14 +83,20 @@ class RayBackend:
         if not isinstance(self.runtime_env, dict):
             raise BackendError(f"{SECTION}: `runtime_env` must be a table (e.g. runtime_env = {{ pip = [\"polars\"] }}), "
                                f"not {self.runtime_env!r}")
+        if isinstance(self.entrypoint_num_gpus, bool) or not isinstance(self.entrypoint_num_gpus, (int, float)) \
+                or self.entrypoint_num_gpus < 0:
+            raise BackendError(f"{SECTION}: `entrypoint_num_gpus` must be a number of GPUs (0: none), not "
+                               f"{self.entrypoint_num_gpus!r}")
         if "working_dir" in self.runtime_env:
             raise BackendError(f"{SECTION}: runtime_env.working_dir is the export folder cbdsl uploads; remove it")
         client, address = _client(self.address)
         runtime_env = {**self.runtime_env, "working_dir": str(job.export_dir)}
         submission_id = f"cbdsl-{job.workdir.parent.name}-{token[:8]}"
         try:
-            job_id = client.submit_job(entrypoint=wrap(command, self.metrics, token), runtime_env=runtime_env,
-                                       submission_id=submission_id,
+            job_id = client.submit_job(entrypoint=wrap(command, self.metrics, token, self.metrics_format),
+                                       runtime_env=runtime_env, submission_id=submission_id,
+                                       **({"entrypoint_num_gpus": self.entrypoint_num_gpus}
+                                          if self.entrypoint_num_gpus else {}),
                                        metadata={"cbdsl_suite": self.suite, "cbdsl_run": str(job.workdir.parent)})
         except Exception as err:  # noqa: BLE001 - Ray raises RuntimeError, ValueError or its own; all mean "not submitted"
             raise BackendError(f"the Ray cluster at {address} refused the job: {_short(err)}; check "
@@ -101,6 +120,9 @@ class RayBackend:
             info = _info(client, job_id)
             raise BackendError(f"the Ray job {job_id} {status.lower()}: {info}; its log is in {log_path}:\n"
                                + logs[-800:])
+        if self.metrics_format == "vlmevalkit":
+            folder = files_from_log(logs, token, job.workdir / "vlmevalkit", self.metrics, job_id, log_path)
+            return read_metrics(folder, self.metrics_format, self.benchmarks, f"Ray job {job_id}")
         return metrics_from_log(logs, token, self.metrics, job_id, log_path)
 
     def _follow(self, client, job_id: str, job: Job) -> tuple[str, str]:
@@ -126,28 +148,63 @@ class RayBackend:
             time.sleep(self.poll)
 
 
-def wrap(command: str, metrics: str, token: str) -> str:
-    """The job's shell entrypoint: make {workdir}, run the command, then print the metrics file between markers."""
+def wrap(command: str, metrics: str, token: str, metrics_format: str = "json") -> str:
+    """The job's shell entrypoint: make {workdir}, run the command, then print the metrics file between markers
+    (``vlmevalkit``: each score file under the results folder, after a marker line with its path)."""
     workdir = shlex.quote(WORKDIR.format(token=token[:12]))
     path = shlex.quote(f"{WORKDIR.format(token=token[:12])}/{metrics}")
     begin, end, missing = (f"@@cbdsl-metrics-{kind}-{token}@@" for kind in ("begin", "end", "missing"))
-    return (f"rm -rf {workdir} && mkdir -p {workdir} && ( {command} ) && if [ -f {path} ]; then echo; "
-            f"echo {begin}; cat {path}; echo; echo {end}; else echo {missing}; fi; status=$?; rm -rf {workdir}; "
+    if metrics_format == "vlmevalkit":
+        names = " -o ".join(f"-name {shlex.quote(n)}" for n in SCORE_FILES)
+        show = (f"if [ -d {path} ]; then echo; echo {begin}; ( cd {path} && find -L . -maxdepth 3 -type f "
+                f"\\( {names} \\) | sort | while IFS= read -r f; do echo \"@@cbdsl-file-{token}@@ $f\"; "
+                f"cat \"$f\"; echo; done ); echo {end}; else echo {missing}; fi")
+    else:
+        show = f"if [ -f {path} ]; then echo; echo {begin}; cat {path}; echo; echo {end}; else echo {missing}; fi"
+    return (f"rm -rf {workdir} && mkdir -p {workdir} && ( {command} ) && {show}; status=$?; rm -rf {workdir}; "
             "exit $status")
+
+
+def files_from_log(logs: str, token: str, into: Path, metrics: str, job_id: str, log_path: Path) -> Path:
+    """The files the wrapped entrypoint printed (``vlmevalkit``), written under ``into``; returns the folder."""
+    lines = _block(logs, token, metrics, job_id, log_path, "no VLMEvalKit results folder")
+    marker = f"@@cbdsl-file-{token}@@ "
+    files: dict[str, list[str]] = {}
+    current = None
+    for line in lines:
+        if line.startswith(marker):
+            current = line[len(marker):].strip().removeprefix("./")
+            if not current or current.startswith("/") or ".." in Path(current).parts:
+                raise BackendError(f"the log of Ray job {job_id} names a file {current!r} outside the results "
+                                   f"folder; see {log_path}")
+            files[current] = []
+        elif current is not None:
+            files[current].append(line)
+    into.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (into / name).parent.mkdir(parents=True, exist_ok=True)
+        (into / name).write_text("\n".join(text).strip("\n") + "\n", encoding="utf-8")
+    return into
 
 
 def metrics_from_log(logs: str, token: str, metrics: str, job_id: str, log_path: Path) -> dict[str, Any]:
     """The metrics JSON the wrapped entrypoint printed between its markers."""
+    lines = _block(logs, token, metrics, job_id, log_path, "no metrics file")
+    return parse_metrics("\n".join(lines), f"{metrics} of Ray job {job_id}")
+
+
+def _block(logs: str, token: str, metrics: str, job_id: str, log_path: Path, nothing: str) -> list[str]:
+    """The lines between the last begin marker and the end marker after it."""
     lines = [line.strip() for line in logs.splitlines()]  # markers count as whole lines (Ray echoes the entrypoint)
     begin, end, missing = (f"@@cbdsl-metrics-{kind}-{token}@@" for kind in ("begin", "end", "missing"))
     if missing in lines:
-        raise BackendError(f"the Ray job {job_id} succeeded but its command wrote no metrics file: it must write "
+        raise BackendError(f"the Ray job {job_id} succeeded but its command wrote {nothing}: it must write "
                            f"{{workdir}}/{metrics} (`metrics` in {SECTION}); its log is in {log_path}")
     if begin not in lines or end not in lines[lines.index(begin):]:
         raise BackendError(f"the log of Ray job {job_id} has no metrics block (was it cut?); see {log_path}")
     start = len(lines) - 1 - lines[::-1].index(begin)
     stop = start + lines[start:].index(end)
-    return parse_metrics("\n".join(lines[start + 1:stop]), f"{metrics} of Ray job {job_id}")
+    return lines[start + 1:stop]
 
 
 def _client(address: str):
