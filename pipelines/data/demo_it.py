@@ -62,6 +62,7 @@ import polars as pl
 
 from cbdsl.pipelines.data import instructions as it
 from cbdsl.pipelines.data import synth
+from cbdsl.pipelines.data.demo_it_eval import eval_asset
 from cbdsl.pipelines.data.image_folder import Images
 from cbdsl.pipelines.data.llava import llava_frame
 from cbdsl.pipelines.data.writing import add_asset, write_pool
@@ -235,8 +236,6 @@ def generate_demo_it(rows: int = DEFAULT_ROWS, seed: int = 0) -> DemoItPool:
 def make_demo_it(path: str | os.PathLike, rows: int = DEFAULT_ROWS, seed: int = 0, overwrite: bool = False) -> Path:
     """Generate the pool and write it at ``path``: shards, its image folder inside it, the ``demo-defects`` truth
     and the ``mini-vlm-eval`` suite (kind ``eval``, for the audit)."""
-    from cbdsl.pipelines.data.demo_it_eval import eval_asset  # the suite: its own module, the pool's generator is big
-
     demo = generate_demo_it(rows, seed)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"

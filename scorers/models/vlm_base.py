@@ -91,11 +91,17 @@ def captions(rows: int, seed: int) -> tuple[list[vlm.Turns], list[bytes], list[s
     return turns, synth.encode_png(pictures), vocabulary, short
 
 
+def _clip():
+    """The CLIP modules (open_clip: imported only where a base is trained or loaded)."""
+    from cbdsl.scorers.models import clip_training, tinyclip  # open_clip: off the backend's import
+
+    return clip_training, tinyclip
+
+
 def vision_tower(images: list[bytes], texts: list[str], recipe: BaseRecipe, device: str):
     """Stage 0: cbdsl-tiny with the ResNet tower (``tinyclip.MINI``) trained contrastively on the captions;
     returns its image tower and the embedding width."""
-    from cbdsl.scorers.models import clip_training, tinyclip  # open_clip: only where a base is trained
-
+    clip_training, tinyclip = _clip()
     clip = tinyclip.build(tinyclip.MINI, seed=recipe.seed)
     clip_recipe = Recipe(steps=recipe.clip_steps, batch_size=recipe.clip_batch, lr=recipe.clip_lr, weight_decay=0.1,
                          warmup=20, seed=recipe.seed, threads=recipe.threads)
@@ -106,8 +112,7 @@ def vision_tower(images: list[bytes], texts: list[str], recipe: BaseRecipe, devi
 
 def empty_tower():
     """An untrained tower of the base's shape, for loading a saved base."""
-    from cbdsl.scorers.models import tinyclip  # open_clip: only where a base is trained or loaded
-
+    _, tinyclip = _clip()
     return tinyclip.build(tinyclip.MINI, seed=0).visual, tinyclip.MINI.embed_dim
 
 
