@@ -20,7 +20,7 @@ PYTHONWARNINGS="ignore:Editable installation:UserWarning" \
 # Byte-compile the package: with PYTHONDONTWRITEBYTECODE set (as on some
 # machines), an editable install would otherwise recompile every module on
 # every `cbdsl` start.
-.venv/bin/python -m compileall -q -x '(^|/)(\.venv|tests|examples|demo-sandbox)(/|$)' . >/dev/null
+.venv/bin/python -m compileall -q -x '(^|/)(\.venv|tests|examples|demo-sandbox|demo-it-sandbox|recipes)(/|$)' . >/dev/null
 echo "cbdsl $(.venv/bin/cbdsl --version | awk '{print $NF}') installed in .venv"
 if [ "${CBDSL_SETUP_ONLY:-0}" != "1" ]; then
   bash scripts/main_job.sh

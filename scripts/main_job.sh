@@ -7,11 +7,19 @@
 #
 # Pools live in $CBDSL_POOLS (default: ~/.cbdsl/pools); the sandbox in
 # ${CBDSL_SANDBOX:-demo-sandbox}. Set CBDSL_MAIN_LOOP=0 to skip the training part.
+#
+# Then the instruction-tuning track the same way: the demo-it pool, a sandbox
+# with the mini-vlm backend in ${CBDSL_IT_SANDBOX:-demo-it-sandbox}, the random
+# baseline and examples/demo_it_clean.cur submitted (each instruction-tunes a
+# small vision-language model and scores it on eight benchmarks), the
+# leaderboard. CBDSL_MAIN_IT=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CBDSL=${CBDSL:-$PWD/.venv/bin/cbdsl}
 PY=${PY:-$PWD/.venv/bin/python}
 SANDBOX=${CBDSL_SANDBOX:-demo-sandbox}
+IT_SANDBOX=${CBDSL_IT_SANDBOX:-demo-it-sandbox}
+ROOT=$PWD
 
 echo "== the demo pool"
 "$CBDSL" pool info demo >/dev/null 2>&1 || "$CBDSL" pool make-demo
@@ -33,6 +41,21 @@ if [ "${CBDSL_MAIN_LOOP:-1}" = "1" ]; then
   cd "$SANDBOX"
   "$CBDSL" compile policy.cur >/dev/null  # its run trains the demo's CLIP teacher once (minutes on a CPU)
   "$CBDSL" submit -m "basic filter with 7+ word captions, English, CLIP top 30%, caption dedup"
+  "$CBDSL" leaderboard
+  "$CBDSL" verify
+fi
+
+if [ "${CBDSL_MAIN_LOOP:-1}" = "1" ] && [ "${CBDSL_MAIN_IT:-1}" = "1" ]; then
+  cd "$ROOT"
+  echo "== the instruction-tuning track: a sandbox with the mini-vlm backend in $IT_SANDBOX"
+  "$CBDSL" pool info demo-it >/dev/null 2>&1 || "$CBDSL" pool make-demo --track it
+  rm -rf "$IT_SANDBOX"
+  "$CBDSL" init "$IT_SANDBOX" --track it --restart  # a rerun starts over on purpose
+  cp examples/demo_it_clean.cur "$IT_SANDBOX/policy.cur"
+  cd "$IT_SANDBOX"
+  "$CBDSL" compile policy.cur >/dev/null
+  # the first submit trains the base of mini-vlm once (its CLIP tower and captioner: minutes on a CPU)
+  "$CBDSL" submit -m "rule-based cleaning: refusals, one-word and cut answers, filler, other languages, copies"
   "$CBDSL" leaderboard
   "$CBDSL" verify
 fi

@@ -93,7 +93,8 @@ def test_the_suite_is_fixed_and_disjoint_from_the_pool(generated):
     pope = suite.filter(pl.col("benchmark") == "pope")
     assert 0.3 < (pope.get_column("answer") == "yes").mean() < 0.7
     mm = suite.filter(pl.col("benchmark") == "mmbench").row(0, named=True)
-    assert mm["question"].endswith(it.LETTER) and mm["answer"] in "ABCD"
+    assert mm["question"].endswith(it.SHORT) and mm["answer"] in mm["choices"] and len(mm["choices"]) == 4
+    assert all(f". {c}" in mm["question"] for c in mm["choices"])
 
 
 def test_make_demo_it_writes_its_image_folder_and_assets(tmp_path):

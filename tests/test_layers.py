@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SKIP = {"tests", "examples", "build", "demo-sandbox", "scripts"}
+SKIP = {"tests", "examples", "build", "demo-sandbox", "demo-it-sandbox", "scripts", "recipes"}
 
 #: Bottom to top. A module may import its own package (one entry of a row) and every row below;
 #: the entries of one row do not import each other.

@@ -86,21 +86,21 @@ DEFECTS = (*CONTENT_DEFECTS, "exact_duplicate", "near_duplicate")
 # fmt: off
 _R = dict  # a source's rates; a defect a source cannot have is left out (rate 0)
 DEFECT_RATES: dict[str, dict[str, float]] = {
-    "llava_instruct": _R(wrong_answer=0.05, other_image=0.04, boilerplate=0.04, one_word=0.08, rambling=0.05,
-                         truncated=0.05, refusal=0.04, non_english=0.04, unanswerable=0.03,
+    "llava_instruct": _R(wrong_answer=0.08, other_image=0.06, boilerplate=0.04, one_word=0.06, rambling=0.04,
+                         truncated=0.04, refusal=0.04, non_english=0.03, unanswerable=0.04,
                          exact_duplicate=0.05, near_duplicate=0.05),
-    "vqa":     _R(wrong_answer=0.08, other_image=0.04, boilerplate=0.03, rambling=0.03, refusal=0.03, non_english=0.02,
-                  unanswerable=0.04, exact_duplicate=0.06, near_duplicate=0.06),
-    "gqa":     _R(wrong_answer=0.08, other_image=0.04, boilerplate=0.02, rambling=0.03, refusal=0.02, non_english=0.02,
-                  unanswerable=0.04, exact_duplicate=0.05, near_duplicate=0.05),
-    "aokvqa":  _R(wrong_answer=0.10, other_image=0.03, refusal=0.03, non_english=0.02,
+    "vqa":     _R(wrong_answer=0.12, other_image=0.06, boilerplate=0.03, rambling=0.02, refusal=0.03, non_english=0.02,
+                  unanswerable=0.06, exact_duplicate=0.06, near_duplicate=0.06),
+    "gqa":     _R(wrong_answer=0.12, other_image=0.06, boilerplate=0.02, rambling=0.02, refusal=0.02, non_english=0.02,
+                  unanswerable=0.05, exact_duplicate=0.05, near_duplicate=0.05),
+    "aokvqa":  _R(wrong_answer=0.12, other_image=0.05, refusal=0.03, non_english=0.02,
                   exact_duplicate=0.04, near_duplicate=0.04),
-    "ocr_vqa": _R(wrong_answer=0.10, other_image=0.05, refusal=0.04, unanswerable=0.03,
+    "ocr_vqa": _R(wrong_answer=0.12, other_image=0.06, refusal=0.04, unanswerable=0.04,
                   exact_duplicate=0.05, near_duplicate=0.05),
-    "refcoco": _R(wrong_answer=0.08, other_image=0.04, refusal=0.03, exact_duplicate=0.04, near_duplicate=0.04),
-    "vg":      _R(wrong_answer=0.08, other_image=0.04, refusal=0.03, non_english=0.03,
+    "refcoco": _R(wrong_answer=0.12, other_image=0.06, refusal=0.03, exact_duplicate=0.04, near_duplicate=0.04),
+    "vg":      _R(wrong_answer=0.12, other_image=0.06, refusal=0.03, non_english=0.03,
                   exact_duplicate=0.04, near_duplicate=0.04),
-    "sharegpt": _R(wrong_answer=0.06, boilerplate=0.05, rambling=0.05, truncated=0.04, refusal=0.06, non_english=0.05,
+    "sharegpt": _R(wrong_answer=0.08, boilerplate=0.05, rambling=0.05, truncated=0.04, refusal=0.06, non_english=0.05,
                    exact_duplicate=0.06, near_duplicate=0.06),
 }
 # fmt: on

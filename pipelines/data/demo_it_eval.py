@@ -12,17 +12,28 @@ benchmark    shaped like            scored by
 vqa          VQAv2                  greedy answer == the attribute (exact match)
 gqa          GQA                    greedy answer == the attribute a composed question asks
 textvqa      TextVQA                greedy answer == the word on the banner
-pope         POPE                   F1 of "yes" over yes/no existence questions (half yes),
-                                    answers picked by log-likelihood
-mme          MME (perception)       accuracy of yes/no attribute questions, by log-likelihood
-mmbench      MMBench                accuracy of the option letter with the highest likelihood
+pope         POPE                   accuracy of yes/no existence questions (half yes), the
+                                    answer picked by likelihood
+mme          MME (perception)       accuracy of yes/no attribute questions, by likelihood
+mmbench      MMBench                accuracy of the most likely of four listed options
 llava_bench  LLaVA-Bench (detail)   share of the five attributes a greedy description names
-refcoco      RefCOCO                greedy box has IoU >= 0.5 with the shape's box
+refcoco      RefCOCO                accuracy of the most likely of the ten boxes a shape can
+                                    have (a box with IoU >= 0.5 is the right one's)
 ===========  =====================  ====================================================
 
-Questions carry LLaVA's suffixes (``Answer the question using a single word
-or phrase.``, the option-letter line), as LLaVA's evaluation prompts do, so
-a model that learned the pool's formats is asked in them.
+Questions carry LLaVA's short-answer suffix (``Answer the question using a
+single word or phrase.``), as LLaVA-1.5's evaluation prompts for VQAv2, GQA,
+TextVQA, POPE and MME do. Likelihood-scored answers compare the mean
+log-likelihood per token of each candidate (``yes`` and ``no`` need not be
+the same number of tokens). MMBench lists its four options and takes the
+option's text, not its letter: a letter is a format the pool may or may not
+teach, the option's text is what the image shows. Two departures keep a
+score from flipping between runs on a threshold: POPE reports accuracy, not
+F1 of "yes" (a model that slides from mostly-no to mostly-yes moved F1 from
+0.03 to 0.52 with the same discrimination), and RefCOCO picks among the ten
+possible boxes by likelihood instead of parsing a generated box (whose
+exact digits a small model learns all at once or not at all: 0.08 against
+0.32 on one seed).
 """
 
 from __future__ import annotations
@@ -36,8 +47,8 @@ from cbdsl.pipelines.data import instructions as it
 from cbdsl.pipelines.data import synth
 
 BENCHMARKS = ("vqa", "gqa", "textvqa", "pope", "mme", "mmbench", "llava_bench", "refcoco")
-SCORING = {"vqa": "exact", "gqa": "exact", "textvqa": "exact", "pope": "f1", "mme": "choice", "mmbench": "choice",
-           "llava_bench": "recall", "refcoco": "box"}
+SCORING = {"vqa": "exact", "gqa": "exact", "textvqa": "exact", "pope": "choice", "mme": "choice",
+           "mmbench": "choice", "llava_bench": "recall", "refcoco": "choice"}
 ROWS = 200  # per benchmark
 SEED = 0
 STREAM = 11  # demo_it.STREAMS["eval"]
@@ -91,17 +102,20 @@ def _question(bench: str, a: dict[str, str], codes: dict[str, int], word: str,
         (q, ans), = it.ocr(word, u)
         return q, ans, [], []
     if bench == "pope":
-        return f"{it.existence(a, u[3:5])}\n{it.YES_NO}", "yes" if u[3] < 0.5 else "no", ["yes", "no"], []
+        return f"{it.existence(a, u[3:5])}\n{it.SHORT}", "yes" if u[3] < 0.5 else "no", ["yes", "no"], []
     if bench == "mme":
         q, yes = it.attribute_check(a, u[3:6])
-        return f"{q}\n{it.YES_NO}", "yes" if yes else "no", ["yes", "no"], []
+        return f"{q}\n{it.SHORT}", "yes" if yes else "no", ["yes", "no"], []
     if bench == "mmbench":
         turns, right = it.choice(a, u)
-        return turns[0][0], "ABCD"[right], list("ABCD"), []
+        options = [line[3:] for line in turns[0][0].split("\n")[1:5]]
+        question = turns[0][0].rsplit("\n", 1)[0]  # the question and its options, without the letter line
+        return f"{question}\n{it.SHORT}", options[right], options, []
     if bench == "llava_bench":
         return it.pick(it.DETAIL_PROMPTS, u[0]), it.describe(a), [], [a[k] for k in synth.ATTRIBUTES]
     (q, ans), = it.grounding(a, codes)
-    return q, ans, [], [f"{x:.2f}" for x in synth.bounding_box(codes["position"], codes["size"])]
+    boxes = [it.box_text(synth.bounding_box(p, z)) for p in range(len(synth.POSITIONS)) for z in range(len(synth.SIZES))]
+    return q, ans, boxes, []
 
 
 def eval_asset(rows: int = ROWS) -> pl.DataFrame:

@@ -355,8 +355,8 @@ def generate(model: MiniVLM, tok, questions: Sequence[str], images: torch.Tensor
 @torch.no_grad()
 def choice_scores(model: MiniVLM, tok, questions: Sequence[str], choices: Sequence[Sequence[str]],
                   images: torch.Tensor, *, device: str = "cpu") -> list[int]:
-    """The index of each question's most likely answer among its choices (sum of the answer's token
-    log-likelihoods, ``</s>`` included)."""
+    """The index of each question's most likely answer among its choices: the highest mean log-likelihood
+    per token of the answer and its ``</s>`` (a sum would favour the answer of fewer tokens)."""
     flat_q, flat_a, owner = [], [], []
     for i, (q, cs) in enumerate(zip(questions, choices)):
         for c in cs:
@@ -370,7 +370,7 @@ def choice_scores(model: MiniVLM, tok, questions: Sequence[str], choices: Sequen
     for start in range(0, len(flat_q), 256):
         idx = torch.arange(start, min(start + 256, len(flat_q)))
         nll, counted = token_losses(model, *data.batch(idx, device))
-        totals[start:start + len(idx)] = -(nll * counted).sum(1).double().cpu().numpy()
+        totals[start:start + len(idx)] = -row_losses(nll, counted).double().cpu().numpy()
     best, k = [], 0
     for cs in choices:
         best.append(int(np.argmax(totals[k:k + len(cs)])))

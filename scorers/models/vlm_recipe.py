@@ -61,7 +61,7 @@ class BaseRecipe(VLMRecipe):
 
 
 CONFIG = VLMConfig()
-BASE = BaseRecipe(steps=500, batch_size=48, lr=2e-3, warmup=40, seed=0, threads=2, freeze_vision=True)
+BASE = BaseRecipe(steps=400, batch_size=48, lr=2e-3, warmup=40, seed=0, threads=2, freeze_vision=True, clip_steps=2000)
 
 
 def digest(obj) -> str:

@@ -1,4 +1,10 @@
-"""Benchmark: does the ``mini`` backend tell curation policies apart? (issue 5's validity check)
+"""Benchmark: does the ``mini`` (or ``mini-vlm``) backend tell curation policies apart? (issues 5 and 15)
+
+``--track it`` runs the instruction-tuning track instead: the demo-it pool
+(20,000 rows), its sandbox budget (4,000), the ``mini-vlm`` backend, and the
+arms random plus the examples written for demo-it (:data:`IT_ARMS`, those
+present); the base of mini-vlm is trained first, once (``--teacher-device``
+applies to it). What follows describes the CLIP track.
 
 At the demo sandbox's default budget (5,000 of the 50,000-row demo pool), it
 runs four arms, each trained and evaluated by the mini backend with three
@@ -58,14 +64,25 @@ import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[2]
-BUDGET = 5000  # the demo sandbox's default budget (cbdsl.pipelines.loop.sandbox.Config.budget)
 TARGET_SIGMAS = 5.0
+#: Per track: the demo pool's rows, the sandbox's default budget (``cbdsl init --track``), the backend.
+TRACKS = {"clip": {"rows": 50_000, "budget": 5000, "backend": "mini"},
+          "it": {"rows": 20_000, "budget": 4000, "backend": "mini-vlm"}}
+#: The instruction-tuning track's curated arms: examples written for demo-it (those present are run).
+IT_ARMS = ("demo_it_clean", "it_loss_top_p95", "demo_it_clean_loss")
 
 
-def arms(budget: int) -> dict[str, str]:
-    """Policy text per arm, every one at ``budget`` rows of the demo pool."""
+def arms(budget: int, track: str = "clip") -> dict[str, str]:
+    """Policy text per arm, every one at ``budget`` rows of the track's demo pool."""
     from cbdsl.pipelines.loop.submit import BASELINE
 
+    if track == "it":
+        out = {"random": BASELINE.format(pool="demo-it", budget=budget)}
+        for name in IT_ARMS:
+            file = ROOT / "examples" / f"{name}.cur"
+            if file.is_file():
+                out[name] = with_budget(file.read_text(), budget)
+        return out
     return {
         "random": BASELINE.format(pool="demo", budget=budget),
         "clip_top30": retarget((ROOT / "examples" / "datacomp_clip_l14_top30.cur").read_text(), budget),
@@ -100,11 +117,11 @@ def parse_pairs(spec: str) -> dict[str, str]:
     return out
 
 
-def recipe_of(spec: str) -> dict:
-    """A ``--recipe`` spec as mini backend settings (typed like their defaults)."""
-    from cbdsl.pipelines.loop.backends.mini import MiniBackend
+def recipe_of(spec: str, backend: str = "mini") -> dict:
+    """A ``--recipe`` spec as the backend's settings (typed like their defaults)."""
+    from cbdsl.pipelines.loop.backends import BACKENDS
 
-    known = {k: type(v) for k, v in MiniBackend.settings().items() if k not in ("format", "seed")}
+    known = {k: type(v) for k, v in BACKENDS[backend].settings().items() if k not in ("format", "seed")}
     out = {}
     for key, value in parse_pairs(spec).items():
         if key not in known:
@@ -127,17 +144,21 @@ def rates_of(spec: str) -> dict:
         raise SystemExit(f"--rates {spec!r}: {err}") from None
 
 
-def demo_pool(pool_dir: Path, rows: int, rates: dict, tag: str):
-    """The demo pool of these rates under ``pool_dir`` (made once, reused when its lineage matches)."""
+def demo_pool(pool_dir: Path, rows: int, rates: dict, tag: str, track: str = "clip"):
+    """The track's demo pool (of these rates, for clip) under ``pool_dir``, made once, reused when its lineage
+    matches."""
     from cbdsl.pipelines.data.demo import make_demo
+    from cbdsl.pipelines.data.demo_it import make_demo_it
     from cbdsl.pipelines.data.pool import Pool
 
-    path = pool_dir / f"demo-{tag}"
+    path = pool_dir / f"demo-{track}-{tag}"
     if (path / "pool.json").is_file():
         pool = Pool.open(path)
         lineage = pool.card.lineage
-        if lineage.get("rows") == rows and lineage.get("defect_rates") == rates:
+        if lineage.get("rows") == rows and (track == "it" or lineage.get("defect_rates") == rates):
             return pool
+    if track == "it":
+        return Pool.open(make_demo_it(path, rows=rows, overwrite=True))
     return Pool.open(make_demo(path, rows=rows, rates=rates, overwrite=True))
 
 
@@ -155,7 +176,9 @@ def select(pool, text: str, name: str) -> pl.DataFrame:
 
 def defect_shares(pool, selection: pl.DataFrame) -> dict[str, float]:
     """Share of the selection carrying each defect, and of rows with none (from the ground truth asset)."""
-    from cbdsl.pipelines.data.demo import DEFECTS
+    from cbdsl.pipelines.data import demo, demo_it
+
+    DEFECTS = demo_it.DEFECTS if pool.name == demo_it.NAME else demo.DEFECTS
 
     truth = pool.read_asset("demo-defects").join(selection.select(pool.id_column), on="id")
     shares = {d: round(float(truth[d].mean()), 4) for d in DEFECTS}
@@ -163,7 +186,7 @@ def defect_shares(pool, selection: pl.DataFrame) -> dict[str, float]:
     return shares
 
 
-def run_one(pool_path: str, selection_path: str, recipe: dict, seed: int, threads: int) -> dict:
+def run_one(pool_path: str, selection_path: str, recipe: dict, seed: int, threads: int, backend: str = "mini") -> dict:
     """One mini train/eval (in a worker process): metrics and seconds.
 
     ``threads`` is the worker's share of the cores for what runs outside the
@@ -174,15 +197,15 @@ def run_one(pool_path: str, selection_path: str, recipe: dict, seed: int, thread
     import torch
 
     torch.set_num_threads(threads)
+    from cbdsl.pipelines.loop.backends import BACKENDS
     from cbdsl.pipelines.loop.backends.base import Job
-    from cbdsl.pipelines.loop.backends.mini import MiniBackend
     from cbdsl.pipelines.data.pool import Pool
 
     pool = Pool.open(pool_path)
     selection = pl.read_parquet(selection_path)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = MiniBackend.from_settings(seed=seed, **recipe).run(
+        metrics = BACKENDS[backend].from_settings(seed=seed, **recipe).run(
             Job(pool=pool, selection=selection, export_dir=Path(tmp), workdir=Path(tmp), log=lambda m: None))
     return {**metrics, "seconds": round(time.perf_counter() - start, 2)}
 
@@ -214,8 +237,10 @@ def summarize(results: dict[str, list[dict]], seeds: list[int]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", type=int, default=50_000, help="demo pool rows (the default demo)")
-    ap.add_argument("--budget", type=int, default=BUDGET)
+    ap.add_argument("--track", choices=list(TRACKS), default="clip",
+                    help="clip: the demo pool and the mini backend; it: demo-it and mini-vlm")
+    ap.add_argument("--rows", type=int, default=None, help="demo pool rows (default: the track's demo)")
+    ap.add_argument("--budget", type=int, default=None, help="default: the track's sandbox budget")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds (comma-separated)")
     ap.add_argument("--recipe", action="append", default=None,
                     help='mini recipe changes, e.g. "lr=0.004,steps=200" (repeat to compare; "" = defaults)')
@@ -234,6 +259,11 @@ def main(argv: list[str] | None = None) -> dict:
                     help="run only these arms (comma-separated; `random` is always run, the margin needs it)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    track = TRACKS[args.track]
+    args.rows, args.budget = args.rows or track["rows"], args.budget or track["budget"]
+    backend = track["backend"]
+    if args.track == "it" and args.rates not in (None, [""]):
+        raise SystemExit("--rates changes the CLIP demo's defect rates; the it track has none to change")
     os.environ.setdefault("CBDSL_PROGRESS", "0")
     from cbdsl.pipelines.loop.backends.mini import SUITE_VERSION
     from cbdsl.scorers.api import device
@@ -244,11 +274,18 @@ def main(argv: list[str] | None = None) -> dict:
     variants = args.rates if args.rates is not None else [""]
     t0 = time.perf_counter()
     teacher = None
-    if not args.selections:  # the teacher scores the CLIP arms; given selections need none
+    if not args.selections and args.track == "clip":  # the teacher scores the CLIP arms; given selections need none
         _model, teacher_path, teacher_sha = demo_teacher(device=args.teacher_device)
         teacher = {"path": teacher_path.name, "sha256": teacher_sha[:16],
                    "seconds": round(time.perf_counter() - t0, 1)}
-    texts = arms(args.budget)
+    base = None
+    if args.track == "it":  # the mini-vlm base (stages 0-1), trained once before the workers share it
+        from cbdsl.scorers.models import vlm_base
+
+        t0 = time.perf_counter()
+        _m, _tok, folder = vlm_base.base(device=args.teacher_device)
+        base = {"path": folder.name, "seconds": round(time.perf_counter() - t0, 1)}
+    texts = arms(args.budget, args.track)
     for file in map(Path, args.policy):
         if file.stem in texts:
             raise SystemExit(f"--policy {file}: an arm is already named {file.stem!r}; rename the file")
@@ -266,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
         prepared = {}
         for v, spec in enumerate(variants):
             t0 = time.perf_counter()
-            pool = demo_pool(pool_dir, args.rows, rates_of(spec), f"r{args.rows}-{v}")
+            pool = demo_pool(pool_dir, args.rows, rates_of(spec), f"r{args.rows}-{v}", args.track)
             sels = {}
             for arm, text in texts.items():
                 path = pool_dir / f"sel-{v}-{arm}.parquet"
@@ -283,8 +320,8 @@ def main(argv: list[str] | None = None) -> dict:
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max(1, args.jobs), mp_context=ctx) as ex:
             share = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
-            futures = {t: ex.submit(run_one, prepared[t[0]][0], str(prepared[t[0]][1][t[2]]), recipe_of(t[1]), t[3],
-                                    share) for t in tasks}
+            futures = {t: ex.submit(run_one, prepared[t[0]][0], str(prepared[t[0]][1][t[2]]),
+                                    recipe_of(t[1], backend), t[3], share, backend) for t in tasks}
             done = {}
             for future in as_completed(futures.values()):
                 task = next(t for t, f in futures.items() if f is future)
@@ -300,14 +337,16 @@ def main(argv: list[str] | None = None) -> dict:
                            "suite": results["random"][0]["suite"], "defect_shares": prepared[spec][2],
                            "pool_and_selections_s": prepared[spec][3], **summarize(results, seeds)})
     result = {
-        "benchmark": "mini backend validity: curated policies against random",
+        "benchmark": f"{backend} backend validity: curated policies against random",
+        "track": args.track,
         "device": device(),
         "gpu": _gpu_name(),
-        "suite_version": SUITE_VERSION,
+        "suite_version": SUITE_VERSION if args.track == "clip" else None,
         "rows": args.rows,
         "budget": args.budget,
         "seeds": seeds,
         "teacher": teacher,
+        "base": base,
         "selections_from": args.selections,
         "jobs": args.jobs,
         "train_eval_s": round(train_s, 1),
