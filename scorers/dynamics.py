@@ -4,8 +4,12 @@ Each trains a small proxy on the pool (:mod:`cbdsl.scorers.models.proxy`:
 cbdsl-tiny for ``(image, text)``, an MLP for ``(features, label)``, a
 byte-level GPT-2 for ``(text)``, and for ``(question, answer,
 proxy="tiny-lm")`` the same GPT-2 scoring the answer's tokens only, the
-question being context, as instruction tuning's loss does) ``seeds`` times
-from fresh initialisations for ``epochs`` epochs, then measures every row in
+question being context, as instruction tuning's loss does; for ``(image,
+question, answer)`` the mini vision-language model of the ``mini-vlm``
+backend, fine-tuned from its cached base with the tower frozen, its loss the
+answer's tokens given the image and the question) ``seeds`` times from fresh
+initialisations (the vision-language proxy: from its base each time, the
+seed ordering the data) for ``epochs`` epochs, then measures every row in
 its scoring batch:
 
 ``el2n(...)``
@@ -22,7 +26,8 @@ its scoring batch:
     projections, each row's own path (the rest of the batch held fixed).
 ``loss(...)``
     the per-sample loss (contrastive: the pair's symmetric InfoNCE in its
-    batch, CLIP's loss per row; text: mean next-byte NLL), averaged over seeds.
+    batch, CLIP's loss per row; text: mean next-byte NLL; instruction rows:
+    mean NLL of the answer's tokens), averaged over seeds.
 ``forgetting(...)``
     Toneva et al. 2019: the number of times a row goes from correctly to
     incorrectly predicted between consecutive presentations during training,
@@ -35,7 +40,8 @@ lr), cached as ``dynamics-<key>.npz`` in the score workdir, so ``el2n`` and
 ``loss`` of one proxy train it once. Rows a proxy cannot use (an undecodable
 image, a null text or label) score null and take no part. Population
 scorers: the proxy trains on every row. Deterministic: seeded weights, data
-order and scoring batches; one CPU thread for the contrastive proxy.
+order and scoring batches; one CPU thread (two, fixed, for the
+vision-language proxy, as its model's recipe trains).
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ class DynamicsParams(Params):
     seeds: int = Field(default=1, ge=1, le=100, description="proxies trained from different initialisations; scores are averaged")
     seed: int = Field(default=0, ge=0, lt=2**31, description="the first seed (weights and data order); seeds are seed, seed+1, ...")
     batch_size: int = Field(default=128, ge=2, le=65536, description="training and scoring batch (contrastive: the in-batch candidates)")
-    lr: float | None = Field(default=None, gt=0, le=1, description="peak learning rate; auto: 2e-3 CLIP, 1e-2 MLP, 3e-3 LM")
+    lr: float | None = Field(default=None, gt=0, le=1, description="peak learning rate; auto: 2e-3 CLIP, 1e-2 MLP, 3e-3 LM, 1e-3 VLM")
 
 
 class El2nParams(DynamicsParams):

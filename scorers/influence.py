@@ -5,7 +5,8 @@
 1. Warm-up: the proxy of the inputs (:mod:`cbdsl.scorers.models.proxy`:
    cbdsl-tiny for ``(image, text)``, an MLP for ``(features, label)``, a
    byte-level GPT-2 for ``(text)``, or for ``(question, answer,
-   proxy="tiny-lm")`` with the answer's tokens as the loss) trains on a seeded random ``warmup``
+   proxy="tiny-lm")`` with the answer's tokens as the loss, the mini
+   vision-language model from its base for ``(image, question, answer)``) trains on a seeded random ``warmup``
    share of the pool (LESS: 5%) for ``epochs`` epochs (LESS: 4), with a
    checkpoint at the end of each epoch (``epochs=0``: one, at initialisation).
 2. At each checkpoint, every pool row's and every target example's
@@ -24,8 +25,11 @@
 Targets are pool assets (``cbdsl pool add-asset``), never files: a
 ``corpus`` (texts, for a text pool) or a ``table``/``labels`` parquet with
 the columns the inputs read (so the inputs must be pool columns), e.g.
-``image`` and ``text``, or ``question`` and ``answer``. Each named asset is one task; an asset with a
-``task`` column holds one task per value. An ``eval`` asset is refused.
+``image`` and ``text``, ``question`` and ``answer``, or all three. An image
+is given as its file's bytes (a Binary column; null: a text-only example),
+never as a path: a target cannot reach the pool's image folder. Each named
+asset is one task; an asset with a ``task`` column holds one task per value.
+An ``eval`` asset is refused.
 
 Departures from the papers: a small proxy trained by cbdsl instead of a
 LoRA warm-up of a 7B model; last-layer gradients instead of LoRA gradients
@@ -60,7 +64,7 @@ class InfluenceParams(Params):
     dims: int = Field(default=8192, ge=16, le=1 << 16, description="random projection dimension (LESS: 8192)")
     seed: int = Field(default=0, ge=0, lt=2**31, description="seed of the warm-up subset, weights, order and projection")
     batch_size: int = Field(default=128, ge=2, le=65536, description="training and scoring batch")
-    lr: float | None = Field(default=None, gt=0, le=1, description="peak learning rate; auto: 2e-3 CLIP, 1e-2 MLP, 3e-3 LM")
+    lr: float | None = Field(default=None, gt=0, le=1, description="peak learning rate; auto: 2e-3 CLIP, 1e-2 MLP, 3e-3 LM, 1e-3 VLM")
 
     @field_validator("target")
     @classmethod
@@ -145,6 +149,8 @@ def task_scores(prep, tasks: list, p, progress=lambda n: None, expect=lambda n: 
 
 def _tasks(ctx, prep, inputs) -> list:
     """(task name, proxy data) per target task, prepared like the pool's rows (same encoder, same columns)."""
+    import polars as pl  # off the `cbdsl check` path
+
     p = ctx.params
     who = "`influence` parameter `target`"
     columns = ctx.columns or (None,) * len(inputs)
@@ -160,6 +166,14 @@ def _tasks(ctx, prep, inputs) -> list:
             raise RunError(f"{who}: asset `{name}` has no column {', '.join(f'`{c}`' for c in missing)}, which the "
                            f"inputs read (its columns: {', '.join(frame.columns)})",
                            ("a target asset holds examples in the pool's own columns, e.g. `text` (and `image`)",))
+        for c, s in zip(columns, inputs):
+            if s.dtype == pl.Binary and frame.schema[c] != pl.Binary:
+                raise RunError(f"{who}: asset `{name}` holds `{c}` as {frame.schema[c]}, but the inputs read it as "
+                               "image bytes: a target asset carries its images' bytes, not paths (it cannot reach "
+                               "the pool's image folder)",
+                               (f"write the target as a parquet `table` asset whose `{c}` column holds each image's "
+                                "file bytes (null for a text-only example): "
+                                f"`{c}=[Path(f).read_bytes() for f in files]`",))
         groups = frame.partition_by("task", as_dict=True, maintain_order=True) if "task" in frame.columns else {(name,): frame}
         for key in sorted(groups, key=lambda k: str(k[0])):
             part = groups[key]

@@ -13,9 +13,10 @@ Pools:
 - ``pools_dir``: a folder of named pools for the CLI and the examples
   (``$CBDSL_POOLS``): ``demo`` (6,000 rows: the demo examples ask for
   budgets of 5,000), ``datacomp-small`` (imported from generated DataComp
-  metadata parquet) and ``llava-665k`` (imported from generated LLaVA JSON,
+  metadata parquet), ``llava-665k`` (imported from generated LLaVA JSON,
   12,000 records, with the ``icons-133k`` and ``ards-selected`` id-list
-  assets registered).
+  assets registered) and ``demo-it`` (the demo instruction pool, 5,000 rows:
+  its examples ask for budgets of 4,000).
 - :func:`make_pool`: a small hand-made frame written with ``write_pool``,
   where exact values matter.
 
@@ -35,6 +36,7 @@ import pytest
 from cbdsl.stages import compile_source
 from cbdsl.stages import lower
 from cbdsl.pipelines.data.demo import make_demo
+from cbdsl.pipelines.data.demo_it import make_demo_it
 from cbdsl.pipelines.engine.execute import execute
 from cbdsl.pipelines.data.importers import import_pool
 from cbdsl.pipelines.data.pool import Pool
@@ -50,6 +52,7 @@ _BUILT: dict[str, object] = {}  # one build per session, whichever module's fixt
 DEMO_ROWS = 2000
 EXAMPLE_DEMO_ROWS = 6000
 LLAVA_ROWS = 12_000
+DEMO_IT_ROWS = 5000
 
 
 # --- running policies -------------------------------------------------------------------
@@ -156,7 +159,7 @@ ARDS_IDS = LLAVA_IDS[1_000:11_500]
 
 @pytest.fixture(scope="session")
 def pools_dir(tmp_path_factory) -> Path:
-    """A `$CBDSL_POOLS` folder: demo (6k rows), datacomp-small, llava-665k with its id-list assets."""
+    """A `$CBDSL_POOLS` folder: demo (6k rows), datacomp-small, llava-665k with its id-list assets, demo-it (5k)."""
 
     def build() -> Path:
         root = tmp_path_factory.mktemp("pools")
@@ -166,6 +169,7 @@ def pools_dir(tmp_path_factory) -> Path:
         write_llava_pool(root / "llava-665k", LLAVA_ROWS, src)
         add_asset(root / "llava-665k", "icons-133k", write_ids(src / "icons-133k.txt", ICONS_IDS), kind="ids")
         add_asset(root / "llava-665k", "ards-selected", write_ids(src / "ards-selected.txt", ARDS_IDS), kind="ids")
+        make_demo_it(root / "demo-it", rows=DEMO_IT_ROWS)
         return root
 
     return _once("pools_dir", build)

@@ -2,9 +2,10 @@
 
 Pools (``conftest_pools.pools_dir``, found by the name in the policy's
 ``pool`` clause): ``demo`` (the demo pool, 6,000 rows), ``datacomp-small``
-(generated DataComp metadata, imported) and ``llava-665k`` (12,000
+(generated DataComp metadata, imported), ``llava-665k`` (12,000
 generated LLaVA records, imported, with the ``icons-133k`` and
-``ards-selected`` id lists registered as assets).
+``ards-selected`` id lists registered as assets) and ``demo-it`` (the demo
+instruction pool, 5,000 rows).
 
 Each run is pinned by a golden file ``tests/golden/runs/<example>.json``: the
 selection hash, the counts, the filter funnel, the resolved statistics, the
@@ -45,7 +46,7 @@ def _codes(path: Path) -> set[str]:
 CODES = {p.stem: _codes(p) for p in EXAMPLES}
 PENDING = sorted(stem for stem, codes in CODES.items() if "E103" in codes)
 METADATA_ONLY = ["ards_released_ids", "curation_bench_random_10k", "datacomp_no_filter", "demo_basic_quality",
-                 "icons_released_ids", "minhash_dedup_text"]  # need no scorer at all: always runnable
+                 "icons_released_ids", "it_random", "minhash_dedup_text"]  # need no scorer at all: always runnable
 KNOWN_BUGS: dict[str, str] = {}  # example stem -> "BUG: ..." (strict xfail) while a bug is open
 FUNNEL_BUGS: dict[str, str] = {}
 

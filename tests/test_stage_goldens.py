@@ -13,7 +13,7 @@ For each ``examples/<name>.cur``, compiled stage by stage through the public API
   the schema and the Polars version (lines are kept without Polars' trailing spaces).
 
 The pool: the one the example tests build (``conftest_pools.pools_dir``: ``demo``, ``datacomp-small``,
-``llava-665k``) when the example checks against it; else a stand-in, the columns the policy reads typed by
+``llava-665k``, ``demo-it``) when the example checks against it; else a stand-in, the columns the policy reads typed by
 :data:`STAND_IN` (the other pools are not available offline, and the test pools lack some columns, such as
 DataComp's images). The first line of each snapshot says which. After an intended change, regenerate with
 

@@ -21,6 +21,11 @@ trains a small proxy of the pool's kind, picked by the scorer's inputs
   Two strings without ``proxy="tiny-lm"`` stay (text, class label): the
   inputs' types cannot tell an answer from a label, and a switch on the
   data's values would change the model under a policy's feet.
+- ``(image, question, answer)`` -> :class:`~cbdsl.scorers.models.vlm_proxy.VisionLanguageProxy`:
+  the mini vision-language model of the ``mini-vlm`` backend, from its cached
+  base, its vision tower frozen; the loss on the answer's tokens given the
+  image and the question (LLaVA's stage-2 loss). Image bytes first, then two
+  strings: the types say which is which.
 
 Rows are used in id-hash order (:func:`~cbdsl.scorers.models.kmeans.canonical_order`),
 so results do not depend on the pool's row order. A proxy measures rows in
@@ -39,7 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -48,20 +53,9 @@ import torch
 import torch.nn.functional as F
 
 from cbdsl.scorers.api import RunError
-from cbdsl.scorers.models import classifier, clip_training, kmeans, lm, tinyclip
+from cbdsl.scorers.models import classifier, clip_training, kmeans, lm, tinyclip, vlm_proxy
+from cbdsl.scorers.models.proxy_fit import Measure, StepHook, evaluating, fit
 from cbdsl.scorers.models.recipe import Recipe
-
-StepHook = Callable[[torch.Tensor, torch.Tensor, float, bool, Any], None]  # (indices, correct, lr, epoch_end, model)
-
-
-@dataclass
-class Measure:
-    """Per-row measurements of one scoring batch (see the module docstring)."""
-
-    loss: np.ndarray  # float64 [b]
-    el2n: np.ndarray  # float64 [b]
-    correct: np.ndarray  # bool [b]
-    blocks: list[tuple[torch.Tensor, torch.Tensor]]  # (g [b, T, a], h [b, T, c]); gradient = sum_t g_t h_t^T
 
 
 def grad_norm(blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
@@ -75,56 +69,12 @@ def grad_norm(blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
     return torch.sqrt(total).double().numpy()
 
 
-# ---------------------------------------------------------------- training loop (classifier, LM)
-
-
 @contextlib.contextmanager
 def reproducible() -> Iterator[None]:
     """One torch thread and deterministic kernels inside: float sums depend on the thread count, and a
     proxy's scores must be the same bytes on any machine (the image-text proxy trains the same way)."""
     with clip_training.deterministic_algorithms(), clip_training.torch_threads(1):
         yield
-
-
-def fit(model: torch.nn.Module, batch_loss: Callable, n: int, *, epochs: int, batch_size: int, lr: float, seed: int,
-        hook: StepHook | None = None, weight_decay: float = 0.0) -> None:
-    """AdamW over ``epochs`` seeded shuffles of rows ``0..n-1``; the last short batch is kept, so every row is
-    presented once an epoch (forgetting counts presentations). Linear warm-up over the first 10% of steps,
-    then cosine decay. ``batch_loss(model, idx) -> (losses [b], correct [b])`` before the step."""
-    per_epoch = max(1, math.ceil(n / batch_size))
-    steps, warmup = epochs * per_epoch, max(1, epochs * per_epoch // 10)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    step = 0
-    for _epoch in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for slot in range(per_epoch):
-            idx = order[slot * batch_size:(slot + 1) * batch_size]
-            rate = lr * (step + 1) / warmup if step < warmup else \
-                0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))) * lr
-            for group in opt.param_groups:
-                group["lr"] = rate
-            losses, correct = batch_loss(model, idx)
-            opt.zero_grad(set_to_none=True)
-            losses.mean().backward()
-            opt.step()
-            if hook is not None:
-                hook(idx, correct.cpu(), rate, slot == per_epoch - 1, model)
-            step += 1
-    model.eval()
-
-
-@contextlib.contextmanager
-def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """The model in eval mode without gradients, its mode restored after (measuring inside a training hook)."""
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was)
 
 
 def _softmax_stats(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -358,9 +308,20 @@ def make_proxy(inputs: list, batch_size: int, lr: float | None = None, proxy: st
         raise RunError(f'`proxy="tiny-lm"` reads (text) or (question, answer), both text; got '
                        f"({', '.join(map(str, dtypes))})",
                        ('e.g. `loss(question, answer, proxy="tiny-lm")`; leave `proxy` out for the proxy '
-                        "the inputs pick",))
+                        "the inputs pick (`loss(image, question, answer)`: the vision-language model)",))
     if len(inputs) == 2 and dtypes[0] == pl.Binary and dtypes[1] == pl.String:
         return ContrastiveProxy(batch_size, lr or 2e-3)
+    if len(inputs) == 3 and dtypes == [pl.Binary, pl.String, pl.String]:
+        return vlm_proxy.VisionLanguageProxy(batch_size, lr or vlm_proxy.LR)
+    if len(inputs) == 3 and pl.Binary in dtypes:
+        raise RunError(f"the vision-language proxy reads (image, question, answer) in that order; got "
+                       f"({', '.join(map(str, dtypes))})", ("e.g. `loss(image, question, answer)`",))
+    if len(inputs) == 3 and dtypes == [pl.String] * 3:
+        raise RunError("the first of three inputs holds text, not images: the vision-language proxy reads "
+                       "(image, question, answer) with `image` a pool column of type image (paths into the "
+                       "pool's image folder, read as bytes)",
+                       ("import the pool with its images (`cbdsl pool import llava FILE --image-folder DIR`, or "
+                        '`cbdsl pool make-demo --track it`); without images, `loss(question, answer, proxy="tiny-lm")`',))
     if len(inputs) == 1 and dtypes[0] == pl.String:
         return LanguageProxy(batch_size, lr or 3e-3)
     if len(inputs) == 2 and (dtypes[0] == pl.String or isinstance(dtypes[0], (pl.Array, pl.List))) \
@@ -369,10 +330,11 @@ def make_proxy(inputs: list, batch_size: int, lr: float | None = None, proxy: st
         return ClassifierProxy(batch_size, lr or 1e-2, inputs[0], inputs[1])
     raise RunError(
         "a proxy model needs (image, text) for an image-text pool, (features, label) for a labelled pool "
-        "(an embedding or a text, and a class), (text) for a text pool, or (question, answer) with "
-        f'`proxy="tiny-lm"`; got ({", ".join(map(str, dtypes))})',
-        ("e.g. `el2n(image, text)`, `el2n(image_embedding(image), label)`, `el2n(text)` or "
-         '`el2n(question, answer, proxy="tiny-lm")`',))
+        "(an embedding or a text, and a class), (text) for a text pool, (image, question, answer) for an "
+        f'instruction pool with images, or (question, answer) with `proxy="tiny-lm"`; got '
+        f'({", ".join(map(str, dtypes))})',
+        ("e.g. `el2n(image, text)`, `el2n(image_embedding(image), label)`, `el2n(text)`, "
+         '`el2n(image, question, answer)` or `el2n(question, answer, proxy="tiny-lm")`',))
 
 
 def _check_labels(labels) -> None:

@@ -79,21 +79,34 @@ class MiniVLM(nn.Module):
         self.blocks = nn.ModuleList(Block(w, config.heads) for _ in range(config.layers))
         self.ln = nn.LayerNorm(w)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """[n, 3, 32, 32] floats in [0, 1] -> the tower's image embeddings [n, vision_dim] (CLIP's normalisation
+        first)."""
+        return self.vision((images - self.mean) / self.std)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Image embeddings [n, vision_dim] -> visual tokens [n, visual_tokens, width]."""
+        return self.projector(features).view(len(features), self.config.visual_tokens, self.config.width)
+
     def visual_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """[n, 3, 32, 32] floats in [0, 1] -> [n, visual_tokens, width] (CLIP's normalisation first)."""
-        f = self.vision((images - self.mean) / self.std)
-        return self.projector(f).view(len(images), self.config.visual_tokens, self.config.width)
+        """[n, 3, 32, 32] floats in [0, 1] -> [n, visual_tokens, width]."""
+        return self.project(self.features(images))
+
+    def hidden(self, tokens: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """The final states [n, K + T, width] (after the last LayerNorm) of ``tokens`` [n, T] after the K
+        ``visual`` tokens: the head's input (the vision-language proxy measures its gradient)."""
+        x = torch.cat([visual, self.embed(tokens)], dim=1)
+        x = x + self.pos[: x.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x)
 
     def forward(self, tokens: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Logits [n, K + T, vocab] of ``tokens`` [n, T] after the K visual tokens of ``images`` [n, 3, 32, 32].
 
         Padding goes after the end (right): causal attention never lets a real token see it. A text-only
-        record has a zero image, as LLaVA trains them."""
-        x = torch.cat([self.visual_tokens(images), self.embed(tokens)], dim=1)
-        x = x + self.pos[: x.shape[1]]
-        for block in self.blocks:
-            x = block(x)
-        return self.ln(x) @ self.embed.weight.T
+        record has a zero image, as LLaVA trains them. The head is the token embedding (tied)."""
+        return self.hidden(tokens, self.visual_tokens(images)) @ self.embed.weight.T
 
 
 def build(config: VLMConfig, seed: int, vision: nn.Module, vision_dim: int) -> MiniVLM:
@@ -162,9 +175,10 @@ def decode(tok, ids: Sequence[int]) -> str:
 # --------------------------------------------------------------------------- data
 
 
-def load_images(images: Sequence[bytes | None]) -> tuple[torch.Tensor, torch.Tensor]:
+def load_images(images: Sequence[bytes | None], *, strict: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode images to [n, 3, 32, 32] floats in [0, 1] (resized when not 32x32) and a has-image mask; None
-    (a text-only record) is a zero image."""
+    (a text-only record) is a zero image. An undecodable file raises, or with ``strict=False`` is a zero image
+    with no has-image flag (the proxy scores such a row null)."""
     from PIL import Image
 
     out = np.zeros((len(images), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
@@ -172,11 +186,16 @@ def load_images(images: Sequence[bytes | None]) -> tuple[torch.Tensor, torch.Ten
     for i, data in enumerate(images):
         if data is None:
             continue
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("RGB")
-            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
-            out[i] = np.asarray(im)
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im = im.convert("RGB")
+                if im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                    im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+                out[i] = np.asarray(im)
+        except Exception:  # noqa: BLE001 - any undecodable file: the caller decides
+            if strict:
+                raise
+            continue
         has[i] = True
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255), torch.from_numpy(has)
 
@@ -200,17 +219,24 @@ class Encoded:
         return self.ids[idx, :t].to(device), self.target[idx, :t].to(device), self.images[idx].to(device)
 
 
-def encode(tok, conversations: Sequence[Turns], images: Sequence[bytes | None], config: VLMConfig) -> Encoded:
+def encode_texts(tok, conversations: Sequence[Turns], config: VLMConfig,
+                 dtype: torch.dtype = torch.long) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The conversations' ids [n, T] (``dtype``, PAD after the end), targets [n, T] and lengths [n], each cut
+    at the text's share of the context."""
     limit = config.context - config.visual_tokens
     rows = [encode_conversation(tok, turns, limit) for turns in conversations]
-    t = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), t), PAD, dtype=torch.long)
+    t = max((len(ids) for ids, _ in rows), default=1)
+    ids = torch.full((len(rows), t), PAD, dtype=dtype)
     target = torch.zeros((len(rows), t), dtype=torch.bool)
     for i, (row, mask) in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
+        ids[i, : len(row)] = torch.tensor(row, dtype=dtype)
         target[i, : len(mask)] = torch.tensor(mask)
+    return ids, target, torch.tensor([len(r) for r, _ in rows], dtype=torch.long)
+
+
+def encode(tok, conversations: Sequence[Turns], images: Sequence[bytes | None], config: VLMConfig) -> Encoded:
     pixels, has = load_images(images)
-    return Encoded(ids, target, torch.tensor([len(r) for r, _ in rows]), pixels, has)
+    return Encoded(*encode_texts(tok, conversations, config), pixels, has)
 
 
 def turns_of(record: str | dict) -> Turns:
