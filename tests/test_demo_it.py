@@ -107,3 +107,26 @@ def test_make_demo_it_writes_its_image_folder_and_assets(tmp_path):
     frame = pool.scan(["image", "image_sha256"]).collect().drop_nulls()
     data = pool.read_images(frame.get_column("image").to_list())
     assert [hashlib.sha256(b).hexdigest() for b in data] == frame.get_column("image_sha256").to_list()
+
+
+def test_init_track_it_makes_a_mini_vlm_sandbox(tmp_path, monkeypatch):
+    monkeypatch.setenv("CBDSL_POOLS", str(tmp_path / "pools"))
+    demo_it.make_demo_it(tmp_path / "pools" / "demo-it", rows=300)
+    out = CliRunner().invoke(cli, ["init", str(tmp_path / "sb"), "--track", "it"])
+    assert out.exit_code == 0, out.output
+    assert "pool `demo-it` (300 rows), budget 4000, backend mini-vlm" in out.output
+    config = (tmp_path / "sb" / "cbdsl.toml").read_text()
+    assert 'backend = "mini-vlm"' in config and "[backend.mini-vlm]" in config and "budget = 4000" in config
+    protocol = (tmp_path / "sb" / "PROTOCOL.md").read_text()
+    assert "instruction-tuned" in protocol and "refcoco" in protocol
+    pool_md = (tmp_path / "sb" / "POOL.md").read_text()
+    assert "hold image paths" in pool_md and "demo-defects" not in pool_md and "mini-vlm-eval" not in pool_md
+    assert "wrong_answer" not in pool_md
+    assert 'pool "demo-it"' in (tmp_path / "sb" / "policy.cur").read_text()
+
+
+def test_init_track_it_makes_the_pool_when_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CBDSL_POOLS", str(tmp_path / "pools"))
+    out = CliRunner().invoke(cli, ["init", str(tmp_path / "sb"), "--track", "it", "--budget", "100"])
+    assert out.exit_code == 0, out.output
+    assert "making the demo-it pool" in out.output and Pool.open(tmp_path / "pools" / "demo-it").card.rows == 20_000
