@@ -35,10 +35,14 @@ from cbdsl.scorers.api import device
 from cbdsl.scorers.models.vlm_recipe import VLMRecipe, base_key, digest
 
 SUITE_VERSION = 1
+# Stage 2's length (tests/benchmarks/bench_validity.py --track it; README "Validity of the mini-vlm backend"):
+# at 400 steps the model learned short answers and descriptions but stayed at chance on boxes, and random was
+# 0.526 against 0.600 for a selection of clean rows by the truth (seed 0); at 800 steps RefCOCO is learned
+# (0.68 random, 0.995 clean) and the gap is 0.612 against 0.671, in 85-91 s a submission on 2 cores.
 
-RECIPE = VLMRecipe(steps=400, batch_size=32, lr=1e-3, weight_decay=0.0, warmup=20, seed=0, threads=2,
+RECIPE = VLMRecipe(steps=800, batch_size=32, lr=1e-3, weight_decay=0.0, warmup=20, seed=0, threads=2,
                    freeze_vision=True)
-"""Stage 2: 400 steps of 32 conversations (12,800 seen) at lr 1e-3, the vision tower frozen, two threads;
+"""Stage 2: 800 steps of 32 conversations (25,600 seen) at lr 1e-3, the vision tower frozen, two threads;
 ``[backend.mini-vlm]`` in cbdsl.toml changes its fields."""
 
 
