@@ -150,7 +150,7 @@ def test_defect_rates_within_tolerance(generated):
 
 
 def test_defect_rates_per_source(joined):
-    for source, n in zip(demo.SOURCE_SHARES, demo._split(ROWS, demo.SOURCE_SHARES)):
+    for source, n in zip(demo.SOURCE_SHARES, demo.split_counts(ROWS, demo.SOURCE_SHARES)):
         part = joined.filter(pl.col("source") == source)
         assert part.height == n
         for d in demo.DEFECTS:

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from cbdsl.cli import cli
 from cbdsl.pipelines.data import demo_it, demo_it_eval, instructions as it
+from cbdsl.pipelines.data.demo import split_counts
 from cbdsl.pipelines.data.importers import read_llava
 from cbdsl.pipelines.data.llava import llava_source
 from cbdsl.pipelines.data.pool import Pool
@@ -41,7 +42,7 @@ def test_columns_are_the_llava_importers(generated, tmp_path):
 
 def test_sources_have_their_shares_and_their_llava_prompts(generated):
     counts = dict(generated.pool.group_by("source").len().iter_rows())
-    assert counts == dict(zip(demo_it.SOURCE_SHARES, demo_it._split(ROWS, demo_it.SOURCE_SHARES)))
+    assert counts == dict(zip(demo_it.SOURCE_SHARES, split_counts(ROWS, demo_it.SOURCE_SHARES)))
     for row in generated.pool.iter_rows(named=True):
         assert llava_source(row["image"], row["question"]) == row["source"]
         assert row["has_image"] == (row["source"] != "sharegpt")
@@ -49,7 +50,7 @@ def test_sources_have_their_shares_and_their_llava_prompts(generated):
 
 def test_defects_have_their_counts(generated):
     joined = generated.pool.join(generated.defects, on="id")
-    for source, n in zip(demo_it.SOURCE_SHARES, demo_it._split(ROWS, demo_it.SOURCE_SHARES)):
+    for source, n in zip(demo_it.SOURCE_SHARES, split_counts(ROWS, demo_it.SOURCE_SHARES)):
         part = joined.filter(pl.col("source") == source)
         for defect in demo_it.DEFECTS:
             assert part.get_column(defect).sum() == round(demo_it.DEFECT_RATES[source].get(defect, 0) * n), (source, defect)

@@ -200,7 +200,7 @@ def generate_demo(rows: int = DEFAULT_ROWS, seed: int = 0,
     rates = rates or DEFECT_RATES
     rng = np.random.default_rng([seed, STREAMS["pool"]])
     sources = tuple(SOURCE_SHARES)
-    plan = _plan_rows(_split(rows, SOURCE_SHARES), rates, rng)
+    plan = _plan_rows(split_counts(rows, SOURCE_SHARES), rates, rng)
     n_base = len(plan.source)
 
     attrs = synth.sample_attributes(n_base, rng)
@@ -347,7 +347,7 @@ class _Plan:
     copy_orig: np.ndarray  # per copy: the base row it copies
 
 
-def _split(rows: int, shares: dict[str, float]) -> list[int]:
+def split_counts(rows: int, shares: dict[str, float]) -> list[int]:
     """Largest-remainder rounding of ``rows`` into ``shares``; the counts sum to ``rows``."""
     raw = [rows * share for share in shares.values()]
     counts = [math.floor(x) for x in raw]

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import tempfile
@@ -62,6 +61,7 @@ import polars as pl
 
 from cbdsl.pipelines.data import instructions as it
 from cbdsl.pipelines.data import synth
+from cbdsl.pipelines.data.demo import split_counts
 from cbdsl.pipelines.data.demo_it_eval import eval_asset
 from cbdsl.pipelines.data.image_folder import Images
 from cbdsl.pipelines.data.llava import llava_frame
@@ -142,7 +142,7 @@ def generate_demo_it(rows: int = DEFAULT_ROWS, seed: int = 0) -> DemoItPool:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a whole number of at least 0, not {seed!r}")
     rng = np.random.default_rng([seed, STREAMS["pool"]])
-    counts = _split(rows, SOURCE_SHARES)
+    counts = split_counts(rows, SOURCE_SHARES)
     plan = []  # (source, defect or "", copy kind 0/1/2, original index)
     for source, n in zip(SOURCE_SHARES, counts):
         rates = DEFECT_RATES[source]
@@ -260,15 +260,6 @@ def make_demo_it(path: str | os.PathLike, rows: int = DEFAULT_ROWS, seed: int = 
 
 
 # ---------------------------------------------------------------- rows
-
-
-def _split(rows: int, shares: dict[str, float]) -> list[int]:
-    """Largest-remainder rounding of ``rows`` into ``shares``."""
-    raw = [rows * share for share in shares.values()]
-    counts = [math.floor(x) for x in raw]
-    for i in sorted(range(len(raw)), key=lambda i: (counts[i] - raw[i], i))[: rows - sum(counts)]:
-        counts[i] += 1
-    return counts
 
 
 def _render(attrs: dict[str, np.ndarray], rows: list[int], words: list[str | None],

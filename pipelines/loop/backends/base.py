@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 
 class BackendError(Exception):
@@ -47,3 +47,24 @@ def check_metrics(metrics: Any, where: str) -> dict[str, Any]:
     if aggregate is None:
         aggregate = sum(benchmarks.values()) / len(benchmarks)
     return {**metrics, "benchmarks": benchmarks, "aggregate": float(aggregate)}
+
+
+class RecipeSettings:
+    """What the embedded backends (mini, mini-vlm) share: ``[backend.NAME]`` settings are their recipe's
+    fields, flat (``seed = 1``, ``steps = 500``), then the backend's other fields; the dataclass using it has
+    a ``recipe`` field and names its default recipe in ``RECIPE``."""
+
+    RECIPE: ClassVar[Any]
+
+    @classmethod
+    def settings(cls) -> dict[str, Any]:
+        """The settings and their defaults: the recipe's fields, then the others but ``recipe`` and ``name``."""
+        own = {f.name: f.default for f in fields(cls) if f.name not in ("recipe", "name")}  # type: ignore[arg-type]
+        return {**asdict(cls.RECIPE), **own}
+
+    @classmethod
+    def from_settings(cls, **settings: Any):
+        """The backend of flat settings: ``Backend.from_settings(seed=1, eval_rows=200)``."""
+        recipe = {k: settings.pop(k) for k in [f.name for f in fields(cls.RECIPE)] if k in settings}
+        return cls(replace(cls.RECIPE, **recipe), **settings)  # type: ignore[call-arg]
+

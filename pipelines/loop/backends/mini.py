@@ -24,15 +24,15 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
 from cbdsl.pipelines.data.demo import EVAL_ROWS
 from cbdsl.pipelines.loop.backends.as_command import main as command_main
-from cbdsl.pipelines.loop.backends.base import BackendError, Job
+from cbdsl.pipelines.loop.backends.base import BackendError, Job, RecipeSettings
 from cbdsl.scorers.api import device
 from cbdsl.scorers.models.recipe import Recipe
 
@@ -54,25 +54,14 @@ cbdsl.toml changes its fields (``seed = 1``, ``steps = 500``)."""
 
 
 @dataclass
-class MiniBackend:
+class MiniBackend(RecipeSettings):
     """A recipe trained on the selection, then the suite of ``eval_rows`` clean pairs; see the module docstring."""
 
     recipe: Recipe = RECIPE
     eval_rows: int = EVAL_ROWS
     name: str = "mini"
     format: str = "parquet"
-
-    @classmethod
-    def settings(cls) -> dict[str, Any]:
-        """The ``[backend.mini]`` settings of cbdsl.toml and their defaults: the recipe's fields, flat, then
-        ``eval_rows`` and ``format``."""
-        return {**asdict(RECIPE), **{f.name: f.default for f in fields(cls) if f.name not in ("recipe", "name")}}
-
-    @classmethod
-    def from_settings(cls, **settings: Any) -> MiniBackend:
-        """The backend of flat settings (:meth:`settings`): ``MiniBackend.from_settings(seed=1, eval_rows=200)``."""
-        recipe = {k: settings.pop(k) for k in [f.name for f in fields(Recipe)] if k in settings}
-        return cls(replace(RECIPE, **recipe), **settings)
+    RECIPE: ClassVar[Recipe] = RECIPE
 
     @property
     def suite(self) -> str:

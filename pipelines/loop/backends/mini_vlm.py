@@ -21,8 +21,8 @@ selection.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
@@ -30,7 +30,7 @@ import polars as pl
 from cbdsl.pipelines.data.demo_it import DEMO_IT_VERSION
 from cbdsl.pipelines.data.demo_it_eval import ROWS, eval_suite
 from cbdsl.pipelines.loop.backends.as_command import main as command_main
-from cbdsl.pipelines.loop.backends.base import BackendError, Job
+from cbdsl.pipelines.loop.backends.base import BackendError, Job, RecipeSettings
 from cbdsl.scorers.api import device
 from cbdsl.scorers.models.vlm_recipe import VLMRecipe, base_key, digest
 
@@ -47,25 +47,14 @@ RECIPE = VLMRecipe(steps=800, batch_size=32, lr=1e-3, weight_decay=0.0, warmup=2
 
 
 @dataclass
-class MiniVLMBackend:
+class MiniVLMBackend(RecipeSettings):
     """Stage 2 on the selection, then the suite (``eval_rows`` questions per benchmark)."""
 
     recipe: VLMRecipe = RECIPE
     eval_rows: int = ROWS
     name: str = "mini-vlm"
     format: str = "parquet"
-
-    @classmethod
-    def settings(cls) -> dict[str, Any]:
-        """The ``[backend.mini-vlm]`` settings of cbdsl.toml and their defaults: the stage-2 recipe's fields,
-        flat, then ``eval_rows`` and ``format``."""
-        return {**asdict(RECIPE), **{f.name: f.default for f in fields(cls) if f.name not in ("recipe", "name")}}
-
-    @classmethod
-    def from_settings(cls, **settings: Any) -> MiniVLMBackend:
-        """The backend of flat settings (:meth:`settings`): ``MiniVLMBackend.from_settings(seed=1)``."""
-        recipe = {k: settings.pop(k) for k in [f.name for f in fields(VLMRecipe)] if k in settings}
-        return cls(replace(RECIPE, **recipe), **settings)
+    RECIPE: ClassVar[VLMRecipe] = RECIPE
 
     @property
     def suite(self) -> str:
