@@ -131,3 +131,31 @@ def test_init_track_it_makes_the_pool_when_missing(tmp_path, monkeypatch):
     out = CliRunner().invoke(cli, ["init", str(tmp_path / "sb"), "--track", "it", "--budget", "100"])
     assert out.exit_code == 0, out.output
     assert "making the demo-it pool" in out.output and Pool.open(tmp_path / "pools" / "demo-it").card.rows == 20_000
+
+
+def test_the_audit_hashes_images_named_by_path(tmp_path):
+    """An `image` column of paths: the audit hashes the files (or reads `image_sha256`), flags eval images."""
+    from cbdsl.pipelines.data.image_folder import Images
+    from cbdsl.pipelines.data.writing import add_asset, write_pool
+    from cbdsl.pipelines.engine.audit import audit
+
+    pool = Pool.open(demo_it.make_demo_it(tmp_path / "p", rows=300))
+    everything = pool.scan(["id"]).collect()
+    assert audit(pool, everything).verdict == "clean"
+
+    suite = demo_it_eval.eval_suite(2)
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    (folder / "leak.png").write_bytes(suite.get_column("image")[0])
+    (folder / "own.png").write_bytes(generated_png())
+    frame = pl.DataFrame({"id": ["a", "b", "c"], "image": ["leak.png", "own.png", None], "text": ["x", "y", "z"]})
+    small = write_pool(frame, tmp_path / "q", name="q", images=Images(folder, move=True))
+    asset = tmp_path / "eval.parquet"
+    demo_it_eval.eval_asset(2).write_parquet(asset)
+    small = add_asset(small.path, "mini-vlm-eval", asset, kind="eval")
+    verdict = audit(small, small.scan(["id"]).collect())
+    assert verdict.flagged == 1 and verdict.examples[0]["id"] == "a"
+
+
+def generated_png() -> bytes:
+    return demo_it.generate_demo_it(10, seed=3).images[next(iter(demo_it.generate_demo_it(10, seed=3).images))]

@@ -60,6 +60,20 @@ def _ngrams(text: str, n: int) -> set[str]:
     return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
+def _image_hashes(pool, rows: pl.DataFrame) -> list[str | None] | None:
+    """The sha256 of each selected row's image: the bytes of a binary ``image`` column; for an ``image`` column
+    of paths, the pool's ``image_sha256`` column where it has one (the demo instruction pool), else the files'
+    bytes (a missing file is the pool's error, naming it); None when the pool has no images."""
+    if "image" not in rows.columns:
+        return None
+    if pool.schema.get("image") != "image":
+        return [hashlib.sha256(b).hexdigest() if b is not None else None for b in rows.get_column("image").to_list()]
+    if "image_sha256" in rows.columns:
+        return rows.get_column("image_sha256").to_list()
+    data = pool.read_images(rows.get_column("image").to_list())
+    return [hashlib.sha256(b).hexdigest() if b is not None else None for b in data]
+
+
 def audit(pool, selection: pl.DataFrame, policy: AuditPolicy = AuditPolicy(), examples: int = 10) -> AuditResult:
     """Audit the selected rows of ``pool`` against every eval asset of the pool."""
     id_col = pool.id_column
@@ -67,22 +81,22 @@ def audit(pool, selection: pl.DataFrame, policy: AuditPolicy = AuditPolicy(), ex
     assets = {name: info for name, info in pool.card.assets.items() if info.kind == "eval"}
     if not assets or ids.len() == 0:
         return AuditResult("clean", 0, ids.len())
-    columns = [c for c in ("text", "image") if c in pool.schema]
+    columns = [c for c in ("text", "image", "image_sha256") if c in pool.schema]
     rows = pool.scan([id_col, *columns]).filter(pl.col(id_col).is_in(ids.implode())).collect()
     flagged: dict[str, tuple[str, str]] = {}
     by_asset: dict[str, int] = {}
     texts = rows.get_column("text").to_list() if "text" in rows.columns else None
-    images = rows.get_column("image").to_list() if "image" in rows.columns else None
+    image_hashes = _image_hashes(pool, rows)
     row_ids = rows.get_column(id_col).cast(pl.String).to_list()
     for name, _info in sorted(assets.items()):
         table = pool.read_asset(name)
         if not isinstance(table, pl.DataFrame):
             table = pl.DataFrame({"text": list(table)})
         hits = 0
-        if "image_sha256" in table.columns and images is not None:
+        if "image_sha256" in table.columns and image_hashes is not None:
             eval_images = set(table.get_column("image_sha256").to_list())
-            for rid, img in zip(row_ids, images):
-                if img is not None and hashlib.sha256(img).hexdigest() in eval_images:
+            for rid, digest in zip(row_ids, image_hashes):
+                if digest is not None and digest in eval_images:
                     flagged.setdefault(rid, (name, "image identical to an eval image"))
                     hits += 1
         elif "text" in table.columns and texts is not None:
