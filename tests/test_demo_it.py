@@ -121,7 +121,7 @@ def test_init_track_it_makes_a_mini_vlm_sandbox(tmp_path, monkeypatch):
     protocol = (tmp_path / "sb" / "PROTOCOL.md").read_text()
     assert "instruction-tuned" in protocol and "refcoco" in protocol
     pool_md = (tmp_path / "sb" / "POOL.md").read_text()
-    assert "hold image paths" in pool_md and "demo-defects" not in pool_md and "mini-vlm-eval" not in pool_md
+    assert "names an image file" in pool_md and "demo-defects" not in pool_md and "mini-vlm-eval" not in pool_md
     assert "wrong_answer" not in pool_md
     assert 'pool "demo-it"' in (tmp_path / "sb" / "policy.cur").read_text()
 

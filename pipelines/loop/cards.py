@@ -41,10 +41,6 @@ def pool_md(pool) -> str:
     card = pool.card
     out = [f"# Pool `{card.name}`", "",
            f"{card.rows:,} rows, id column `{card.id_column}`, content hash `{card.content_hash[:16]}`.", ""]
-    images = [c for c, t in card.schema.items() if t == "image"]
-    if images:
-        out += [f"Column{'s' if len(images) > 1 else ''} {', '.join(f'`{c}`' for c in images)} hold image paths "
-                "(LLaVA's layout); a scorer that takes an image reads the file. Null means no image.", ""]
     out += ["## Columns", "", "| column | type | statistics |", "|---|---|---|"]
     for col, typ in card.schema.items():
         stats = {k: v for k, v in card.stats.get(col, {}).items() if k != "value_counts"}
@@ -52,7 +48,7 @@ def pool_md(pool) -> str:
     images = [col for col, typ in card.schema.items() if typ == "image"]
     if images:
         out += ["", "## Images", "", f"{', '.join(f'`{c}`' for c in images)} names an image file of the pool's image "
-                "folder: scorers that take an image read its bytes."]
+                "folder (LLaVA's layout; null: no image): scorers that take an image read its bytes."]
     elif card.schema.get("image") == "str":
         out += ["", "## Images", "", "`image` holds image paths as plain strings: the pool was imported without "
                 "an image folder, so no scorer (and no backend) can read the images; only the paths and the "

@@ -88,7 +88,12 @@ class MiniBackend(RecipeSettings):
         recipe = self.recipe
         job.log(f"mini: training a small CLIP on {rows.height} pairs ({recipe.steps} steps x {recipe.batch_size}) "
                 f"on {dev}")
-        images = tinyclip.load_images(rows.get_column("image").to_list())
+        images = rows.get_column("image").to_list()
+        if pool.schema.get("image") == "image":  # paths into the pool's image folder (LLaVA's layout)
+            images = pool.read_images(images)
+        if any(i is None for i in images):
+            raise BackendError("the mini backend trains on image-caption pairs; some selected rows have no image")
+        images = tinyclip.load_images(images)
         texts = tinyclip.tokenize(rows.get_column("text").fill_null("").to_list())
         model = tinyclip.build(tinyclip.MINI, seed=recipe.seed)
         clip_training.train(model, images, texts, recipe, device=dev)

@@ -89,7 +89,8 @@ class MiniVLMBackend(RecipeSettings):
         dev = device()
         base_dir = vlm_base.base_dir()
         if not (base_dir / "base.json").is_file():
-            job.log(f"mini-vlm: training the base model once (stage 1, about 3 minutes on 2 cores) in {base_dir}")
+            job.log(f"mini-vlm: training the base model once (its CLIP tower, then its captioner: about 3 minutes on "
+                    f"2 cores) in {base_dir}")
         model, tok, _ = vlm_base.base()
         recipe = self.recipe
         job.log(f"mini-vlm: instruction-tuning on {rows.height} conversations ({recipe.steps} steps x "
