@@ -48,7 +48,6 @@ suite of ``mini-vlm``, 12 the caption set its base model is pretrained on.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -187,9 +186,8 @@ def generate_demo_it(rows: int = DEFAULT_ROWS, seed: int = 0) -> DemoItPool:
         a = {k: str(v[i]) for k, v in names.items()}
         codes = {k: int(v[i]) for k, v in attrs.items()}
         if kind:
-            base = records[orig] if records[orig] is not None else None
-            assert base is not None  # originals come first in the plan
-            turns = json.loads(json.dumps(base["conversations"]))
+            base = records[orig]  # originals come first in the plan
+            turns = [dict(turn) for turn in base["conversations"]]
             if kind == 2:
                 turns[0]["value"] = _perturb(turns[0]["value"], draws[i][0])
             rec = {"id": ids[position[i]], **({"image": base["image"]} if "image" in base else {}),

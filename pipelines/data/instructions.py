@@ -66,10 +66,6 @@ def describe(a: dict[str, str]) -> str:
     return fill("The image shows a {size} {color} {shape} with a {texture} pattern, {pos}, on a grey background.", a)
 
 
-def short_answer(attribute: str, a: dict[str, str]) -> str:
-    return a[attribute]
-
-
 def ask(attribute: str, a: dict[str, str], u: float) -> str:
     return fill(pick(_ASK[attribute], u), a)
 
@@ -109,7 +105,7 @@ def short(a: dict[str, str], u: Sequence[float]) -> Turns:
         q, yes = attribute_check(a, u[3:6])
         return [(f"{q}\n{SHORT}", "yes" if yes else "no")]
     k = pick(tuple(synth.ATTRIBUTES), u[0])
-    return [(f"{ask(k, a, u[1])}\n{SHORT}", short_answer(k, a))]
+    return [(f"{ask(k, a, u[1])}\n{SHORT}", a[k])]
 
 
 def existence(a: dict[str, str], u: Sequence[float]) -> str:

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -208,7 +207,6 @@ class Encoded:
     target: torch.Tensor  # bool [n, T]: the loss counts this id (predicted from the one before)
     length: torch.Tensor  # long [n]
     images: torch.Tensor  # float [n, 3, 32, 32]
-    has_image: torch.Tensor  # bool [n]
 
     def __len__(self) -> int:
         return len(self.length)
@@ -235,8 +233,7 @@ def encode_texts(tok, conversations: Sequence[Turns], config: VLMConfig,
 
 
 def encode(tok, conversations: Sequence[Turns], images: Sequence[bytes | None], config: VLMConfig) -> Encoded:
-    pixels, has = load_images(images)
-    return Encoded(*encode_texts(tok, conversations, config), pixels, has)
+    return Encoded(*encode_texts(tok, conversations, config), load_images(images)[0])
 
 
 def turns_of(record: str | dict) -> Turns:
@@ -389,8 +386,7 @@ def choice_scores(model: MiniVLM, tok, questions: Sequence[str], choices: Sequen
             flat_q.append(q)
             flat_a.append(c)
             owner.append(i)
-    data = encode(tok, [[(q, a)] for q, a in zip(flat_q, flat_a)], [None] * len(flat_q), model.config)
-    data.images = images[owner]
+    data = Encoded(*encode_texts(tok, [[(q, a)] for q, a in zip(flat_q, flat_a)], model.config), images[owner])
     model.to(device).eval()
     totals = np.empty(len(flat_q))
     for start in range(0, len(flat_q), 256):
@@ -402,11 +398,3 @@ def choice_scores(model: MiniVLM, tok, questions: Sequence[str], choices: Sequen
         best.append(int(np.argmax(totals[k:k + len(cs)])))
         k += len(cs)
     return best
-
-
-def config_dict(config: VLMConfig) -> dict:
-    return asdict(config)
-
-
-def parameters(model: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in model.parameters())
