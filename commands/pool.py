@@ -1,7 +1,7 @@
 """``cbdsl pool``: make, import and inspect pools, and register their assets (whoever runs the benchmark does).
 
 A pool is a directory (parquet shards and a ``pool.json`` card) or a name
-looked up in the pool roots (``$CBDSL_POOLS``, else ``~/.cbdsl/pools``).
+looked up in the pool roots (``$CBDSL_POOLS``, else ``$CBDSL_HOME/pools``).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def pool_make_demo(dest: str | None, track: str, rows: int | None, seed: int, ov
     """Generate a demo pool with known defects, deterministic: `demo` (image-caption pairs) or, with
     --track it, `demo-it` (LLaVA-665K-shaped conversations and their image folder).
 
-    DEST defaults to the pool's name in the first folder of $CBDSL_POOLS, else ~/.cbdsl/pools/.
+    DEST defaults to the pool's name in the first folder of $CBDSL_POOLS, else $CBDSL_HOME/pools (~/.cbdsl/pools).
     """
     name, maker, default_rows, what = DEMOS[track]
     target = Path(dest) if dest else Path(search_path()[0]) / name

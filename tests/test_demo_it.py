@@ -127,7 +127,9 @@ def test_init_track_it_makes_a_mini_vlm_sandbox(tmp_path, monkeypatch):
 
 
 def test_init_track_it_makes_the_pool_when_missing(tmp_path, monkeypatch):
+    """A private CBDSL_HOME too: a demo-it made earlier in ~/.cbdsl/pools (the main job's) would be found."""
     monkeypatch.setenv("CBDSL_POOLS", str(tmp_path / "pools"))
+    monkeypatch.setenv("CBDSL_HOME", str(tmp_path / "home"))
     out = CliRunner().invoke(cli, ["init", str(tmp_path / "sb"), "--track", "it", "--budget", "100"])
     assert out.exit_code == 0, out.output
     assert "making the demo-it pool" in out.output and Pool.open(tmp_path / "pools" / "demo-it").card.rows == 20_000

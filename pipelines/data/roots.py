@@ -4,7 +4,8 @@ A path to a pool directory (one holding ``pool.json``; a relative path is
 taken from the working directory) is used as is. Any
 other string is a name, looked up as ``DIR/NAME`` in, first to last: the
 given search directories (say, the sandbox's ``pools/``), each directory in
-``$CBDSL_POOLS`` (colon-separated), then ``~/.cbdsl/pools``.
+``$CBDSL_POOLS`` (colon-separated), then ``$CBDSL_HOME/pools`` (default
+``~/.cbdsl/pools``, beside the trained models and caches).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from cbdsl.compiler.rule8 import looks_like_path
 from cbdsl.dsl.diagnostics import did_you_mean
+from cbdsl.home import home
 from cbdsl.pipelines.data.errors import PoolError
 
 CARD_FILE = "pool.json"  # a directory holding one is a pool
@@ -31,7 +33,7 @@ def search_path(search: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """The directories searched for pool names, in order."""
     dirs = [Path(d).expanduser() for d in search]
     dirs += [Path(d).expanduser() for d in os.environ.get(ENV_VAR, "").split(os.pathsep) if d]
-    dirs.append(Path.home() / ".cbdsl" / "pools")
+    dirs.append(home() / "pools")
     return dirs
 
 
