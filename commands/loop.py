@@ -65,7 +65,7 @@ def init_cmd(directory: str, track: str, pool_name: str | None, budget: int | No
     """
     demo, default_backend, default_budget = TRACKS[track]
     pool_name, backend, budget = pool_name or demo, backend or default_backend, budget or default_budget
-    demos = {name: maker for name, maker, _, _ in DEMOS.values()}
+    demos = {d.name: (track_name, d) for track_name, d in DEMOS.items()}
     try:
         pool = Pool.open(resolve_pool(pool_name))
     except PoolError:
@@ -73,7 +73,11 @@ def init_cmd(directory: str, track: str, pool_name: str | None, budget: int | No
             raise click.UsageError(f"no pool `{pool_name}`: import one with `cbdsl pool import` or give a directory")
         target = Path(search_path()[0]) / pool_name
         click.echo(f"making the {pool_name} pool at {target} (once; a few seconds)")
-        pool = Pool.open(pool_call(demos[pool_name], target))
+        pool = Pool.open(pool_call(demos[pool_name][1].maker, target))
+    if pool.name in demos and not demos[pool.name][1].is_current(pool.card.lineage):
+        click.echo(f"warning: the {pool.name} pool at {pool.path} was made by another version of cbdsl's generator "
+                   f"(its defects differ from the documented ones): `cbdsl pool make-demo --track "
+                   f"{demos[pool.name][0]} --overwrite` makes it again", err=True)
     try:
         if restart and not (Path(directory) / CONFIG).exists():
             for moved in retire_earlier_run(directory):

@@ -7,16 +7,19 @@ looked up in the pool roots (``$CBDSL_POOLS``, else ``$CBDSL_HOME/pools``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from cbdsl.pipelines.data.demo import DEFAULT_ROWS, make_demo
-from cbdsl.pipelines.data.demo_it import DEFAULT_ROWS as DEFAULT_IT_ROWS, make_demo_it
+from cbdsl.pipelines.data.demo import DEFAULT_ROWS, DEFECT_RATES, DEMO_VERSION, make_demo
+from cbdsl.pipelines.data.demo_it import DEFAULT_ROWS as DEFAULT_IT_ROWS, DEFECT_RATES as IT_DEFECT_RATES
+from cbdsl.pipelines.data.demo_it import DEMO_IT_VERSION, make_demo_it
 from cbdsl.pipelines.data.errors import PoolError
 from cbdsl.pipelines.data.importers import import_pool
 from cbdsl.pipelines.data.pool import Pool
-from cbdsl.pipelines.data.roots import resolve_pool, search_path
+from cbdsl.pipelines.data.roots import CARD_FILE, resolve_pool, search_path
 from cbdsl.pipelines.data.writing import add_asset
 
 
@@ -78,10 +81,32 @@ def pool_add_asset(pool: str, name: str, file: str, kind: str | None, descriptio
     click.echo(f"asset `{name}` ({info.kind}) added to pool `{p.name}`; policies refer to it as {usage}")
 
 
-#: The demo pool of each track: its name, its maker, its default rows and what it holds.
-DEMOS: dict[str, tuple] = {
-    "clip": ("demo", make_demo, DEFAULT_ROWS, "synthetic image-caption pairs"),
-    "it": ("demo-it", make_demo_it, DEFAULT_IT_ROWS, "LLaVA-shaped instruction conversations about synthetic images"),
+@dataclass(frozen=True)
+class Demo:
+    """A track's demo pool: its name, its maker, default rows, what it holds, and what makes a made one current
+    (the generator's version under ``version_key`` in the card's lineage, and the defect rates)."""
+
+    name: str
+    maker: Callable[..., Path]
+    rows: int
+    what: str
+    version_key: str
+    version: int
+    rates: dict
+
+    def is_current(self, lineage: dict, rows: int | None = None, seed: int | None = None) -> bool:
+        """Whether a pool of this lineage is what this version makes (for these rows and seed, when given):
+        a demo made by an older cbdsl, or with other rates, is not."""
+        return (lineage.get(self.version_key) == self.version and lineage.get("defect_rates") == self.rates
+                and rows in (None, lineage.get("rows")) and seed in (None, lineage.get("seed")))
+
+
+#: The demo pool of each track.
+DEMOS: dict[str, Demo] = {
+    "clip": Demo("demo", make_demo, DEFAULT_ROWS, "synthetic image-caption pairs", "demo_version", DEMO_VERSION,
+                 DEFECT_RATES),
+    "it": Demo("demo-it", make_demo_it, DEFAULT_IT_ROWS, "LLaVA-shaped instruction conversations about synthetic "
+               "images", "demo_it_version", DEMO_IT_VERSION, IT_DEFECT_RATES),
 }
 
 
@@ -91,18 +116,27 @@ DEMOS: dict[str, tuple] = {
               help="clip: the CLIP pretraining pool `demo`; it: the instruction-tuning pool `demo-it`.")
 @click.option("--rows", type=click.IntRange(min=100), help="Pool rows (default: 50,000 clip, 20,000 it).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Same seed, same pool.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing pool there.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing pool there (unless it is this very demo).")
 def pool_make_demo(dest: str | None, track: str, rows: int | None, seed: int, overwrite: bool) -> None:
     """Generate a demo pool with known defects, deterministic: `demo` (image-caption pairs) or, with
     --track it, `demo-it` (LLaVA-665K-shaped conversations and their image folder).
 
     DEST defaults to the pool's name in the first folder of $CBDSL_POOLS, else $CBDSL_HOME/pools (~/.cbdsl/pools).
+    A demo already there as this version makes it (same rows, seed and defect rates) is kept: nothing to do.
     """
-    name, maker, default_rows, what = DEMOS[track]
-    target = Path(dest) if dest else Path(search_path()[0]) / name
-    rows = rows or default_rows
-    path = pool_call(maker, target, rows=rows, seed=seed, overwrite=overwrite)
-    click.echo(f"{name} pool: {rows} rows ({what}) at {path}")
+    demo = DEMOS[track]
+    target = Path(dest) if dest else Path(search_path()[0]) / demo.name
+    rows = rows or demo.rows
+    if (target / CARD_FILE).is_file():
+        try:
+            lineage = Pool.open(target).card.lineage
+        except PoolError:
+            lineage = {}
+        if demo.is_current(lineage, rows, seed):
+            click.echo(f"{demo.name} pool: {rows} rows at {target}, up to date")
+            return
+    path = pool_call(demo.maker, target, rows=rows, seed=seed, overwrite=overwrite)
+    click.echo(f"{demo.name} pool: {rows} rows ({demo.what}) at {path}")
 
 
 @pool_group.command("import")

@@ -22,7 +22,7 @@ IT_SANDBOX=${CBDSL_IT_SANDBOX:-demo-it-sandbox}
 ROOT=$PWD
 
 echo "== the demo pool"
-"$CBDSL" pool info demo >/dev/null 2>&1 || "$CBDSL" pool make-demo
+"$CBDSL" pool make-demo --overwrite  # kept when it is this version's demo, made again when older
 echo "== cbdsl fmt --check examples/*.cur"
 "$CBDSL" fmt --check examples/*.cur
 echo "== cbdsl check examples/*.cur"
@@ -48,7 +48,7 @@ fi
 if [ "${CBDSL_MAIN_LOOP:-1}" = "1" ] && [ "${CBDSL_MAIN_IT:-1}" = "1" ]; then
   cd "$ROOT"
   echo "== the instruction-tuning track: a sandbox with the mini-vlm backend in $IT_SANDBOX"
-  "$CBDSL" pool info demo-it >/dev/null 2>&1 || "$CBDSL" pool make-demo --track it
+  "$CBDSL" pool make-demo --track it --overwrite  # kept when current, made again when older
   rm -rf "$IT_SANDBOX"
   "$CBDSL" init "$IT_SANDBOX" --track it --restart  # a rerun starts over on purpose
   cp examples/demo_it_clean.cur "$IT_SANDBOX/policy.cur"

@@ -58,6 +58,24 @@ def test_defects_have_their_counts(generated):
     assert (flags.sum(1) <= 1).all()  # at most one defect a row
 
 
+def test_other_rates_make_another_pool_with_their_counts():
+    """with_rates (how the validity benchmark tries other pools) changes the counts and the lineage, nothing
+    else; a defect a source cannot have, a rate outside [0, 1] or rates summing above 1 are refused."""
+    rates = demo_it.with_rates({"vqa": {"wrong_answer": 0.3}, "sharegpt": {"refusal": 0.0}})
+    assert rates["vqa"]["wrong_answer"] == 0.3 and demo_it.DEFECT_RATES["vqa"]["wrong_answer"] != 0.3
+    other = demo_it.generate_demo_it(ROWS, rates=rates)
+    joined = other.pool.join(other.defects, on="id")
+    n = dict(zip(demo_it.SOURCE_SHARES, split_counts(ROWS, demo_it.SOURCE_SHARES)))
+    assert joined.filter(pl.col("source") == "vqa").get_column("wrong_answer").sum() == round(0.3 * n["vqa"])
+    assert joined.filter(pl.col("source") == "sharegpt").get_column("refusal").sum() == 0
+    assert other.lineage["defect_rates"] == rates
+    for bad, says in (({"sharegpt": {"unanswerable": 0.1}}, "cannot have"), ({"vqa": {"refusal": 1.5}}, "between"),
+                      ({"vqa": {"wrong_answer": 0.9}}, "sum above 1"), ({"laion": {"refusal": 0.1}}, "unknown source"),
+                      ({"vqa": {"typo": 0.1}}, "unknown defect")):
+        with pytest.raises(ValueError, match=says):
+            demo_it.with_rates(bad)
+
+
 def test_defects_are_what_they_say(generated):
     joined = generated.pool.join(generated.defects, on="id")
     clean = joined.filter(~pl.any_horizontal(list(demo_it.DEFECTS)))
@@ -108,6 +126,25 @@ def test_make_demo_it_writes_its_image_folder_and_assets(tmp_path):
     frame = pool.scan(["image", "image_sha256"]).collect().drop_nulls()
     data = pool.read_images(frame.get_column("image").to_list())
     assert [hashlib.sha256(b).hexdigest() for b in data] == frame.get_column("image_sha256").to_list()
+
+
+def test_make_demo_keeps_a_current_demo_and_remakes_an_older_one(tmp_path, monkeypatch):
+    """A second make-demo is a no-op; a demo of other rates (or an older generator) is refused without
+    --overwrite, remade with it, and `init` warns about it (the project CI keeps ~/.cbdsl/pools between runs)."""
+    monkeypatch.setenv("CBDSL_POOLS", str(tmp_path / "pools"))
+    make = ["pool", "make-demo", "--track", "it", "--rows", "300"]
+    assert CliRunner().invoke(cli, make).exit_code == 0
+    again = CliRunner().invoke(cli, make)
+    assert again.exit_code == 0 and "up to date" in again.output
+    target = tmp_path / "pools" / "demo-it"
+    demo_it.make_demo_it(target, rows=300, overwrite=True, rates=demo_it.with_rates({"vqa": {"refusal": 0.5}}))
+    init = CliRunner().invoke(cli, ["init", str(tmp_path / "sb"), "--track", "it"])
+    assert init.exit_code == 0 and "made by another version" in init.output and "--overwrite" in init.output
+    refused = CliRunner().invoke(cli, make)
+    assert refused.exit_code != 0 and "overwrite" in refused.output
+    remade = CliRunner().invoke(cli, [*make, "--overwrite"])
+    assert remade.exit_code == 0 and "up to date" not in remade.output
+    assert Pool.open(target).card.lineage["defect_rates"] == demo_it.DEFECT_RATES
 
 
 def test_init_track_it_makes_a_mini_vlm_sandbox(tmp_path, monkeypatch):

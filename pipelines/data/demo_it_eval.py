@@ -49,7 +49,7 @@ from cbdsl.pipelines.data import synth
 BENCHMARKS = ("vqa", "gqa", "textvqa", "pope", "mme", "mmbench", "llava_bench", "refcoco")
 SCORING = {"vqa": "exact", "gqa": "exact", "textvqa": "exact", "pope": "choice", "mme": "choice",
            "mmbench": "choice", "llava_bench": "recall", "refcoco": "choice"}
-ROWS = 200  # per benchmark
+ROWS = 500  # per benchmark
 SEED = 0
 STREAM = 11  # demo_it.STREAMS["eval"]
 

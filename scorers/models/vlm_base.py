@@ -50,7 +50,7 @@ CAPTION_PROMPTS = ("Describe the image briefly.", "Write a short caption for the
 
 
 def base_key(config: VLMConfig = CONFIG, recipe: BaseRecipe = BASE) -> str:
-    return recipe_key(config, recipe, demo_it.DEMO_IT_VERSION)
+    return recipe_key(config, recipe, demo_it.BASE_DATA_VERSION)
 
 
 def base_dir(workdir: str | os.PathLike | None = None, config: VLMConfig = CONFIG,

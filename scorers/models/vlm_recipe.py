@@ -69,6 +69,6 @@ def digest(obj) -> str:
 
 
 def base_key(config: VLMConfig = CONFIG, recipe: BaseRecipe = BASE, data_version: int = 1) -> str:
-    """The base's identity: architecture, recipe, the generator's version (``DEMO_IT_VERSION``), format."""
+    """The base's identity: architecture, recipe, its data's version (``demo_it.BASE_DATA_VERSION``), format."""
     data = {**BASE_GENERATOR, "version": data_version}
     return digest({"config": asdict(config), "recipe": asdict(recipe), "data": data, "format": FORMAT})[:16]

@@ -69,7 +69,7 @@ TARGET_SIGMAS = 5.0
 TRACKS = {"clip": {"rows": 50_000, "budget": 5000, "backend": "mini"},
           "it": {"rows": 20_000, "budget": 4000, "backend": "mini-vlm"}}
 #: The instruction-tuning track's curated arms: examples written for demo-it (those present are run).
-IT_ARMS = ("demo_it_clean", "it_loss_top_p95", "demo_it_clean_loss")
+IT_ARMS = ("it_metadata", "demo_it_clean", "demo_it_clean_loss", "it_loss_top_p95")
 
 
 def arms(budget: int, track: str = "clip") -> dict[str, str]:
@@ -130,22 +130,22 @@ def recipe_of(spec: str, backend: str = "mini") -> dict:
     return out
 
 
-def rates_of(spec: str) -> dict:
-    """A ``--rates`` spec (``source.defect=rate``) as demo defect rates."""
-    from cbdsl.pipelines.data import demo
+def rates_of(spec: str, track: str = "clip") -> dict:
+    """A ``--rates`` spec (``source.defect=rate``) as the track's demo defect rates."""
+    from cbdsl.pipelines.data import demo, demo_it
 
     changes: dict[str, dict[str, float]] = {}
     for key, value in parse_pairs(spec).items():
         source, _, defect = key.partition(".")
         changes.setdefault(source, {})[defect] = float(value)
     try:
-        return demo.with_rates(changes)
+        return (demo_it if track == "it" else demo).with_rates(changes)
     except ValueError as err:
         raise SystemExit(f"--rates {spec!r}: {err}") from None
 
 
 def demo_pool(pool_dir: Path, rows: int, rates: dict, tag: str, track: str = "clip"):
-    """The track's demo pool (of these rates, for clip) under ``pool_dir``, made once, reused when its lineage
+    """The track's demo pool of these defect rates under ``pool_dir``, made once, reused when its lineage
     matches."""
     from cbdsl.pipelines.data.demo import make_demo
     from cbdsl.pipelines.data.demo_it import make_demo_it
@@ -155,10 +155,10 @@ def demo_pool(pool_dir: Path, rows: int, rates: dict, tag: str, track: str = "cl
     if (path / "pool.json").is_file():
         pool = Pool.open(path)
         lineage = pool.card.lineage
-        if lineage.get("rows") == rows and (track == "it" or lineage.get("defect_rates") == rates):
+        if lineage.get("rows") == rows and lineage.get("defect_rates") == rates:
             return pool
     if track == "it":
-        return Pool.open(make_demo_it(path, rows=rows, overwrite=True))
+        return Pool.open(make_demo_it(path, rows=rows, rates=rates, overwrite=True))
     return Pool.open(make_demo(path, rows=rows, rates=rates, overwrite=True))
 
 
@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--recipe", action="append", default=None,
                     help='mini recipe changes, e.g. "lr=0.004,steps=200" (repeat to compare; "" = defaults)')
     ap.add_argument("--rates", action="append", default=None,
-                    help='demo defect-rate changes, e.g. "laion.mismatched=0.5" (repeat; "" = the defaults)')
+                    help='demo defect-rate changes, e.g. "laion.mismatched=0.5" or (it) "vqa.wrong_answer=0.2" '
+                         '(repeat; "" = the defaults)')
     ap.add_argument("--jobs", type=int, default=1, help="mini runs in parallel (worker processes)")
     ap.add_argument("--pool-dir", default=None, help="where the demo pools are made (default: a temporary folder)")
     ap.add_argument("--teacher-device", default="cpu", help="where the CLIP teacher is trained if not cached")
@@ -262,8 +263,6 @@ def main(argv: list[str] | None = None) -> dict:
     track = TRACKS[args.track]
     args.rows, args.budget = args.rows or track["rows"], args.budget or track["budget"]
     backend = track["backend"]
-    if args.track == "it" and args.rates not in (None, [""]):
-        raise SystemExit("--rates changes the CLIP demo's defect rates; the it track has none to change")
     os.environ.setdefault("CBDSL_PROGRESS", "0")
     from cbdsl.pipelines.loop.backends.mini import SUITE_VERSION
     from cbdsl.scorers.api import device
@@ -303,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
         prepared = {}
         for v, spec in enumerate(variants):
             t0 = time.perf_counter()
-            pool = demo_pool(pool_dir, args.rows, rates_of(spec), f"r{args.rows}-{v}", args.track)
+            pool = demo_pool(pool_dir, args.rows, rates_of(spec, args.track), f"r{args.rows}-{v}", args.track)
             sels = {}
             for arm, text in texts.items():
                 path = pool_dir / f"sel-{v}-{arm}.parquet"

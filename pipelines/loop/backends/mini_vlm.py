@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
-from cbdsl.pipelines.data.demo_it import DEMO_IT_VERSION
+from cbdsl.pipelines.data.demo_it import BASE_DATA_VERSION
 from cbdsl.pipelines.data.demo_it_eval import ROWS, eval_suite
 from cbdsl.pipelines.loop.backends.as_command import main as command_main
 from cbdsl.pipelines.loop.backends.base import BackendError, Job, RecipeSettings
@@ -60,7 +60,7 @@ class MiniVLMBackend(RecipeSettings):
     def suite(self) -> str:
         """``mini-vlm-v<SUITE_VERSION>-<digest>``: the digest covers the stage-2 recipe, the suite's size and
         the base (its architecture, recipe and data version), so no result is compared across any of them."""
-        recipe = {**asdict(self.recipe), "eval_rows": self.eval_rows, "base": base_key(data_version=DEMO_IT_VERSION)}
+        recipe = {**asdict(self.recipe), "eval_rows": self.eval_rows, "base": base_key(data_version=BASE_DATA_VERSION)}
         return f"mini-vlm-v{SUITE_VERSION}-{digest(recipe)[:8]}"
 
     def run(self, job: Job) -> dict[str, Any]:
