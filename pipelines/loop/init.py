@@ -1,4 +1,5 @@
-"""``cbdsl init``: a new sandbox, with its config, its starter policy and the cards an agent reads.
+"""``cbdsl init``: a new sandbox, with its config, its starter policy and the cards an agent reads
+(PROTOCOL.md, POOL.md, METHODS.md, and AGENTS.md, CLAUDE.md and ``skills/`` by agents' conventions).
 
 Apart from :mod:`cbdsl.pipelines.loop.sandbox`, which only reads a sandbox, so that ``cbdsl check`` (which
 looks for one around every policy) loads neither the cards nor the witness.
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cbdsl.pipelines.loop.agent_files import write_agent_files
 from cbdsl.pipelines.loop.cards import methods_md, pool_md, protocol_md
 from cbdsl.pipelines.loop.sandbox import CONFIG, Config, SandboxError, policy_pool, validate
 from cbdsl.pipelines.loop.witness import Witness
@@ -100,6 +102,7 @@ def init(root: str | os.PathLike, *, pool: str = "demo", budget: int = 5000, bac
         (root / "POOL.md").write_text(pool_md(pool_obj))
         (root / "METHODS.md").write_text(methods_md())
         (root / "PROTOCOL.md").write_text(protocol_md(cfg, pool_obj))
+        write_agent_files(root, cfg)
     cfg.state.mkdir(exist_ok=True)
     (root / CONFIG).write_text(render_config(cfg))  # last: a folder is a sandbox once this exists
     return cfg
