@@ -48,6 +48,7 @@ COMMANDS: dict[str, str] = {
     "diff": "cbdsl.commands.research:diff_cmd",
     "trajectory": "cbdsl.commands.research:trajectory_cmd",
     "methods": "cbdsl.commands.catalogue:methods_cmd",
+    "mcp": "cbdsl.commands.agents:mcp_cmd",
 }
 
 
@@ -122,6 +123,7 @@ def cli() -> None:
     pools:     pool import, pool make-demo, pool info, pool add-asset
     the loop:  init, submit, search, log, show, leaderboard, verify, reproduce
     research:  diff, trajectory, methods
+    agents:    mcp
     """
 
 
