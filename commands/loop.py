@@ -21,9 +21,10 @@ from cbdsl.pipelines.data.roots import resolve_pool, search_path
 from cbdsl.pipelines.loop.backends.base import BackendError
 from cbdsl.pipelines.loop.ledger import LedgerBroken, LedgerError
 from cbdsl.pipelines.loop.init import init, retire_earlier_run
-from cbdsl.pipelines.loop.sandbox import CONFIG, SandboxError, load
+from cbdsl.pipelines.loop.sandbox import CONFIG, SCAFFOLDS, SandboxError, load
 from cbdsl.pipelines.loop.submit import SubmitError, ledger_for, render_feedback, reproduce, submit
 from cbdsl.pipelines.loop.witness import Witness
+from cbdsl.scaffolds.modes import research_message
 
 
 def open_sandbox():
@@ -49,7 +50,7 @@ TRACKS = {"clip": ("demo", "mini", 5000), "it": ("demo-it", "mini-vlm", 4000)}
               help="What trains and evaluates a submission: mini (a small CLIP, here), mini-vlm (a small "
                    "vision-language model, here), command (your own command), ray (a Ray job); settings go in "
                    "cbdsl.toml. Default: the track's.")
-@click.option("--scaffold", default="open", show_default=True, type=click.Choice(["open", "guide", "cite", "adapt"]),
+@click.option("--scaffold", default="open", show_default=True, type=click.Choice(list(SCAFFOLDS)),
               help="Rules submit enforces: open (none), guide (none, plus a strategy guide), cite (cite a "
                    "catalogue method), adapt (cite, instantiate and adapt one).")
 @click.option("--iterations", default=10, show_default=True, type=click.IntRange(min=1),
@@ -95,9 +96,12 @@ def init_cmd(directory: str, track: str, pool_name: str | None, budget: int | No
 
 @click.command("submit")
 @click.option("-m", "--message", default="", help="What this iteration changes, and why.")
+@click.option("--observation", default="", help="Research note (scaffold research): what you observed.")
+@click.option("--hypothesis", default="", help="Research note: the hypothesis the observation suggests.")
+@click.option("--change", default="", help="Research note: the minimal policy change that tests it.")
 @click.option("--wait", is_flag=True, help="Wait for a submission in progress instead of refusing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable feedback.")
-def submit_cmd(message: str, wait: bool, as_json: bool) -> None:
+def submit_cmd(message: str, observation: str, hypothesis: str, change: str, wait: bool, as_json: bool) -> None:
     """Submit the last compiled policy: run it, check budget and scaffold, audit, train and evaluate, record.
 
     The sandbox's backend trains and evaluates the selection; the iteration
@@ -107,6 +111,8 @@ def submit_cmd(message: str, wait: bool, as_json: bool) -> None:
     """
     cfg = open_sandbox()
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    if observation or hypothesis or change:  # the research note goes into the message, labelled
+        message = research_message(observation, hypothesis, change, summary=message)
     try:
         fb = submit(cfg, message=message, wait=wait, log=log)
     except (SubmitError, LedgerError, PoolError, BackendError) as err:

@@ -91,9 +91,13 @@ def build(root: str | Path = ".", python: str = sys.executable):
         return await cbdsl("compile", file, "--json")
 
     @server.tool(description="Run the compiled policy, audit the selection, train and evaluate the fixed model "
-                             "on it, record the iteration; returns the scores (minutes for a real backend).")
-    async def submit(message: str, wait: bool = False) -> Output:
-        return await cbdsl("submit", "-m", message, *(["--wait"] if wait else []), "--json")
+                             "on it, record the iteration; returns the scores (minutes for a real backend). "
+                             "Scaffold `research` needs observation, hypothesis and change.")
+    async def submit(message: str, observation: str = "", hypothesis: str = "", change: str = "",
+                     wait: bool = False) -> Output:
+        note = [x for flag, value in (("--observation", observation), ("--hypothesis", hypothesis),
+                                      ("--change", change)) if value for x in (flag, value)]
+        return await cbdsl("submit", "-m", message, *note, *(["--wait"] if wait else []), "--json")
 
     @server.tool(description="The sandbox's iterations: number, status, scores, message.")
     async def log() -> Output:

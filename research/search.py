@@ -41,7 +41,7 @@ from cbdsl.pipelines.loop.artifacts import write_artifact
 from cbdsl.pipelines.loop.backends import make_backend
 from cbdsl.pipelines.loop.submit import BASELINE, ledger_for, submit
 from cbdsl.research.mutate import mutate, random_policy, vocabulary, with_citations, with_clauses, with_frame
-from cbdsl.scaffolds.modes import check_policy, history_of
+from cbdsl.scaffolds.modes import check_policy, history_of, research_message
 from cbdsl.scorers.api import RunError, asset_ids
 from cbdsl.stages import check_source, compile_source, lower
 
@@ -273,8 +273,13 @@ def _dry_run(compiled, pool):
 def _submit(cfg, proposal: _Proposal, strategy: str, seed: int, step: int, log, backend):
     m = proposal.mutation
     path = cfg.state / "search" / f"{strategy}-seed{seed}-step{step + 1:03d}.cur"
-    return submit_text(cfg, proposal.text, path, message=f"search {strategy} seed {seed}: {m.kind}: {m.description}",
-                       log=log, backend=backend, compiled=proposal.compiled)
+    message = f"search {strategy} seed {seed}: {m.kind}: {m.description}"
+    if cfg.scaffold == "research":  # the protocol's note, in a searcher's honest words
+        message = research_message(f"cbdsl search ({strategy}, seed {seed}) starts from its current policy",
+                                   f"a {m.kind} move changes the selection for the better", m.description,
+                                   summary=message)
+    return submit_text(cfg, proposal.text, path, message=message, log=log, backend=backend,
+                       compiled=proposal.compiled)
 
 
 def submit_text(cfg, text: str, path, *, message: str, log: Callable[[str], None] = print, backend=None,

@@ -23,7 +23,7 @@ from cbdsl.pipelines.loop.sandbox import SandboxError, load
 from cbdsl.pipelines.loop.submit import ledger_for
 from cbdsl.pipelines.loop.witness import Witness
 from cbdsl.scaffolds.catalogue import family_of
-from cbdsl.scaffolds.modes import history_of
+from cbdsl.scaffolds.modes import history_of, research_note
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Step:
     score: float | None
     delta: float | None
     best: float | None
+    note: dict[str, str] | None = None  # the research note of its message (observation, hypothesis, change)
 
     @property
     def improved(self) -> bool:
@@ -60,7 +61,7 @@ def steps(history: Sequence[tuple[int, ast.Policy]], entries) -> list[Step]:
         best = score if best is None else max(best, score) if score is not None else best
         cited = tuple(m.name for c in policy.of_kind(ast.Cite) for m in c.methods)
         out.append(Step(n, by_n[n].message, change, tuple(sorted(families)), tuple(sorted(families - seen)),
-                        cited, score, delta, best))
+                        cited, score, delta, best, research_note(by_n[n].message)))
         seen |= families
     return out
 
@@ -174,8 +175,11 @@ def render(run: Run) -> str:
     for s in run.steps:
         fams = ", ".join(("+" if f in s.introduced and s.change != "baseline" else "") + f for f in s.families) or "-"
         delta = "-" if s.delta is None else f"{s.delta:+.4f}"
+        first = next((line for line in s.message.splitlines() if line.strip()), "")
+        first = "" if s.note and first.split(":")[0].strip().lower() in s.note else first
         lines.append(f"{s.iteration:>4}  {s.change:<11} {_num(s.score):>8} {delta:>8} {_num(s.best):>8}  "
-                     f"{fams:<40} {s.message}".rstrip())
+                     f"{fams:<40} {first}".rstrip())
+        lines += [f"{'':>6}{part}: {text}" for part, text in (s.note or {}).items()]
     lines += ["", *_summary_lines([run])]
     return "\n".join(lines)
 

@@ -10,12 +10,19 @@
   again (a family in each of the last three iterations must not be the only
   family of the next).
 
+- ``research`` (Curation-Bench's instruction protocol): every iteration
+  after the baseline carries a research note, an observation, a hypothesis
+  and the minimal change that tests it (the iteration's message, in three
+  labelled parts: :func:`research_message`), and its diff to the previous
+  iteration is more than numbers (the protocol bans knob tweaks).
+
 With a declarative policy these are checked on the AST instead of trusted
 to a log. Each rule has a stable code (``cbdsl check --explain S105``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,7 +68,7 @@ form that `cbdsl methods ID` shows.
 Fix: change how the method is used (inputs, parameters, thresholds, the
 clauses it works with) and say how in `adapt ID "..."`."""),
     Code("S105", "shallow move: no structural change", """
-Scaffold `adapt`: an iteration whose AST diff to the previous iteration
+Scaffolds `adapt` and `research`: an iteration whose AST diff to the previous iteration
 changes only numbers (thresholds, weights, seeds, the budget split), or
 nothing that shapes the selection, is local tuning, not method research.
 
@@ -73,7 +80,40 @@ iterations, the next one must not rest on that family alone.
 
 Fix: bring in a method of another family (PROTOCOL.md's strategy guide and
 `cbdsl methods` list the families)."""),
+    Code("S107", "no research note", """
+Scaffold `research`: every iteration after the baseline says what it
+observed, what it hypothesizes and the minimal change that tests it, in the
+iteration's message:
+
+    cbdsl submit --observation "refcoco is at chance" \
+                 --hypothesis "box rows are drowned by refusals" \
+                 --change "drop answers that refuse"
+
+Fix: submit with --observation, --hypothesis and --change (or a message
+with lines starting `observation:`, `hypothesis:` and `change:`)."""),
 )}
+
+#: The parts of a research note, in order (scaffold ``research``).
+NOTE_PARTS = ("observation", "hypothesis", "change")
+_NOTE_LINE = re.compile(r"^\s*(observation|hypothesis|change)\s*:\s*(.*?)\s*$", re.I | re.M)
+
+
+def research_message(observation: str, hypothesis: str, change: str, summary: str = "") -> str:
+    """The message that carries a research note: an optional summary line, then one labelled line per part."""
+    parts = dict(zip(NOTE_PARTS, (observation, hypothesis, change)))
+    lines = [summary.strip()] if summary.strip() else []
+    return "\n".join(lines + [f"{k}: {' '.join(v.split())}" for k, v in parts.items()])
+
+
+def research_note_parts(message: str) -> dict[str, str]:
+    """The labelled parts a message has (non-empty ones), complete or not."""
+    return {k.lower(): v for k, v in _NOTE_LINE.findall(message or "") if v}
+
+
+def research_note(message: str) -> dict[str, str] | None:
+    """A message's research note (each part's text, in :data:`NOTE_PARTS` order), or None when one is missing."""
+    found = research_note_parts(message)
+    return {k: found[k] for k in NOTE_PARTS} if all(k in found for k in NOTE_PARTS) else None
 
 
 @dataclass(frozen=True)
@@ -98,6 +138,8 @@ def check_policy(scaffold: str, policy: ast.Policy, history: Sequence[tuple[int,
     """
     if scaffold in ("open", "guide"):
         return []
+    if scaffold == "research":
+        return _shallow(policy, history)
     cites = [m for c in policy.of_kind(ast.Cite) for m in c.methods]
     if not cites:
         first = policy.clauses[0].span if policy.clauses else None
@@ -184,9 +226,16 @@ def history_of(entries) -> list[tuple[int, ast.Policy]]:
             for e in sorted(entries, key=lambda e: e.n) if e.status == "scored"]
 
 
-def check_submission(scaffold: str, policy: ast.Policy, entries) -> list[str]:
-    """Why the scaffold refuses ``policy`` after the ledger ``entries``: one line per rule with its fix (empty: accepted)."""
-    return [v.text for v in check_policy(scaffold, policy, history_of(entries))]
+def check_submission(scaffold: str, policy: ast.Policy, entries, message: str = "") -> list[str]:
+    """Why the scaffold refuses ``policy``, submitted with ``message`` after the ledger ``entries``: one line per
+    rule with its fix (empty: accepted)."""
+    violations = check_policy(scaffold, policy, history_of(entries))
+    if scaffold == "research" and research_note(message) is None:
+        missing = [k for k in NOTE_PARTS if k not in research_note_parts(message)]
+        violations.append(Violation("S107", f"its message has no {', no '.join(missing)}",
+                                    "submit with --observation, --hypothesis and --change"))
+    return [v.text for v in violations]
+
 
 
 def scaffold_warnings(policy: ast.Policy, scaffold: str, history) -> list[Diagnostic]:

@@ -14,7 +14,7 @@ from cbdsl.cli import cli
 from cbdsl.dsl.parser import parse
 from cbdsl.pipelines.data.demo import make_demo
 from cbdsl.scaffolds.catalogue import FAMILIES
-from cbdsl.scaffolds.modes import RULES, check_policy
+from cbdsl.scaffolds.modes import RULES, check_policy, check_submission, research_message, research_note
 
 HEAD = 'policy "p"\npool "demo"\nbudget 200\n'
 BASELINE = parse(HEAD + "select random(seed=0)\n")
@@ -77,8 +77,33 @@ def test_s106_one_family_three_times_in_a_row_must_not_be_the_only_family_next()
     assert codes(again, history[:-1]) == []  # two in a row only
 
 
+def test_s107_research_needs_a_note_and_bans_knob_tweaks():
+    """`research`: no citation needed, a literal-only change is S105, a message without its note S107."""
+    history = [(0, BASELINE), (1, parse(HEAD + "filter words(text) > 3\n"))]
+    assert codes(HEAD + "filter words(text) > 4\n", history, scaffold="research") == ["S105"]
+    assert codes(HEAD + "filter words(text) > 3\nfilter len(text) < 200\n", history, scaffold="research") == []
+
+    class Entry:  # what check_submission reads of a ledger entry
+        def __init__(self, n, text):
+            self.n, self.policy_text, self.status = n, text, "scored"
+
+    entries = [Entry(0, HEAD + "select random(seed=0)\n")]
+    new = parse(HEAD + "filter words(text) > 3\n")
+    note = research_message("captions under 3 words score low", "short captions are noise", "drop them",
+                            summary="fewer short captions")
+    assert note.splitlines() == ["fewer short captions", "observation: captions under 3 words score low",
+                                 "hypothesis: short captions are noise", "change: drop them"]
+    assert research_note(note) == {"observation": "captions under 3 words score low",
+                                   "hypothesis": "short captions are noise", "change": "drop them"}
+    assert check_submission("research", new, entries, note) == []
+    [refusal] = check_submission("research", new, entries, "Observation: x\nchange: y")
+    assert refusal.startswith("[S107 no research note] its message has no hypothesis") and "--hypothesis" in refusal
+    assert research_note("observation: a\nhypothesis:   \nchange: c") is None  # an empty part is no part
+    assert check_submission("open", new, entries, "") == []
+
+
 def test_every_rule_has_an_explanation_and_a_test():
-    assert sorted(RULES) == ["S101", "S102", "S103", "S104", "S105", "S106"]
+    assert sorted(RULES) == ["S101", "S102", "S103", "S104", "S105", "S106", "S107"]
     tested = Path(__file__).read_text()
     for code, rule in RULES.items():
         assert f"def test_{code.lower()}_" in tested and "Fix:" in rule.explanation
@@ -123,11 +148,11 @@ def run(*args: str) -> tuple[int, str]:
     return out.exit_code, out.output
 
 
-def submit(root: Path, text: str) -> dict:
+def submit(root: Path, text: str, *options: str) -> dict:
     (root / "policy.cur").write_text(text)
     code, out = run("compile", "policy.cur")
     assert code == 0, out
-    _code, out = run("submit", "--json")
+    _code, out = run("submit", "--json", *options)
     return json.loads(out[out.index("{"):])
 
 
@@ -158,3 +183,26 @@ def test_guide_protocol_has_the_strategy_guide_from_the_catalogue(pools, tmp_pat
     assert "`exact_dedup` (dedup)" in guide and "`minhash`" in guide
     adapt = (sandbox(pools, tmp_path / "a", monkeypatch, "adapt") / "PROTOCOL.md").read_text()
     assert "## Strategy guide" not in adapt and "shallow move" in adapt
+
+
+def test_research_sandbox_records_the_note_and_refuses_knobs(pools, tmp_path, monkeypatch):
+    root = sandbox(pools, tmp_path / "r", monkeypatch, "research")
+    assert "research note" in (root / "PROTOCOL.md").read_text()
+    first = HEAD + "filter words(text) > 3\n"
+    refused = submit(root, first, "-m", "short captions out")
+    assert refused["status"] == "refused" and "S107" in refused["error"]
+    note = ("--observation", "the baseline keeps one-word captions", "--hypothesis", "they are noise",
+            "--change", "keep captions of 4+ words")
+    scored = submit(root, first, "-m", "short captions out", *note)
+    assert scored["status"] == "scored"
+    knob = submit(root, first.replace("> 3", "> 5"), *note)
+    assert knob["status"] == "refused" and "S105" in knob["error"]
+    code, out = run("show", str(scored["iteration"]))
+    assert code == 0 and "hypothesis: they are noise" in out
+    code, out = run("trajectory", "--json")
+    steps = json.loads(out)["iterations"]
+    assert steps[-1]["note"] == {"observation": "the baseline keeps one-word captions",
+                                 "hypothesis": "they are noise", "change": "keep captions of 4+ words"}
+    assert steps[0]["note"] is None  # the baseline
+    code, out = run("trajectory")
+    assert "short captions out" in out and "      change: keep captions of 4+ words" in out

@@ -23,6 +23,13 @@ SCAFFOLD_RULES = {
         "changes numbers relative to the previous one is refused as a shallow move, and a method family used "
         "in the last three iterations in a row must not be the only family of the next."
     ),
+    "research": (
+        "Every iteration after the baseline carries a research note: what you observed (in the scores, the "
+        "funnel, the data), the hypothesis it suggests, and the minimal change to the policy that tests it "
+        "(`cbdsl submit --observation \"...\" --hypothesis \"...\" --change \"...\"`). A change that only tunes "
+        "numbers (thresholds, seeds, weights) relative to the previous iteration is refused: test a hypothesis, "
+        "not a knob."
+    ),
 }
 
 

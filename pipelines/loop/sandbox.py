@@ -19,7 +19,7 @@ from cbdsl.compiler.rule8 import looks_like_path
 from cbdsl.pipelines.data.roots import resolve_pool
 
 CONFIG = "cbdsl.toml"
-SCAFFOLDS = ("open", "guide", "cite", "adapt")
+SCAFFOLDS = ("open", "guide", "cite", "adapt", "research")
 BACKENDS = ("mini", "mini-vlm", "command", "ray")
 
 

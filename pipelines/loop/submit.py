@@ -151,7 +151,8 @@ def _submit_one(cfg, ledger: Ledger, pool, backend, text: str, name: str, messag
                           f"{cfg.budget}: write `budget {cfg.budget}` in the policy")
         if message != BASELINE_MESSAGE:  # the baseline is the scaffold's reference, not an iteration it judges
 
-            reasons = check_submission(cfg.scaffold, compiled.policy, [e for e in ledger.entries() if e.n < n])
+            reasons = check_submission(cfg.scaffold, compiled.policy, [e for e in ledger.entries() if e.n < n],
+                                       message)
             if reasons:
                 raise Refused("scaffold", f"scaffold `{cfg.scaffold}` refuses this policy: " + " ".join(reasons))
         t = time.perf_counter()
