@@ -276,3 +276,29 @@ def test_mini_backend_trains_and_evaluates(pools, tmp_path, monkeypatch):
                                           "zeroshot_texture", "retrieval_image_to_text_r1",
                                           "retrieval_text_to_image_r1"}
     assert 0 <= metrics["aggregate"] <= 1 and backend.suite.startswith("mini-v6-")
+
+
+def test_feedback_reports_the_calibrated_seed_noise_of_the_recipe():
+    """The embedded backends know their aggregate's seed std for the default recipe (any seed); a changed
+    recipe, or an external backend, reports none. The feedback shows it beside the aggregate and the deltas."""
+    from cbdsl.pipelines.loop.backends import BACKENDS
+    from cbdsl.pipelines.loop.ledger import Entry
+    from cbdsl.pipelines.loop.submit import Feedback, render_feedback
+
+    vlm, mini = BACKENDS["mini-vlm"], BACKENDS["mini"]
+    assert vlm.from_settings(seed=4).seed_std == vlm.SEED_STD == 0.0100 and "bench_validity" in vlm.SEED_STD_SOURCE
+    assert mini.from_settings().seed_std == 0.0218
+    assert vlm.from_settings(steps=400).seed_std is None and vlm.from_settings(eval_rows=100).seed_std is None
+    assert mini.from_settings(lr=0.004).seed_std is None
+    entry = Entry(n=3, status="scored", message="m", policy_text="", policy_ast="", policy_hash="h", pool_hash="p",
+                  selection_hash="s", manifest=None, selected=10, audit=None, backend="mini-vlm", suite="x",
+                  metrics={}, aggregate=0.6413, error=None, pid=None, started_at=0.0, finished_at=1.0, timings=None,
+                  prev_hash=None, entry_hash=None)
+    fb = Feedback(entry=entry, benchmarks={"vqa": 0.8}, aggregate=0.6413, delta_best=0.02, delta_baseline=0.045,
+                  rank=1, of=4, iterations_left=6, seed_std=0.01, seed_std_source="measured")
+    text = render_feedback(fb)
+    assert "0.6413 ± 0.0100 (seed std of this recipe)" in text
+    assert "vs best so far  +0.0200 (+2.0 seed stds)" in text and "vs baseline     +0.0450 (+4.5 seed stds)" in text
+    assert fb.to_json()["seed_std"] == 0.01
+    quiet = render_feedback(Feedback(entry=entry, benchmarks={"vqa": 0.8}, aggregate=0.6, delta_best=0.02, rank=1))
+    assert "±" not in quiet and "seed stds" not in quiet and "vs best so far  +0.0200" in quiet

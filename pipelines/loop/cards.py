@@ -138,7 +138,9 @@ def protocol_md(cfg, pool) -> str:
         "## Feedback", "",
         "Each submission reports the score of every benchmark of the suite, their aggregate (the mean), the "
         "change against your best so far and against the baseline, your rank among your submissions, and the "
-        "iterations left. Higher is better.", "",
+        "iterations left. Higher is better. With the embedded backends' default recipe it also gives the "
+        "aggregate's seed std (how far the same selection's score moves with the training seed, as measured "
+        "by cbdsl's validity benchmark): a change smaller than about two of them may be noise.", "",
     ]
     if cfg.scaffold == "guide":
         out.append(strategy_guide())

@@ -58,6 +58,8 @@ class Feedback:
     of: int = 0
     iterations_left: int = 0
     warnings: list[str] = field(default_factory=list)
+    seed_std: float | None = None  # the aggregate's noise over training seeds, when the recipe is calibrated
+    seed_std_source: str = ""
 
     def to_json(self) -> dict[str, Any]:
         e = self.entry
@@ -67,6 +69,7 @@ class Feedback:
             "benchmarks": self.benchmarks, "aggregate": self.aggregate, "delta_best": self.delta_best,
             "delta_baseline": self.delta_baseline, "rank": self.rank, "of": self.of,
             "iterations_left": self.iterations_left, "error": e.error, "warnings": self.warnings,
+            "seed_std": self.seed_std, "seed_std_source": self.seed_std_source or None,
         }
 
 
@@ -125,7 +128,10 @@ def submit(cfg, *, message: str = "", wait: bool = False, log: Callable[[str], N
                 raise SubmitError(f"no iterations left: all {cfg.iterations} are used "
                                   "(`cbdsl leaderboard` shows your best)")
             entry = _submit_one(cfg, ledger, pool, backend, text, str(source_path), message, log)
-            return feedback(cfg, ledger, entry, backend.suite)
+            fb = feedback(cfg, ledger, entry, backend.suite)
+            fb.seed_std = getattr(backend, "seed_std", None)  # external backends report no noise
+            fb.seed_std_source = getattr(backend, "SEED_STD_SOURCE", "") if fb.seed_std is not None else ""
+            return fb
     finally:
         ledger.close()
 
@@ -214,11 +220,12 @@ def render_feedback(fb: Feedback) -> str:
     lines = [head]
     for name, score in sorted(fb.benchmarks.items()):
         lines.append(f"  {name:<28} {score:8.4f}")
-    lines.append(f"  {'aggregate':<28} {fb.aggregate:8.4f}")
-    if fb.delta_best is not None:
-        lines.append(f"  vs best so far  {fb.delta_best:+.4f}")
-    if fb.delta_baseline is not None:
-        lines.append(f"  vs baseline     {fb.delta_baseline:+.4f}")
+    noise = f" ± {fb.seed_std:.4f} (seed std of this recipe)" if fb.seed_std else ""
+    lines.append(f"  {'aggregate':<28} {fb.aggregate:8.4f}{noise}")
+    for label, delta in (("vs best so far ", fb.delta_best), ("vs baseline    ", fb.delta_baseline)):
+        if delta is not None:
+            stds = f" ({delta / fb.seed_std:+.1f} seed stds)" if fb.seed_std else ""
+            lines.append(f"  {label} {delta:+.4f}{stds}")
     lines.append(f"  rank {fb.rank} of {fb.of}; {fb.iterations_left} iterations left")
     if e.audit and e.audit.get("verdict") == "warning":
         lines.append(f"  audit: warning, {e.audit['flagged']} rows overlap an evaluation set")

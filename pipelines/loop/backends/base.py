@@ -55,6 +55,19 @@ class RecipeSettings:
     a ``recipe`` field and names its default recipe in ``RECIPE``."""
 
     RECIPE: ClassVar[Any]
+    #: The aggregate's seed std of the default recipe (what the validity benchmark measured, pooled over its
+    #: arms), and where it was measured; None: not calibrated.
+    SEED_STD: ClassVar[float | None] = None
+    SEED_STD_SOURCE: ClassVar[str] = ""
+
+    @property
+    def seed_std(self) -> float | None:
+        """The calibrated seed std when this backend runs the default recipe (any seed), else None: a changed
+        recipe has a noise nobody measured."""
+        defaults = {k: v for k, v in self.settings().items() if k not in ("seed", "format")}
+        mine = {**asdict(self.recipe), **{f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+                                          if f.name not in ("recipe", "name")}}
+        return self.SEED_STD if all(mine.get(k) == v for k, v in defaults.items()) else None
 
     @classmethod
     def settings(cls) -> dict[str, Any]:

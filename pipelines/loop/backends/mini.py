@@ -62,6 +62,9 @@ class MiniBackend(RecipeSettings):
     name: str = "mini"
     format: str = "parquet"
     RECIPE: ClassVar[Recipe] = RECIPE
+    SEED_STD: ClassVar[float | None] = 0.0218
+    SEED_STD_SOURCE: ClassVar[str] = ("pooled over the four arms and seeds 0-2 of tests/benchmarks/bench_validity.py, "
+                                      "CPU at 2 threads (README: Validity of the mini backend)")
 
     @property
     def suite(self) -> str:
