@@ -76,3 +76,12 @@ def test_skill_names_follow_the_rule_whatever_the_id():
                   scorers=(), canonical="cite x", url="", departures=("d",))
     fields, body = front_matter(skill_md(long))
     assert len(fields["name"]) == 64 and "no single paper" in fields["description"] and "- d" in body
+
+
+def test_agents_md_shows_the_research_note_under_the_research_scaffold(tmp_path, monkeypatch):
+    make_demo(tmp_path / "pools" / "demo", rows=300, seed=0)
+    monkeypatch.setenv("CBDSL_POOLS", str(tmp_path / "pools"))
+    out = CliRunner().invoke(cli, ["init", str(tmp_path / "sb"), "--budget", "100", "--scaffold", "research"])
+    assert out.exit_code == 0, out.output
+    text = (tmp_path / "sb" / "AGENTS.md").read_text()
+    assert "--observation" in text and "--hypothesis" in text and "--change" in text

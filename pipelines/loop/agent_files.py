@@ -98,10 +98,14 @@ def agents_md(cfg) -> str:
         "```",
         "cbdsl check policy.cur && cbdsl explain --run policy.cur   # valid? what does each clause keep?",
         "cbdsl compile policy.cur                                  # plan it; submit runs what compile saw",
-        "cbdsl submit -m \"what you changed and why\" --json          # train + evaluate; the scores",
+        ("cbdsl submit --observation \"...\" --hypothesis \"...\" --change \"...\" --json   # the research note; "
+         "the scores" if cfg.scaffold == "research" else
+         "cbdsl submit -m \"what you changed and why\" --json          # train + evaluate; the scores"),
         "cbdsl log && cbdsl trajectory                             # your run so far",
         "```", "",
-        "Every command takes `--json` for machine-readable output. Errors name the place, the reason and a fix.", "",
+        "`check`, `explain`, `compile`, `submit`, `log`, `show`, `diff`, `trajectory` and `methods` take `--json` "
+        "for machine-readable output; `cbdsl mcp` serves them as MCP tools. Errors name the place, the reason "
+        "and a fix.", "",
         "## Do not", "",
         "- edit `cbdsl.toml` or anything under `.cbdsl/` (the task and its ledger; a changed task is refused);",
         "- read evaluation data: policies reach only the pool and its scorers, and the audit refuses selections "
