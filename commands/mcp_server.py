@@ -58,6 +58,7 @@ def explain_failure(stdout: str, stderr: str) -> str:
 
 def build(root: str | Path = ".", python: str = sys.executable):
     """The server for the sandbox (or any folder) ``root``: one tool per command."""
+    import anyio
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
 
@@ -65,8 +66,6 @@ def build(root: str | Path = ".", python: str = sys.executable):
     server = MCPServer(NAME, instructions=INSTRUCTIONS)
 
     async def cbdsl(*args: str) -> Output:
-        import anyio
-
         command = ["cbdsl", *args]
         done = await anyio.run_process([python, "-m", "cbdsl", *args], cwd=folder, check=False)
         stdout, stderr = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")

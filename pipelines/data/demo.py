@@ -168,18 +168,32 @@ def with_rates(changes: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
     Raises ValueError naming an unknown source or defect, a rate outside
     [0, 1], or a source whose caption (or image) defects sum above 1.
     """
-    out = {s: dict(r) for s, r in DEFECT_RATES.items()}
-    for source, defects in changes.items():
+    return replace_rates(DEFECT_RATES, changes, DEFECTS, "the demo",
+                         lambda _rates: (_CAPTION_DEFECTS, _IMAGE_DEFECTS, ("exact_duplicate", "near_duplicate")))
+
+
+def replace_rates(base: dict[str, dict[str, float]], changes: dict[str, dict[str, float]], defects: tuple[str, ...],
+                  pool: str, groups, own_only: bool = False) -> dict[str, dict[str, float]]:
+    """``base`` (rates per source) with ``changes`` applied, checked: each demo's ``with_rates``.
+
+    ``groups(source_rates)`` gives the sets of defects whose rates must not sum above 1; with ``own_only`` a
+    source takes only the defects it already has (the others cannot occur in its rows).
+    """
+    out = {s: dict(r) for s, r in base.items()}
+    for source, new in changes.items():
         if source not in out:
-            raise ValueError(f"unknown source {source!r}; the demo's sources are {', '.join(SOURCE_SHARES)}")
-        for defect, rate in defects.items():
-            if defect not in DEFECTS:
-                raise ValueError(f"unknown defect {defect!r}; the demo's defects are {', '.join(DEFECTS)}")
+            raise ValueError(f"unknown source {source!r}; {pool}'s sources are {', '.join(base)}")
+        for defect, rate in new.items():
+            if defect not in defects:
+                raise ValueError(f"unknown defect {defect!r}; {pool}'s defects are {', '.join(defects)}")
+            if own_only and defect not in out[source]:
+                raise ValueError(f"{source} rows cannot have the defect {defect!r}; its defects are "
+                                 f"{', '.join(out[source])}")
             if not 0 <= rate <= 1:
                 raise ValueError(f"the rate of {defect} in {source} must be between 0 and 1, not {rate}")
             out[source][defect] = float(rate)
-        for kind in (_CAPTION_DEFECTS, _IMAGE_DEFECTS, ("exact_duplicate", "near_duplicate")):
-            if sum(out[source][d] for d in kind) > 1:
+        for kind in groups(out[source]):
+            if sum(out[source].get(d, 0.0) for d in kind) > 1:
                 raise ValueError(f"{source}: the rates of {', '.join(kind)} sum above 1")
     return out
 

@@ -64,7 +64,7 @@ import polars as pl
 
 from cbdsl.pipelines.data import instructions as it
 from cbdsl.pipelines.data import synth
-from cbdsl.pipelines.data.demo import split_counts
+from cbdsl.pipelines.data.demo import replace_rates, split_counts
 from cbdsl.pipelines.data.demo_it_eval import eval_asset
 from cbdsl.pipelines.data.image_folder import Images
 from cbdsl.pipelines.data.llava import llava_frame
@@ -148,22 +148,7 @@ def with_rates(changes: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
     cannot have (text-only chat has no image to contradict), a rate outside
     [0, 1], or a source whose defects sum above 1.
     """
-    out = {s: dict(r) for s, r in DEFECT_RATES.items()}
-    for source, defects in changes.items():
-        if source not in out:
-            raise ValueError(f"unknown source {source!r}; demo-it's sources are {', '.join(SOURCE_SHARES)}")
-        for defect, rate in defects.items():
-            if defect not in DEFECTS:
-                raise ValueError(f"unknown defect {defect!r}; demo-it's defects are {', '.join(DEFECTS)}")
-            if defect not in out[source]:
-                raise ValueError(f"{source} rows cannot have the defect {defect!r}; its defects are "
-                                 f"{', '.join(out[source])}")
-            if not 0 <= rate <= 1:
-                raise ValueError(f"the rate of {defect} in {source} must be between 0 and 1, not {rate}")
-            out[source][defect] = float(rate)
-        if sum(out[source].values()) > 1:
-            raise ValueError(f"{source}: its defect rates sum above 1")
-    return out
+    return replace_rates(DEFECT_RATES, changes, DEFECTS, "demo-it", lambda rates: (tuple(rates),), own_only=True)
 
 
 def generate_demo_it(rows: int = DEFAULT_ROWS, seed: int = 0,

@@ -64,10 +64,8 @@ class RecipeSettings:
     def seed_std(self) -> float | None:
         """The calibrated seed std when this backend runs the default recipe (any seed), else None: a changed
         recipe has a noise nobody measured."""
-        defaults = {k: v for k, v in self.settings().items() if k not in ("seed", "format")}
-        mine = {**asdict(self.recipe), **{f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
-                                          if f.name not in ("recipe", "name")}}
-        return self.SEED_STD if all(mine.get(k) == v for k, v in defaults.items()) else None
+        calibrated = type(self).from_settings(seed=self.recipe.seed, format=self.format)  # type: ignore[attr-defined]
+        return self.SEED_STD if self == calibrated else None
 
     @classmethod
     def settings(cls) -> dict[str, Any]:
