@@ -18,9 +18,10 @@ from cbdsl.commands.pool import DEMOS, pool_call
 from cbdsl.pipelines.data.errors import PoolError
 from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.roots import resolve_pool, search_path
+from cbdsl.pipelines.loop import test_scores
 from cbdsl.pipelines.loop.backends.base import BackendError
 from cbdsl.pipelines.loop.ledger import LedgerBroken, LedgerError
-from cbdsl.pipelines.loop.init import init, retire_earlier_run
+from cbdsl.pipelines.loop.init import TRACKS, init, retire_earlier_run
 from cbdsl.pipelines.loop.sandbox import CONFIG, SCAFFOLDS, SandboxError, load
 from cbdsl.pipelines.loop.submit import SubmitError, ledger_for, render_feedback, reproduce, submit
 from cbdsl.pipelines.loop.witness import Witness
@@ -35,8 +36,6 @@ def open_sandbox():
         raise click.UsageError(str(err)) from err
 
 
-#: Per track: its demo pool, its embedded backend, its default budget (``cbdsl init --track``).
-TRACKS = {"clip": ("demo", "mini", 5000), "it": ("demo-it", "mini-vlm", 4000)}
 
 
 @click.command("init")
@@ -223,20 +222,44 @@ def show_cmd(n: int, as_json: bool) -> None:
 
 
 @click.command("leaderboard")
+@click.option("--test", "with_test", is_flag=True,
+              help="For the researcher: each iteration's test score (the suite's held-out part, never shown to the "
+                   "agent) and the dev - test gap.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def leaderboard_cmd(as_json: bool) -> None:
-    """Scored iterations, best first (exit 1, with a warning, when the ledger does not verify)."""
-    entries, verdict = _read_ledger(lambda ledger: ledger.scored())
+def leaderboard_cmd(with_test: bool, as_json: bool) -> None:
+    """Scored iterations, best first by the dev score the agent sees (exit 1, with a warning, when the ledger
+    does not verify); `--test` adds the test scores from the researcher's record outside the sandbox."""
+    refusal = with_test and test_scores.refuse_in_agent_run("cbdsl leaderboard --test")
+    if refusal:
+        raise click.UsageError(refusal)
+    (entries, tests), verdict = _read_ledger(
+        lambda ledger: (ledger.scored(), test_scores.read(ledger.witness, ledger.entries()) if with_test else {}))
     scored = sorted(entries, key=lambda e: (e.aggregate is None, -(e.aggregate or 0.0), e.n))
     if as_json:
-        echo_json([{"rank": i + 1, "iteration": e.n, "aggregate": e.aggregate, "message": e.message,
-                    "benchmarks": (e.metrics or {}).get("benchmarks")} for i, e in enumerate(scored)])
+        rows = []
+        for i, e in enumerate(scored):
+            row = {"rank": i + 1, "iteration": e.n, "aggregate": e.aggregate, "message": e.message,
+                   "benchmarks": (e.metrics or {}).get("benchmarks")}
+            if with_test:
+                test = tests.get(e.n)
+                row["test"] = None if test is None else {"aggregate": test["aggregate"],
+                                                         "benchmarks": test["benchmarks"]}
+                row["gap"] = None if test is None or e.aggregate is None else e.aggregate - test["aggregate"]
+            rows.append(row)
+        echo_json(rows)
     else:
         if not scored:
             click.echo("nothing scored yet")
+        elif with_test:
+            click.echo(f"{'':>4} {'iteration':<14} {'dev':>6}  {'test':>6}  {'gap':>7}")
         for i, e in enumerate(scored):
-            label = "baseline" if e.is_baseline else (e.message or "")
-            click.echo(f"{i + 1:>3}. iteration {e.n:<4} {_score(e.aggregate)}  {label}")
+            label = "baseline" if e.is_baseline else (e.message.splitlines()[0] if e.message else "")
+            test = tests.get(e.n)
+            extra = ""
+            if with_test:
+                gap = None if test is None or e.aggregate is None else e.aggregate - test["aggregate"]
+                extra = f"  {_score(test and test['aggregate'])}  {'-' if gap is None else format(gap, '+.4f'):>7}"
+            click.echo(f"{i + 1:>3}. iteration {e.n:<4} {_score(e.aggregate)}{extra}  {label}")
     _unverified(verdict)
 
 

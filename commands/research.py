@@ -19,6 +19,7 @@ from cbdsl.dsl.diff_view import render_diff
 from cbdsl.dsl.parser import parse_diagnostics
 from cbdsl.pipelines.data.errors import PoolError
 from cbdsl.pipelines.loop.backends.base import BackendError
+from cbdsl.pipelines.loop import test_scores
 from cbdsl.pipelines.loop.ledger import LedgerError
 from cbdsl.pipelines.loop.submit import SubmitError
 from cbdsl.research import trajectory as tj
@@ -98,20 +99,27 @@ def diff_cmd(old: str, new: str, as_json: bool) -> None:
 @click.argument("runs", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--compare", is_flag=True, help="Put the RUNS (sandbox folders) side by side.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write score vs iteration to this PNG.")
+@click.option("--test", "with_test", is_flag=True,
+              help="For the researcher: each iteration's test score (the suite's held-out part, never shown to the "
+                   "agent) and the dev - test gap.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def trajectory_cmd(runs: tuple[str, ...], compare: bool, plot_path: str | None, as_json: bool) -> None:
+def trajectory_cmd(runs: tuple[str, ...], compare: bool, plot_path: str | None, with_test: bool, as_json: bool) -> None:
     """A run's iterations: change class, families used and introduced, citations, score, delta, best so far.
 
     The summary gives the share of iterations that introduce a new method family, that are literal-only,
     that improve the best, and the iteration of the best. RUNS default to the current sandbox;
-    `--compare A B ...` shows several runs (agents, scaffolds) side by side.
+    `--compare A B ...` shows several runs (agents, scaffolds) side by side. `--test` adds the test scores
+    from the researcher's record outside the sandbox (refused inside an agent run).
     """
     if len(runs) > 1 and not compare:
         raise click.UsageError("several runs given: add --compare to put them side by side")
     if compare and len(runs) < 2:
         raise click.UsageError("--compare needs at least two run folders (sandboxes)")
+    refusal = with_test and test_scores.refuse_in_agent_run("cbdsl trajectory --test")
+    if refusal:
+        raise click.UsageError(refusal)
     try:
-        loaded = [tj.load_run(r) for r in runs or (".",)]
+        loaded = [tj.load_run(r, test=with_test) for r in runs or (".",)]
     except tj.TrajectoryError as err:
         raise click.UsageError(str(err)) from err
     except LedgerError as err:

@@ -18,6 +18,7 @@ from pathlib import Path
 from cbdsl.dsl import ast
 from cbdsl.dsl.diagnostics import PolicyError
 from cbdsl.dsl.diff import diff_policies, policy_families
+from cbdsl.pipelines.loop import test_scores
 from cbdsl.pipelines.loop.ledger import LedgerBroken, LedgerError
 from cbdsl.pipelines.loop.sandbox import SandboxError, load
 from cbdsl.pipelines.loop.submit import ledger_for
@@ -40,14 +41,22 @@ class Step:
     delta: float | None
     best: float | None
     note: dict[str, str] | None = None  # the research note of its message (observation, hypothesis, change)
+    test: float | None = None  # the test part's aggregate (researcher's record; only with --test)
 
     @property
     def improved(self) -> bool:
         return self.delta is not None and self.delta > 0
 
+    @property
+    def gap(self) -> float | None:
+        """Dev minus test: how much of the score the feedback's own questions explain (fitting the feedback)."""
+        return None if self.score is None or self.test is None else self.score - self.test
 
-def steps(history: Sequence[tuple[int, ast.Policy]], entries) -> list[Step]:
-    """The steps of scored iterations ``history`` (``(n, policy)`` in order); ``entries`` give messages and scores."""
+
+def steps(history: Sequence[tuple[int, ast.Policy]], entries, tests: dict[int, dict] | None = None) -> list[Step]:
+    """The steps of scored iterations ``history`` (``(n, policy)`` in order); ``entries`` give messages and scores,
+    ``tests`` the test scores by iteration (:func:`cbdsl.pipelines.loop.test_scores.read`)."""
+    tests = tests or {}
     by_n = {e.n: e for e in entries}
     out: list[Step] = []
     seen: frozenset[str] = frozenset()
@@ -61,16 +70,23 @@ def steps(history: Sequence[tuple[int, ast.Policy]], entries) -> list[Step]:
         best = score if best is None else max(best, score) if score is not None else best
         cited = tuple(m.name for c in policy.of_kind(ast.Cite) for m in c.methods)
         out.append(Step(n, by_n[n].message, change, tuple(sorted(families)), tuple(sorted(families - seen)),
-                        cited, score, delta, best, research_note(by_n[n].message)))
+                        cited, score, delta, best, research_note(by_n[n].message),
+                        tests[n]["aggregate"] if n in tests else None))
         seen |= families
     return out
 
 
-def summary(run: Sequence[Step], refused: int = 0, failed: int = 0) -> dict:
-    """The shares the research reports, over the iterations after the baseline."""
+def summary(run: Sequence[Step], refused: int = 0, failed: int = 0, tested: bool = False) -> dict:
+    """The shares the research reports, over the iterations after the baseline; ``tested``: also the test score
+    of the best iteration (the one the dev feedback picks) and the mean dev-test gap."""
     tried = [s for s in run if s.change != "baseline"]
     n = len(tried)
     top = max((s for s in run if s.score is not None), key=lambda s: (s.score, -s.iteration), default=None)
+    test = {}
+    if tested:
+        gaps = [s.gap for s in run if s.gap is not None]
+        test = {"best_test": top.test if top else None, "mean_gap": sum(gaps) / len(gaps) if gaps else None,
+                "top_test": max((s.test for s in run if s.test is not None), default=None)}
     return {
         "iterations": n,
         "new_family_share": _share(sum(bool(s.introduced) for s in tried), n),
@@ -82,6 +98,7 @@ def summary(run: Sequence[Step], refused: int = 0, failed: int = 0) -> dict:
         "families_introduced": sorted({f for s in tried for f in s.introduced}),
         "refused": refused,
         "failed": failed,
+        **test,
     }
 
 
@@ -98,20 +115,28 @@ class Run:
     steps: tuple[Step, ...]
     summary: dict
     problems: str | None = None  # the ledger's verify report when it does not verify (not in the JSON)
+    tested: bool = False  # loaded with the test scores (``--test``, the researcher's view)
 
     def to_json(self) -> dict:
         return {"run": self.name, "scaffold": self.scaffold, "summary": self.summary,
-                "iterations": [{**asdict(s), "improved": s.improved} for s in self.steps]}
+                "iterations": [self._step_json(s) for s in self.steps]}
+
+    def _step_json(self, s: Step) -> dict:
+        out = {**asdict(s), "improved": s.improved}
+        if self.tested:
+            return {**out, "gap": s.gap}
+        del out["test"]  # the agent's view: no test key at all
+        return out
 
 
 class TrajectoryError(Exception):
     """A run cannot be read (no sandbox, no ledger)."""
 
 
-def load_run(start: str | Path = ".") -> Run:
+def load_run(start: str | Path = ".", *, test: bool = False) -> Run:
     """The trajectory of the sandbox at (or above) ``start``, from its ledger; ``problems`` says when the
     ledger does not verify. A damaged ledger, or an edited one whose policies no longer parse, raises
-    ``LedgerBroken``."""
+    ``LedgerBroken``. ``test``: with the test scores of the researcher's record."""
     try:
         cfg = load(start)
     except SandboxError as err:
@@ -124,17 +149,18 @@ def load_run(start: str | Path = ".") -> Run:
     try:
         entries = ledger.entries()
         verdict = ledger.verify()
+        tests = test_scores.read(ledger.witness, entries) if test else {}
     finally:
         ledger.close()
     counts = Counter(e.status for e in entries)
     try:
-        run = steps(history_of(entries), entries)
+        run = steps(history_of(entries), entries, tests)
     except PolicyError:
         if verdict.ok:
             raise
         raise LedgerBroken(verdict.report()) from None
-    return Run(cfg.root.name, cfg.scaffold, tuple(run), summary(run, counts["refused"], counts["failed"]),
-               None if verdict.ok else verdict.report())
+    return Run(cfg.root.name, cfg.scaffold, tuple(run), summary(run, counts["refused"], counts["failed"], test),
+               None if verdict.ok else verdict.report(), test)
 
 
 def iteration_policy(ref: str, start: str | Path = ".") -> tuple[str, str, frozenset[str]]:
@@ -170,14 +196,17 @@ def _num(value: float | None, fmt: str = ".4f") -> str:
 
 def render(run: Run) -> str:
     """The iterations as a table, then the summary."""
+    test_head = f" {'test':>8} {'gap':>8}" if run.tested else ""
     lines = [f"run {run.name} (scaffold {run.scaffold})",
-             f"{'iter':>4}  {'class':<11} {'score':>8} {'delta':>8} {'best':>8}  {'families (new marked +)':<40} message"]
+             f"{'iter':>4}  {'class':<11} {'score':>8} {'delta':>8} {'best':>8}{test_head}  "
+             f"{'families (new marked +)':<40} message"]
     for s in run.steps:
         fams = ", ".join(("+" if f in s.introduced and s.change != "baseline" else "") + f for f in s.families) or "-"
         delta = "-" if s.delta is None else f"{s.delta:+.4f}"
         first = next((line for line in s.message.splitlines() if line.strip()), "")
         first = "" if s.note and first.split(":")[0].strip().lower() in s.note else first
-        lines.append(f"{s.iteration:>4}  {s.change:<11} {_num(s.score):>8} {delta:>8} {_num(s.best):>8}  "
+        tested = f" {_num(s.test):>8} {_num(s.gap, '+.4f'):>8}" if run.tested else ""
+        lines.append(f"{s.iteration:>4}  {s.change:<11} {_num(s.score):>8} {delta:>8} {_num(s.best):>8}{tested}  "
                      f"{fams:<40} {first}".rstrip())
         lines += [f"{'':>6}{part}: {text}" for part, text in (s.note or {}).items()]
     lines += ["", *_summary_lines([run])]
@@ -191,12 +220,15 @@ _SUMMARY_ROWS = (("iterations", "iterations after the baseline", "d"),
                  ("best_iteration", "iteration of the best", "d"),
                  ("best_score", "best score", ".4f"),
                  ("refused", "refused submissions", "d"))
+_TEST_SUMMARY_ROWS = (("best_test", "test score of the best", ".4f"),
+              ("top_test", "highest test score", ".4f"),
+              ("mean_gap", "mean dev - test gap", "+.4f"))
 
 
 def _summary_lines(runs: Sequence[Run]) -> list[str]:
     width = max(14, *(len(r.name) for r in runs))
     lines = [f"{'':<32}" + "".join(f"{r.name:>{width + 2}}" for r in runs)]
-    for key, label, fmt in _SUMMARY_ROWS:
+    for key, label, fmt in _SUMMARY_ROWS + (_TEST_SUMMARY_ROWS if all(r.tested for r in runs) else ()):
         lines.append(f"{label:<32}" + "".join(f"{_num(r.summary[key], fmt):>{width + 2}}" for r in runs))
     return lines
 
@@ -211,7 +243,8 @@ def render_compare(runs: Sequence[Run]) -> str:
         cells = []
         for r in runs:
             s = next((s for s in r.steps if s.iteration == n), None)
-            cells.append("" if s is None else f"{s.change} {_num(s.score)}")
+            cells.append("" if s is None else f"{s.change} {_num(s.score)}"
+                         + (f"/{_num(s.test)}" if r.tested else ""))
         lines.append(f"{n:>4}" + "".join(f"{c:>{width + 2}}" for c in cells))
     return "\n".join(lines)
 
@@ -238,6 +271,10 @@ def plot(runs: Sequence[Run], path: str | Path) -> Path:
             if pts:
                 ax.scatter([s.iteration for s in pts], [s.score for s in pts], marker=marker, color=color,
                            s=90 if marker == "*" else 40, label=change, zorder=2)
+        tested = [s for s in scored if s.test is not None]
+        if tested:
+            ax.plot([s.iteration for s in tested], [s.test for s in tested], color="tab:green", marker=".",
+                    linewidth=0.8, label="test", zorder=1)
         ax.set_title(f"{run.name} ({run.scaffold})")
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)

@@ -270,12 +270,14 @@ def test_mini_backend_trains_and_evaluates(pools, tmp_path, monkeypatch):
     pool = Pool.open(pools / "demo")
     ids = pool.scan(["id"]).head(300).collect()
     selection = ids.with_columns(pl.int_range(1, 301).alias("rank"))
-    backend = MiniBackend.from_settings(steps=30, batch_size=64, eval_rows=200)
+    backend = MiniBackend.from_settings(steps=30, batch_size=64, eval_rows=200, test_rows=200)
     metrics = backend.run(Job(pool=pool, selection=selection, export_dir=tmp_path, workdir=tmp_path, log=lambda m: None))
     assert set(metrics["benchmarks"]) == {"zeroshot_shape", "zeroshot_color", "zeroshot_size", "zeroshot_position",
                                           "zeroshot_texture", "retrieval_image_to_text_r1",
                                           "retrieval_text_to_image_r1"}
-    assert 0 <= metrics["aggregate"] <= 1 and backend.suite.startswith("mini-v6-")
+    assert 0 <= metrics["aggregate"] <= 1 and backend.suite.startswith("mini-v7-")
+    assert set(metrics["test"]["benchmarks"]) == set(metrics["benchmarks"])  # the test part: other pairs, same scores
+    assert metrics["test"]["benchmarks"] != metrics["benchmarks"]
 
 
 def test_feedback_reports_the_calibrated_seed_noise_of_the_recipe():

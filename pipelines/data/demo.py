@@ -78,6 +78,9 @@ DEMO_VERSION = 1
 DEFAULT_ROWS = 50_000
 EVAL_ROWS = 4000  # the mini suite: enough pairs that its own sampling noise is small beside the training seed's
 EVAL_SEED = 0
+TEST_SEED = 1
+"""The mini suite's test part: the eval stream at another seed, so its pairs are disjoint from the dev part's
+(whose scores an agent sees) and drawn the same way; its scores never reach the sandbox."""
 
 STREAMS: dict[str, int] = {"pool": 0, "eval": 1, "teacher": 2}
 """Stream id per use of the generator; see the module docstring."""
@@ -542,9 +545,10 @@ def _lineage(rows: int, seed: int, defects: pl.DataFrame, rates: dict[str, dict[
     }
 
 
-def eval_set(rows: int = EVAL_ROWS) -> pl.DataFrame:
-    """The held-out suite: clean pairs from the generator's eval stream (never in the pool)."""
-    return generate_clean(rows, EVAL_SEED, stream="eval")
+def eval_set(rows: int = EVAL_ROWS, seed: int = EVAL_SEED) -> pl.DataFrame:
+    """The held-out suite: clean pairs from the generator's eval stream (never in the pool); ``seed``
+    :data:`EVAL_SEED` is its dev part, :data:`TEST_SEED` its test part."""
+    return generate_clean(rows, seed, stream="eval")
 
 
 def eval_asset(rows: int = EVAL_ROWS) -> pl.DataFrame:

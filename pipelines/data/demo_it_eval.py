@@ -51,6 +51,10 @@ SCORING = {"vqa": "exact", "gqa": "exact", "textvqa": "exact", "pope": "choice",
            "mmbench": "choice", "llava_bench": "recall", "refcoco": "choice"}
 ROWS = 500  # per benchmark
 SEED = 0
+TEST_ROWS = 250  # per benchmark: the test part's ~12 s keep a submission under two minutes on two cores
+TEST_SEED = 1
+"""The test part: the same generator at another seed (its questions are disjoint from the dev part's, whose
+scores an agent sees); its scores never reach the sandbox."""
 STREAM = 11  # demo_it.STREAMS["eval"]
 
 SCHEMA = {"id": pl.String, "benchmark": pl.String, "scoring": pl.String, "image": pl.Binary, "question": pl.String, "answer": pl.String,

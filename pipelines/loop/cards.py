@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 
 from cbdsl.compiler.types import BENCHMARK_KINDS
+from cbdsl.pipelines.loop.backends import make_backend
+from cbdsl.pipelines.loop.backends.base import BackendError
 from cbdsl.scaffolds.catalogue import FAMILIES, FAMILY_GUIDE, catalogue, family_tools
 
 SCAFFOLD_RULES = {
@@ -110,6 +112,14 @@ def strategy_guide() -> str:
     return "\n".join(lines)
 
 
+def has_test_part(cfg) -> bool:
+    """Whether the sandbox's backend scores a held-out test part (False when its settings do not make one)."""
+    try:
+        return bool(make_backend(cfg.backend, cfg.backend_settings).has_test_part)
+    except BackendError:
+        return False
+
+
 def protocol_md(cfg, pool) -> str:
     out = [
         "# Protocol", "",
@@ -140,7 +150,11 @@ def protocol_md(cfg, pool) -> str:
         "change against your best so far and against the baseline, your rank among your submissions, and the "
         "iterations left. Higher is better. With the embedded backends' default recipe it also gives the "
         "aggregate's seed std (how far the same selection's score moves with the training seed, as measured "
-        "by cbdsl's validity benchmark): a change smaller than about two of them may be noise.", "",
+        "by cbdsl's validity benchmark): a change smaller than about two of them may be noise. The feedback "
+        "gives per-benchmark scores only, never per-example predictions.", "",
+        *(["The scores you see are the suite's dev part. The suite also has a held-out test part that the "
+           "researcher scores every submission on and you never see: a policy that fits the feedback's own "
+           "questions gains nothing there.", ""] if has_test_part(cfg) else []),
     ]
     if cfg.scaffold == "guide":
         out.append(strategy_guide())

@@ -18,6 +18,10 @@ from cbdsl.pipelines.loop.sandbox import CONFIG, Config, SandboxError, policy_po
 from cbdsl.pipelines.loop.witness import Witness
 
 
+#: Per track: its demo pool, its embedded backend, its default budget (``cbdsl init --track``, experiments).
+TRACKS = {"clip": ("demo", "mini", 5000), "it": ("demo-it", "mini-vlm", 4000)}
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -61,6 +65,10 @@ def retire_earlier_run(root: str | os.PathLike) -> list[Path]:
     return Witness(Path(root).resolve()).retire()
 
 
+def _merged(defaults: dict[str, dict[str, Any]], given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: {**defaults.get(name, {}), **given.get(name, {})} for name in {*defaults, *given}}
+
+
 STARTER = """\
 # Your curation policy. Edit it, then:
 #   cbdsl check policy.cur && cbdsl compile policy.cur && cbdsl submit -m "what you changed"
@@ -86,15 +94,17 @@ def default_backends(backend: str) -> dict[str, dict[str, Any]]:
 
 
 def init(root: str | os.PathLike, *, pool: str = "demo", budget: int = 5000, backend: str = "mini",
-         scaffold: str = "open", iterations: int = 10, pool_obj=None) -> Config:
-    """Write a sandbox into ``root`` (refuses to overwrite an existing cbdsl.toml)."""
+         scaffold: str = "open", iterations: int = 10, pool_obj=None,
+         backends: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Write a sandbox into ``root`` (refuses to overwrite an existing cbdsl.toml); ``backends``: settings of
+    ``[backend.NAME]`` tables, over the defaults."""
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     if (root / CONFIG).exists():
         raise SandboxError(f"{root / CONFIG} exists already; this folder is a sandbox (delete it to start over)")
     _no_earlier_run(root)
     cfg = Config(root=root, pool=pool, budget=budget, backend=backend, scaffold=scaffold, iterations=iterations,
-                 backends=default_backends(backend))
+                 backends=_merged(default_backends(backend), backends or {}))
     validate(cfg)
     amount = f"{budget:_}" if budget >= 10_000 else budget
     (root / "policy.cur").write_text(STARTER.format(pool=policy_pool(cfg, pool_obj), budget=amount))

@@ -8,6 +8,9 @@ error, or an interruption). Iteration 0 is the random baseline at the
 budget, run before the first real submission, as Curation-Bench does.
 Nothing is written before the ledger verifies against its witness (outside
 the sandbox, :mod:`cbdsl.pipelines.loop.witness`): a tampered ledger blocks submit.
+The test part of the backend's scores goes to the researcher's record beside
+the witness (:mod:`cbdsl.pipelines.loop.test_scores`), never to the ledger,
+the feedback or any file in the sandbox.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from cbdsl.pipelines.engine.audit import AuditPolicy, audit
 from cbdsl.pipelines.engine.execute import execute
 from cbdsl.pipelines.loop.artifacts import is_stale, read_last
 from cbdsl.pipelines.loop.backends import make_backend
-from cbdsl.pipelines.loop.backends.base import BackendError, Job
+from cbdsl.pipelines.loop import test_scores
+from cbdsl.pipelines.loop.backends.base import BackendError, Job, split_test
 from cbdsl.pipelines.loop.ledger import BASELINE_MESSAGE, Entry, Ledger, LedgerError
 from cbdsl.pipelines.loop.sandbox import policy_pool, pool_dir
 from cbdsl.pipelines.loop.witness import Witness
@@ -178,10 +182,13 @@ def _submit_one(cfg, ledger: Ledger, pool, backend, text: str, name: str, messag
         if backend.format != "parquet":
             export(pool, result.selection, export_dir, backend.format, check=False)
         t = time.perf_counter()
-        metrics = backend.run(Job(pool=pool, selection=result.selection, export_dir=export_dir, workdir=workdir,
-                                  log=log))
+        scratch = ledger.witness.test_scratch(n) if ledger.witness is not None else None
+        metrics, test = split_test(backend.run(Job(pool=pool, selection=result.selection, export_dir=export_dir,
+                                                   workdir=workdir, log=log, test_metrics=scratch)))
         timings["backend_s"] = time.perf_counter() - t
         fields["timings"] = timings
+        if test is not None and ledger.witness is not None:  # before the entry is finished: never lost
+            test_scores.record(ledger.witness, n, fields["selection_hash"], backend.suite, test)
         return ledger.finish(n, "scored", metrics=metrics, aggregate=metrics["aggregate"], **fields)
     except Refused as err:
         return ledger.finish(n, "refused", error=f"{err.step}: {err.message}", **_safe(locals().get("fields")))

@@ -68,7 +68,12 @@ class Witness:
         key = hashlib.sha256(str(self.sandbox).encode()).hexdigest()[:32]
         self.path = self.folder / f"{key}.json"
         self.backup_path = self.folder / f"{key}.ledger.sqlite"
+        self.test_path = self.folder / f"{key}.test.jsonl"  # the test scores (:mod:`..test_scores`)
         self._lock_path = self.folder / f"{key}.lock"
+
+    def test_scratch(self, n: int) -> Path:
+        """Where a backend's program writes iteration ``n``'s test part before it is recorded (then removed)."""
+        return self.folder / f"{self.path.stem}.test-{n:04d}.json"
 
     @classmethod
     def of(cls, cfg) -> Witness:
@@ -123,7 +128,7 @@ class Witness:
                            "folder you can write, outside the sandbox")
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
         """Exclusive read-modify-write of the witness (a submit and a `verify` may both promote)."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -137,12 +142,12 @@ class Witness:
             handle.close()
 
     def retire(self) -> list[Path]:
-        """Move the witness and its ledger copy aside (``<key>.retired-<UTC time>.*``), kept, not deleted:
+        """Move the witness, its ledger copy and the test scores aside (``<key>.retired-<UTC time>.*``), kept, not deleted:
         starting a benchmarked sandbox's folder over on purpose leaves a trace of the run it replaces."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         moved = []
-        with self._locked():
-            for path in (self.path, self.backup_path):
+        with self.locked():
+            for path in (self.path, self.backup_path, self.test_path):
                 if path.is_file():
                     stem, _, suffix = path.name.partition(".")
                     target = path.with_name(f"{stem}.retired-{stamp}.{suffix}")
@@ -172,7 +177,7 @@ class Witness:
     # -- the crash-safe protocol around a commit ---------------------------------------------
     def expect(self, point: Point) -> None:
         """Record ``point`` as pending: the ledger is about to commit it."""
-        with self._locked():
+        with self.locked():
             data = self.read()
             if data is None:
                 raise LedgerError(f"the sandbox has no witness {self.path}: it was deleted during the submission")
@@ -180,7 +185,7 @@ class Witness:
 
     def promote(self, point: Point, db: sqlite3.Connection) -> None:
         """The ledger committed ``point``: copy it, then make it the head (if it is still the pending one)."""
-        with self._locked():
+        with self.locked():
             data = self.read()
             if data is None or _point(data.get("pending")) != point:
                 return  # promoted already (by a `verify` in between), or never ours
@@ -190,7 +195,7 @@ class Witness:
     def adopt(self, point: Point, fmt: int, db: sqlite3.Connection, log: Callable[[str], None]) -> None:
         """At a submit: a witness for a sandbox that has none (trust on first use: its ledger as it is now),
         and the benchmark settings, recorded from the first submit on."""
-        with self._locked():
+        with self.locked():
             data = self.read()
             if data is None:
                 if point.entries:
@@ -207,7 +212,7 @@ class Witness:
         there is nothing to accept (no witness yet, or no settings recorded: the next submit records them)."""
         if self.settings is None:
             return False
-        with self._locked():
+        with self.locked():
             data = self.read()
             if data is None or not data.get("settings_digest"):
                 return False

@@ -6,7 +6,9 @@ runs an embedded backend as such a program, so a Ray job (or any scheduler)
 runs the very same recipe and writes the metrics JSON the backends read back.
 SELECTION is an exported ``selection.parquet``; the pool must be readable
 where the command runs. Every flat setting of the backend
-(``Backend.settings()``, but ``format``) is a flag.
+(``Backend.settings()``, but ``format``) is a flag. ``--test-metrics FILE``
+writes the suite's test part there (the command backend's
+``{test_metrics}``, outside the sandbox); without it no test part is scored.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import polars as pl
 from cbdsl.pipelines.data.errors import PoolError
 from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.roots import resolve_pool
-from cbdsl.pipelines.loop.backends.base import BackendError, Job, check_metrics
+from cbdsl.pipelines.loop.backends.base import BackendError, Job, check_metrics, split_test
 from cbdsl.process import configure
 
 
@@ -33,7 +35,9 @@ def main(backend_cls, prog: str, argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=prog, description=f"the {name} backend's train/eval as a command")
     ap.add_argument("selection", help="the exported selection.parquet (id and rank columns)")
     ap.add_argument("--pool", required=True, help="the pool directory (or a registered pool name)")
-    ap.add_argument("--metrics", required=True, help="where to write the metrics JSON")
+    ap.add_argument("--metrics", required=True, help="where to write the metrics JSON (the dev part)")
+    ap.add_argument("--test-metrics", help="where to write the test part's scores (outside the agent's sandbox); "
+                                           "without it the test part is not scored")
     settings = {k: v for k, v in backend_cls.settings().items() if k != "format"}
     for key, default in settings.items():
         kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)
@@ -41,6 +45,8 @@ def main(backend_cls, prog: str, argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     chosen = {key: getattr(args, key) for key in settings}
+    if not args.test_metrics and "test_rows" in chosen:
+        chosen["test_rows"] = 0
     try:
         pool = Pool.open(resolve_pool(args.pool))
         selection = pl.read_parquet(args.selection)
@@ -50,7 +56,9 @@ def main(backend_cls, prog: str, argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         job = Job(pool=pool, selection=selection, export_dir=Path(args.selection).parent, workdir=out.parent,
                   log=lambda m: print(m, flush=True))
-        metrics = check_metrics(backend_cls.from_settings(**chosen).run(job), name)
+        metrics, test = split_test(check_metrics(backend_cls.from_settings(**chosen).run(job), name))
+        if test is not None:
+            Path(args.test_metrics).write_text(json.dumps(test, indent=2) + "\n")
     except (BackendError, PoolError, OSError, pl.exceptions.PolarsError) as err:
         print(f"{name}: {err}", file=sys.stderr)
         return 2

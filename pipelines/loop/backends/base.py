@@ -13,13 +13,15 @@ class BackendError(Exception):
 
 @dataclass(frozen=True)
 class Job:
-    """What a backend gets: the selection, where it was exported, where to work."""
+    """What a backend gets: the selection, where it was exported, where to work, and where a program it runs
+    writes the suite's test part (``test_metrics``: a file outside the sandbox; None: no test part wanted)."""
 
     pool: Any  # cbdsl.pipelines.data.pool.Pool
     selection: Any  # polars DataFrame: id, group, score, rank
     export_dir: Path
     workdir: Path
     log: Callable[[str], None] = print
+    test_metrics: Path | None = None
 
 
 class Backend(Protocol):
@@ -29,11 +31,22 @@ class Backend(Protocol):
     @property
     def suite(self) -> str: ...
 
+    @property
+    def has_test_part(self) -> bool: ...  # whether run() returns a ``test`` part (or its program writes one)
+
     def run(self, job: Job) -> dict[str, Any]: ...
 
 
 def check_metrics(metrics: Any, where: str) -> dict[str, Any]:
-    """Metrics as the ledger stores them; a clear error naming ``where`` otherwise."""
+    """Metrics as the ledger stores them; a clear error naming ``where`` otherwise. An optional ``test``
+    object (the suite's test part, :func:`split_test`) has the same shape and is checked the same way."""
+    metrics = _checked_scores(metrics, where)
+    if "test" in metrics:
+        metrics["test"] = _checked_scores(metrics["test"], f"{where} (its `test` object)")
+    return metrics
+
+
+def _checked_scores(metrics: Any, where: str) -> dict[str, Any]:
     if not isinstance(metrics, dict) or not isinstance(metrics.get("benchmarks"), dict):
         raise BackendError(f"{where}: metrics must be a JSON object with a `benchmarks` object of name -> number")
     benchmarks = {}
@@ -46,7 +59,23 @@ def check_metrics(metrics: Any, where: str) -> dict[str, Any]:
     aggregate = metrics.get("aggregate")
     if aggregate is None:
         aggregate = sum(benchmarks.values()) / len(benchmarks)
+    elif not isinstance(aggregate, (int, float)) or isinstance(aggregate, bool):
+        raise BackendError(f"{where}: the aggregate {aggregate!r} is not a number")
     return {**metrics, "benchmarks": benchmarks, "aggregate": float(aggregate)}
+
+
+def split_test(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the dev metrics the ledger and the agent see, the test part's scores or None): the test scores go to
+    the researcher's record (:mod:`~cbdsl.pipelines.loop.test_scores`) and nowhere in the sandbox."""
+    dev = dict(metrics)
+    return dev, dev.pop("test", None)
+
+
+def scores(benchmarks: dict[str, float]) -> dict[str, Any]:
+    """A suite part's metrics: its benchmarks and their mean (numpy's, as the embedded backends always took it)."""
+    import numpy as np
+
+    return {"benchmarks": benchmarks, "aggregate": float(np.mean(list(benchmarks.values())))}
 
 
 class RecipeSettings:
@@ -59,6 +88,10 @@ class RecipeSettings:
     #: arms), and where it was measured; None: not calibrated.
     SEED_STD: ClassVar[float | None] = None
     SEED_STD_SOURCE: ClassVar[str] = ""
+
+    @property
+    def has_test_part(self) -> bool:
+        return self.test_rows > 0  # type: ignore[attr-defined]
 
     @property
     def seed_std(self) -> float | None:

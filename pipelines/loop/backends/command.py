@@ -1,12 +1,16 @@
 """The ``command`` backend: any external train/eval, as a command template.
 
-``command`` may use ``{export}`` (the exported selection), ``{format}`` and
-``{workdir}``; it runs with a timeout, its stdout and stderr are kept in the
+``command`` may use ``{export}`` (the exported selection), ``{format}``,
+``{workdir}`` and ``{test_metrics}``; it runs with a timeout, its stdout and stderr are kept in the
 run directory, and it must write a metrics JSON (``metrics``, relative to
 ``{workdir}``) of the form ``{"benchmarks": {...}, "aggregate": x}``; or,
 with ``metrics_format = "vlmevalkit"``, VLMEvalKit's results (``metrics``
 names its ``--work-dir`` or the model folder in it; ``benchmarks`` lists the
 datasets that must be there, :mod:`~cbdsl.pipelines.loop.backends.vlmevalkit`).
+A train/eval with a held-out test part writes its scores, in the same
+form, to ``{test_metrics}``: a file outside the sandbox that cbdsl records
+for the researcher and removes; they must not appear in ``metrics``, stdout
+or stderr, which stay in the sandbox where the agent reads them.
 DataComp's ``train.py``/``evaluate.py``, the LLaVA trainer or
 Curation-Bench's backend plug in through a small wrapper script
 (``recipes/llava15/train_eval.sh`` is LLaVA-1.5's). The templating and
@@ -28,7 +32,7 @@ from cbdsl.pipelines.loop.backends.base import BackendError, Job, check_metrics
 from cbdsl.pipelines.loop.backends.vlmevalkit import read_results
 from cbdsl.pipelines.data.exports import FORMATS
 
-PLACEHOLDERS = ("export", "format", "workdir")
+PLACEHOLDERS = ("export", "format", "workdir", "test_metrics")
 METRICS_FORMATS = ("json", "vlmevalkit")
 """How a backend's ``metrics`` is read: a metrics JSON file, or a VLMEvalKit results folder."""
 
@@ -41,14 +45,20 @@ def export_name(fmt: str, section: str) -> str:
     return FORMATS[fmt]
 
 
-def render(template: str, section: str, *, export: str, format: str, workdir: str) -> str:
-    """Fill a command template's placeholders (shell-quoted); a bad placeholder is a clear error, not a traceback."""
+def render(template: str, section: str, *, export: str, format: str, workdir: str,
+           test_metrics: str | None = None) -> str:
+    """Fill a command template's placeholders (shell-quoted); a bad placeholder is a clear error, not a traceback.
+    ``test_metrics`` None: this backend has no place for a test part, and a template naming it is refused."""
     if not template.strip():
         raise BackendError(f"{section} in cbdsl.toml has no command: write the train/eval command, "
                            "with {export}, {format} and {workdir} where it takes them")
+    if test_metrics is None and "{test_metrics}" in template:
+        raise BackendError(f"{section}: the command names {{test_metrics}}, but here is no place outside the sandbox "
+                           "for test scores (the ray backend keeps the job's log in the sandbox, and a submit "
+                           "outside `cbdsl submit` has no researcher's record): remove it")
     try:
         return template.format(export=shlex.quote(export), format=shlex.quote(format),
-                               workdir=shlex.quote(workdir))
+                               workdir=shlex.quote(workdir), test_metrics=shlex.quote(test_metrics or ""))
     except KeyError as err:
         raise BackendError(f"{section}: the command has an unknown placeholder {{{err.args[0]}}}; the placeholders "
                            "are " + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
@@ -115,13 +125,22 @@ class CommandBackend:
     def suite(self) -> str:
         return suite_of("command", self.command, self.suite_name, self.metrics_format, self.benchmarks)
 
+    @property
+    def has_test_part(self) -> bool:
+        return "{test_metrics}" in self.command
+
     def run(self, job: Job) -> dict[str, Any]:
         section = "[backend.command]"
         check_reading(section, self.metrics_format, self.benchmarks)
         export = job.export_dir / export_name(self.format, section)
-        cmd = render(self.command, section, export=str(export), format=self.format, workdir=str(job.workdir))
+        test_file = job.test_metrics
+        if test_file is not None:
+            test_file.unlink(missing_ok=True)  # a file left by an interrupted run is not this run's
+        cmd = render(self.command, section, export=str(export), format=self.format, workdir=str(job.workdir),
+                     test_metrics=None if test_file is None else str(test_file))
         stdout, stderr = job.workdir / "stdout.txt", job.workdir / "stderr.txt"
-        job.log(f"backend: {cmd}")
+        shown = cmd if test_file is None else cmd.replace(shlex.quote(str(test_file)), "{test_metrics}")
+        job.log(f"backend: {shown}")  # the agent reads this: where the test scores go stays unsaid
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
             try:
                 proc = subprocess.run(cmd, shell=True, stdout=out, stderr=err, timeout=self.timeout,
@@ -133,4 +152,20 @@ class CommandBackend:
             tail = stderr.read_text(errors="replace")[-800:]
             raise BackendError(f"the backend command failed with exit code {proc.returncode}; "
                                f"its output is in {stdout} and {stderr}:\n{tail}")
-        return read_metrics(job.workdir / self.metrics, self.metrics_format, self.benchmarks, "the backend command")
+        metrics = read_metrics(job.workdir / self.metrics, self.metrics_format, self.benchmarks, "the backend command")
+        if "test" in metrics:
+            refuse_test_in_sandbox(job.workdir / self.metrics, "{test_metrics}")
+        if test_file is not None and test_file.is_file():
+            try:
+                metrics["test"] = parse_metrics(test_file.read_text(), f"the test scores {{test_metrics}}")
+            finally:
+                test_file.unlink(missing_ok=True)
+        return metrics
+
+
+def refuse_test_in_sandbox(path: Path, where: str) -> None:
+    """A metrics file in the sandbox carries a ``test`` part: remove the file (the agent must not read it) and
+    say where test scores go instead."""
+    Path(path).unlink(missing_ok=True)
+    raise BackendError(f"{path} holds test scores, in the sandbox where the agent reads them; it was removed: "
+                       f"write the test part to {where} instead")

@@ -45,7 +45,7 @@ from typing import Any
 
 from cbdsl.pipelines.loop.backends.base import BackendError, Job
 from cbdsl.pipelines.loop.backends.command import (
-    check_reading, export_name, parse_metrics, read_metrics, render, suite_of,
+    check_reading, export_name, parse_metrics, read_metrics, refuse_test_in_sandbox, render, suite_of,
 )
 from cbdsl.pipelines.loop.backends.vlmevalkit import SCORE_FILES
 
@@ -72,6 +72,8 @@ class RayBackend:
     @property
     def suite(self) -> str:
         return suite_of("ray", self.entrypoint, self.suite_name, self.metrics_format, self.benchmarks)
+
+    has_test_part = False  # no place outside the sandbox: the job's log is kept in it
 
     def run(self, job: Job) -> dict[str, Any]:
         check_reading(SECTION, self.metrics_format, self.benchmarks)
@@ -123,7 +125,10 @@ class RayBackend:
         if self.metrics_format == "vlmevalkit":
             folder = files_from_log(logs, token, job.workdir / "vlmevalkit", self.metrics, job_id, log_path)
             return read_metrics(folder, self.metrics_format, self.benchmarks, f"Ray job {job_id}")
-        return metrics_from_log(logs, token, self.metrics, job_id, log_path)
+        metrics = metrics_from_log(logs, token, self.metrics, job_id, log_path)
+        if "test" in metrics:
+            refuse_test_in_sandbox(log_path, "nothing: the ray backend has no test part (its log stays in the sandbox)")
+        return metrics
 
     def _follow(self, client, job_id: str, job: Job) -> tuple[str, str]:
         """Stream the job's new log lines until it ends or times out: (final status or TIMEOUT, the whole log)."""
