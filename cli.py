@@ -49,6 +49,8 @@ COMMANDS: dict[str, str] = {
     "trajectory": "cbdsl.commands.research:trajectory_cmd",
     "methods": "cbdsl.commands.catalogue:methods_cmd",
     "mcp": "cbdsl.commands.agents:mcp_cmd",
+    "agent": "cbdsl.commands.agents:agent_group",
+    "experiment": "cbdsl.commands.agents:experiment_group",
 }
 
 
@@ -123,7 +125,7 @@ def cli() -> None:
     pools:     pool import, pool make-demo, pool info, pool add-asset
     the loop:  init, submit, search, log, show, leaderboard, verify, reproduce
     research:  diff, trajectory, methods
-    agents:    mcp
+    agents:    agent run, experiment run, experiment report, mcp
     """
 
 

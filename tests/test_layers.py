@@ -39,6 +39,7 @@ LADDER: tuple[tuple[str, ...], ...] = (
     ("cbdsl.pipelines.engine",),
     ("cbdsl.pipelines.loop",),
     ("cbdsl.research",),
+    ("cbdsl.harness",),
     ("cbdsl.commands",),
     ("cbdsl.cli",),
     ("cbdsl.entry",),  # the console script: `check FILE...` itself, everything else through the click group
