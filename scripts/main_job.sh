@@ -41,7 +41,7 @@ if [ "${CBDSL_MAIN_LOOP:-1}" = "1" ]; then
   cd "$SANDBOX"
   "$CBDSL" compile policy.cur >/dev/null  # its run trains the demo's CLIP teacher once (minutes on a CPU)
   "$CBDSL" submit -m "basic filter with 7+ word captions, English, CLIP top 30%, caption dedup"
-  "$CBDSL" leaderboard
+  "$CBDSL" leaderboard --test  # the researcher's view: dev (the feedback) and held-out test scores
   "$CBDSL" verify
 fi
 
@@ -56,6 +56,6 @@ if [ "${CBDSL_MAIN_LOOP:-1}" = "1" ] && [ "${CBDSL_MAIN_IT:-1}" = "1" ]; then
   "$CBDSL" compile policy.cur >/dev/null
   # the first submit trains the base of mini-vlm once (its CLIP tower and captioner: minutes on a CPU)
   "$CBDSL" submit -m "rule-based cleaning: refusals, one-word and cut answers, filler, other languages, copies"
-  "$CBDSL" leaderboard
+  "$CBDSL" leaderboard --test  # the researcher's view: dev (the feedback) and held-out test scores
   "$CBDSL" verify
 fi
