@@ -39,7 +39,10 @@ TRAINING_THREADS = 2
 
 def configure(threads: int = TRAINING_THREADS, busy: int | None = None) -> str:
     """Choose how OpenMP threads wait, unless the user chose; returns what was decided. ``busy`` is the
-    number of cores other work holds (default: :func:`busy_elsewhere`, measured now)."""
+    number of cores other work holds (default: :func:`busy_elsewhere`, measured now). Also gives cuBLAS the
+    fixed workspace its deterministic mode needs (``CUBLAS_WORKSPACE_CONFIG``, read at its first call; on a
+    GPU, the trainings' same bytes run to run depend on it; nothing reads it on a CPU)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if os.environ.get("OMP_WAIT_POLICY") == "":
         del os.environ["OMP_WAIT_POLICY"]  # libgomp's default (it would warn about an empty value)
         return "libgomp default"

@@ -40,7 +40,9 @@ from cbdsl.harness.presets import Agent, AgentError, render
 from cbdsl.harness.usage import Usage
 from cbdsl.pipelines.loop.ledger import LedgerError
 from cbdsl.pipelines.loop.sandbox import load
-from cbdsl.pipelines.loop.submit import feedback, ledger_for
+from cbdsl.pipelines.loop.backends import make_backend
+from cbdsl.pipelines.loop.backends.base import BackendError
+from cbdsl.pipelines.loop.submit import feedback, ledger_for, with_noise
 from cbdsl.pipelines.loop.test_scores import AGENT_ENV
 
 MODES = ("turn", "session")
@@ -306,10 +308,17 @@ def _ledger_state(cfg) -> tuple[int, dict | None]:
         entries = ledger.entries()
         used = len([e for e in entries if e.status == "scored" and not e.is_baseline])
         done = [e for e in entries if e.status != "running"]
-        last = feedback(cfg, ledger, done[-1], done[-1].suite).to_json() if done else None
+        last = with_noise(feedback(cfg, ledger, done[-1], done[-1].suite), _backend(cfg)).to_json() if done else None
     finally:
         ledger.close()
     return max(0, cfg.iterations - used), last
+
+
+def _backend(cfg):
+    try:
+        return make_backend(cfg.backend, cfg.backend_settings)
+    except BackendError:
+        return None  # a broken setting: the agent's submit will say so; the prompt gives no noise
 
 
 def _max_entry(cfg) -> int:

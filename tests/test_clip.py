@@ -189,6 +189,31 @@ def test_deterministic_kernels_without_the_nan_fill_and_restored() -> None:
     assert not torch.are_deterministic_algorithms_enabled() and det.fill_uninitialized_memory
 
 
+def test_the_gpu_training_context_holds_attention_to_its_math_kernel_and_restores_everything() -> None:
+    """What `deterministic_algorithms(cuda=True)` changes for a GPU training, checked where it can be: the
+    flags and the attention kernels (on a CPU a fused kernel is then refused), all restored after. Whether a
+    GPU run is then the same bytes twice is measured on the device (NOTES.md)."""
+    import os
+
+    import torch.nn.functional as F
+
+    cuda = torch.backends.cuda
+
+    def kernels():
+        return (cuda.math_sdp_enabled(), cuda.flash_sdp_enabled(), cuda.mem_efficient_sdp_enabled(),
+                cuda.cudnn_sdp_enabled())
+
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == ":4096:8"  # set on import, before any cuBLAS call
+    before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, kernels())
+    q = torch.randn(1, 2, 4, 8)
+    with clip_training.deterministic_algorithms(cuda=True):
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert kernels() == (True, False, False, False)  # math only
+        assert torch.equal(F.scaled_dot_product_attention(q, q, q), F.scaled_dot_product_attention(q, q, q))
+    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, kernels()) == before
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_encoders_give_unit_vectors(rows) -> None:
     model = tinyclip.build(MICRO)
     img = tinyclip.encode_images(model, rows["image"].to_list(), batch_size=40)

@@ -132,10 +132,7 @@ def submit(cfg, *, message: str = "", wait: bool = False, log: Callable[[str], N
                 raise SubmitError(f"no iterations left: all {cfg.iterations} are used "
                                   "(`cbdsl leaderboard` shows your best)")
             entry = _submit_one(cfg, ledger, pool, backend, text, str(source_path), message, log)
-            fb = feedback(cfg, ledger, entry, backend.suite)
-            fb.seed_std = getattr(backend, "seed_std", None)  # external backends report no noise
-            fb.seed_std_source = getattr(backend, "SEED_STD_SOURCE", "") if fb.seed_std is not None else ""
-            return fb
+            return with_noise(feedback(cfg, ledger, entry, backend.suite), backend)
     finally:
         ledger.close()
 
@@ -216,6 +213,13 @@ def feedback(cfg, ledger: Ledger, entry: Entry, suite: str) -> Feedback:
         fb.delta_best = None if best_before is None else entry.aggregate - best_before
         fb.delta_baseline = None if baseline is None or entry.is_baseline else entry.aggregate - baseline.aggregate
         fb.rank = 1 + sum(1 for e in others if e.aggregate > entry.aggregate)
+    return fb
+
+
+def with_noise(fb: Feedback, backend) -> Feedback:
+    """The feedback with the backend's calibrated seed std (external backends and changed recipes: none)."""
+    fb.seed_std = getattr(backend, "seed_std", None)
+    fb.seed_std_source = getattr(backend, "SEED_STD_SOURCE", "") if fb.seed_std is not None else ""
     return fb
 
 

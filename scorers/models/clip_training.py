@@ -107,7 +107,7 @@ def train(
     gen = torch.Generator().manual_seed(recipe.seed)
     model.to(device).train()
     order = torch.empty(0, dtype=torch.long)
-    with deterministic_algorithms(), torch_threads(threads):
+    with deterministic_algorithms(cuda), torch_threads(threads):
         for step in range(steps):
             epoch, slot = divmod(step, per_epoch)
             if slot == 0:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterator
 
-import torch
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read by cuBLAS at its first call: before torch runs any
+
+import torch  # noqa: E402 (after the variable above)
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
@@ -36,7 +39,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def deterministic_algorithms() -> Iterator[None]:
+def deterministic_algorithms(cuda: bool = False) -> Iterator[None]:
     """Deterministic kernels inside, without filling every new tensor with NaN first.
 
     ``use_deterministic_algorithms`` also turns on
@@ -45,6 +48,16 @@ def deterministic_algorithms() -> Iterator[None]:
     training steps; 60 steps took 9.6 s with it and 9.2 s without, the same
     weights bit for bit), and no result depends on it, since kernels never
     read memory they have not written.
+
+    ``cuda``: the training runs on a GPU, where two more sources of run-to-run
+    difference are closed. Scaled-dot-product attention is held to its math
+    kernel: the cuDNN, flash and memory-efficient kernels that torch picks on
+    a GPU accumulate their backward pass in no fixed order (torch warned
+    "cuDNN attention's backward pass is non-deterministic" on the H200), and
+    cuDNN's convolutions to deterministic algorithms without autotuning.
+    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` before its first call, which
+    :func:`cbdsl.process.configure` and this module's import set. The CPU
+    path is untouched (its kernels and their results stay as they were).
     """
     import torch.utils.deterministic as det
 
@@ -52,10 +65,19 @@ def deterministic_algorithms() -> Iterator[None]:
                 det.fill_uninitialized_memory)
     torch.use_deterministic_algorithms(True, warn_only=True)
     det.fill_uninitialized_memory = False
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     try:
-        yield
+        if cuda:
+            from torch.nn.attention import SDPBackend, sdpa_kernel  # only on a GPU: the CPU keeps torch's choice
+
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+            with sdpa_kernel([SDPBackend.MATH]):
+                yield
+        else:
+            yield
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         det.fill_uninitialized_memory = previous[2]
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 

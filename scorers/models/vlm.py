@@ -291,7 +291,7 @@ def train(model: MiniVLM, data: Encoded, recipe: VLMRecipe, *, device: str = "cp
     if recipe.freeze_vision:
         model.vision.eval()  # frozen means its batch norms too: their statistics stay, and features don't depend on the batch
     batches: list[torch.Tensor] = []
-    with deterministic_algorithms(), torch_threads(None if cuda else recipe.threads):
+    with deterministic_algorithms(cuda), torch_threads(None if cuda else recipe.threads):
         for step in range(recipe.steps):
             slot = step % per_epoch
             if slot == 0:
