@@ -118,8 +118,8 @@ def run(sandbox: str | os.PathLike, agent: Agent, *, mode: str = "turn", limits:
     else:
         result.stopped = f"{budget} agent turns started (--max-turns)"
     result.iterations_left = _ledger_state(cfg)[0]
-    if not result.stopped and result.iterations_left <= 0:
-        result.stopped = f"all {cfg.iterations} iterations are used"
+    if result.iterations_left <= 0 and not result.stopped.startswith("the ledger"):
+        result.stopped = f"all {cfg.iterations} iterations are used"  # also when the last turn used the last one
     return result
 
 

@@ -99,11 +99,11 @@ def test_the_scripted_agent_makes_its_iterations_under_every_scaffold(env, tmp_p
 
 def test_session_mode_asks_one_process_for_every_submission(env, tmp_path):
     root = make_sandbox(tmp_path / "sb", iterations=3)
-    out = agent_run(str(root), "--agent", "scripted", "--mode", "session", "--max-turns", "2")
+    out = agent_run(str(root), "--agent", "scripted", "--mode", "session", "--max-turns", "1")
     lines = turns(root)
     assert "Make **3 submissions** now" in (Path(lines[0]["transcript"]) / "prompt.md").read_text()
     assert lines[0]["outcome"] == "submitted" and len(lines[0]["iterations"]) == 4  # baseline + its 3 steps
-    assert "0 iterations left" in out and len(lines) == 1
+    assert "stopped: all 3 iterations are used; 0 iterations left" in out and len(lines) == 1
     verify(root)
 
 
