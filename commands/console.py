@@ -44,8 +44,20 @@ def read_policy(path: str) -> tuple[str, str]:
         raise UsageProblem(f"{name} is not UTF-8 text ({err.reason} at byte {err.start})") from err
 
 
+#: Import names whose pip package has another name (what a missing-module message tells to install).
+PIP_NAMES = {"faiss": "faiss-cpu", "open_clip": "open_clip_torch", "sklearn": "scikit-learn", "PIL": "pillow",
+             "fasttext": "fasttext-wheel", "py3langid": "py3langid"}
+
+
 def report_internal_error(err: Exception) -> None:
-    """A bug in cbdsl, told in two lines without a traceback (CBDSL_DEBUG=1 shows it)."""
+    """A bug in cbdsl, told in two lines without a traceback (CBDSL_DEBUG=1 shows it); a dependency missing
+    from this environment is said as such, with what to install (an environment's gap, not a bug)."""
+    if isinstance(err, ModuleNotFoundError) and err.name:
+        top = err.name.split(".")[0]
+        print(f"error [E901]: the Python package `{PIP_NAMES.get(top, top)}` (module `{err.name}`) is not installed "
+              "in this environment, and this command needs it: install cbdsl's dependencies again (`./setup.sh`, "
+              f"or `pip install -e .`), or `pip install {PIP_NAMES.get(top, top)}`", file=sys.stderr, flush=True)
+        return
     print(f"internal error [E900]: {type(err).__name__}: {err}\n"
           "This is a bug in cbdsl, not in your policy. Please report it to the cbdsl issue tracker "
           "with the policy file and the command you ran (set CBDSL_DEBUG=1 for the traceback).",

@@ -7,7 +7,8 @@ A code never changes meaning once published. Ranges:
 - ``E200``-``E299``: types and values
 - ``E300``-``E399``: clause rules (mix, budget, select, dedup, repeats)
 - ``W...``: warnings, ``N...``: notes
-- ``E900``: an internal error of cbdsl itself (a bug to report, not a policy mistake)
+- ``E900``: an internal error of cbdsl itself (a bug to report, not a policy mistake); ``E901``: a dependency
+  missing from the environment
 """
 
 from __future__ import annotations
@@ -577,6 +578,15 @@ has no such column).
 _code("E900", "internal error", """
 cbdsl itself failed on this input. This is a bug in cbdsl, not in your policy.
 Please report it with the policy file and the command you ran.
+""")
+
+_code("E901", "a dependency is not installed", """
+A command needs a Python package that this environment lacks (an install
+that went wrong, or a machine that only has part of cbdsl's dependencies).
+Nothing is wrong with your policy.
+
+Fix: install cbdsl's dependencies again (`./setup.sh`, or `pip install -e .`
+in the checkout), or the package the message names.
 """)
 
 

@@ -215,3 +215,19 @@ def test_run_sets_threads_before_polars_and_numba_load(tmp_path):
              "print('SEEN', sorted(seen.items()))\n")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "SEEN [('numba', ('3', '3')), ('polars', ('3', '3'))]" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_missing_dependency_is_said_with_what_to_install(monkeypatch, capsys):
+    """Not an internal error (E900): the environment lacks a package (faiss on a machine without it)."""
+    def lacks_faiss(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'faiss'", name="faiss")
+
+    monkeypatch.setattr(cli_module.cli, "main", lacks_faiss)
+    with pytest.raises(SystemExit) as exit_:
+        cli_module.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 3 and "error [E901]" in err and "pip install faiss-cpu" in err
+    assert "bug in cbdsl" not in err and "Traceback" not in err
+    from cbdsl.dsl.codes import explain
+
+    assert explain("E901").title == "a dependency is not installed"
