@@ -143,3 +143,21 @@ def test_grid_mistakes_are_clear_errors(tmp_path):
     out = run("experiment", "run", str(path), code=2)
     assert "pool 'no-such-pool'" in out
     assert "holds no experiment.json" in run("experiment", "report", str(tmp_path), code=2)
+
+
+def test_groups_average_over_seeds_and_the_table_shows_each_group():
+    from cbdsl.harness.report import CellReport, _group, markdown
+
+    def cell(seed, best, test, curve):
+        values = {"best_dev": best, "test_of_best": test, "gap": best - test, "baseline": 0.38,
+                  "new_family_share": 0.5, "literal_share": 0.25, "scaffold_break_share": 0.0,
+                  "refused_share": 0.1, "iterations": len(curve), "curve": curve, "test_curve": [test] * len(curve)}
+        return CellReport(f"a-open-seed{seed}-demo", "a", "open", seed, "demo", values)
+
+    group = _group(("a", "open", "demo"), [cell(0, 0.50, 0.48, [0.40, 0.50]), cell(1, 0.54, 0.50, [0.54])])
+    assert group["best_dev"] == pytest.approx(0.52) and group["best_dev_std"] == pytest.approx(0.0282843, abs=1e-6)
+    assert group["curve"] == pytest.approx([0.47, 0.50])  # the second point: the seed that got that far
+    assert group["seeds"] == [0, 1] and group["iterations"] == 1.5
+    text = markdown({"k": 2, "groups": [group]})
+    assert "| a | open | demo | 0,1 | 0.5200 ± 0.0283 | 0.4900 ± 0.0141 | +0.0300 | 0.3800 | 50% | 25% | 0% | 10% |" \
+        in text
