@@ -1,12 +1,13 @@
 """``cbdsl experiment run GRID.toml``: agents x scaffolds x seeds x pools, one sandbox and one agent run per cell.
 
 Why: the research's finding comes from comparing trajectories across agents and protocols; a grid file
-makes that comparison one command, the same for every cell, and resumable. A cell is a folder
-``cells/<agent>-<scaffold>-seed<S>-<pool>/`` holding ``sandbox/`` (made with ``cbdsl init``'s code: the
+makes that comparison one command, the same for every cell, and resumable. A cell
+``<agent>-<scaffold>-seed<S>-<pool>`` is a sandbox ``cells/<cell>/`` (made with ``cbdsl init``'s code: the
 grid's pool, budget, backend settings, scaffold and iterations; the cell's seed is the embedded backend's
-training seed and the agent's ``{seed}``) and ``sandbox.agent/`` (``cbdsl agent run``'s record). Each cell
-runs as its own ``python -m cbdsl agent run`` process (its output in ``cell.log``), ``parallel`` at a time;
-``cell.json`` marks a cell whose run ended. Run the grid again after a kill: ended cells are skipped,
+training seed and the agent's ``{seed}``; its folder's name is the run's name in ``cbdsl trajectory
+--compare``) with ``cells/<cell>.agent/`` beside it (``cbdsl agent run``'s record). Each cell runs as its
+own ``python -m cbdsl agent run`` process (its output in ``cells/<cell>.log``), ``parallel`` at a time;
+``cells/<cell>.json`` marks a cell whose run ended. Run the grid again after a kill: ended cells are skipped,
 the others resume from their ledgers.
 
 The grid file::
@@ -193,6 +194,7 @@ def _agents(path: Path, names: list[str], tables: Any) -> dict[str, dict[str, st
 
 
 def cell_dir(out: Path, cell: Cell) -> Path:
+    """The cell's sandbox (its record, log and end mark lie beside it, named after it)."""
     return out / "cells" / cell.name
 
 
@@ -221,16 +223,15 @@ def run_grid(grid: Grid, out: str | os.PathLike, *, parallel: int | None = None,
     return [_ended(cell_dir(out, c)) or {"cell": c.name, "stopped": "not ended"} for c in grid.cells]
 
 
-def _ended(folder: Path) -> dict[str, Any] | None:
+def _ended(sandbox: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / "cell.json").read_text())
+        return json.loads(sandbox.with_name(f"{sandbox.name}.json").read_text())
     except (FileNotFoundError, ValueError):
         return None
 
 
 def _run_cell(grid: Grid, out: Path, cell: Cell, log: Callable[[str], None]) -> None:
-    folder = cell_dir(out, cell)
-    sandbox = folder / "sandbox"
+    sandbox = cell_dir(out, cell)
     if not (sandbox / CONFIG).is_file():
         settings = {name: dict(values) for name, values in grid.backends.items()}
         if grid.backend in EMBEDDED:
@@ -239,7 +240,7 @@ def _run_cell(grid: Grid, out: Path, cell: Cell, log: Callable[[str], None]) -> 
             init(sandbox, pool=cell.pool, budget=grid.budget, backend=grid.backend, scaffold=cell.scaffold,
                  iterations=grid.iterations, pool_obj=Pool.open(resolve_pool(cell.pool)), backends=settings)
         except (SandboxError, PoolError) as err:
-            _write_ended(folder, cell, {"stopped": f"not started: {err}", "exit_code": None})
+            _write_ended(sandbox, cell, {"stopped": f"not started: {err}", "exit_code": None})
             log(f"{cell.name}: not started: {err}")
             return
     spec = grid.agents[cell.agent]
@@ -250,21 +251,22 @@ def _run_cell(grid: Grid, out: Path, cell: Cell, log: Callable[[str], None]) -> 
     cmd += ["--max-tokens", str(grid.max_tokens)] if grid.max_tokens else []
     cmd += ["--max-turns", str(grid.max_turns)] if grid.max_turns else []
     log(f"{cell.name}: running")
-    with open(folder / "cell.log", "ab") as err:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, cwd=folder)
+    cell_log = sandbox.with_name(f"{cell.name}.log")
+    with open(cell_log, "ab") as err:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, cwd=sandbox.parent)
     try:
         result = json.loads(proc.stdout)
     except ValueError:
-        result = {"stopped": f"the agent run exited with code {proc.returncode} without a result; see "
-                             f"{folder / 'cell.log'}"}
+        result = {"stopped": f"the agent run exited with code {proc.returncode} without a result; see {cell_log}"}
     if proc.returncode in (0, 1) and "turns" in result:
-        _write_ended(folder, cell, {"stopped": result["stopped"], "iterations_left": result["iterations_left"],
+        _write_ended(sandbox, cell, {"stopped": result["stopped"], "iterations_left": result["iterations_left"],
                                     "exit_code": proc.returncode})
     log(f"{cell.name}: {result.get('stopped')}")
 
 
-def _write_ended(folder: Path, cell: Cell, data: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "cell.json.tmp"
+def _write_ended(sandbox: Path, cell: Cell, data: dict[str, Any]) -> None:
+    sandbox.parent.mkdir(parents=True, exist_ok=True)
+    mark = sandbox.with_name(f"{sandbox.name}.json")
+    tmp = mark.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"cell": cell.name, **asdict(cell), **data}, indent=2) + "\n")
-    os.replace(tmp, folder / "cell.json")
+    os.replace(tmp, mark)

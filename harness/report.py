@@ -117,7 +117,7 @@ def experiment_report(folder: str | Path, k: int | None = None) -> dict[str, Any
     k = k or grid.iterations
     cells = []
     for cell in grid.cells:
-        sandbox = cell_dir(folder, cell) / "sandbox"
+        sandbox = cell_dir(folder, cell)
         if (sandbox / ".cbdsl" / "ledger.sqlite").is_file():
             cells.append(CellReport(cell.name, cell.agent, cell.scaffold, cell.seed, cell.pool,
                                     cell_report(sandbox, k)))

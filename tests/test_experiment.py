@@ -75,7 +75,7 @@ def test_a_grid_runs_every_cell_and_the_report_reads_the_ledgers(grid, tmp_path)
     out = run("experiment", "run", str(grid))
     assert "4 of 4 cells to run, 2 at a time" in out and "4 of 4 cells ended" in out
     folder = tmp_path / "grid"
-    cells = sorted(p.name for p in (folder / "cells").iterdir())
+    cells = sorted(p.name for p in (folder / "cells").iterdir() if p.is_dir() and not p.name.endswith(".agent"))
     assert cells == sorted(f"{a}-adapt-seed{k}-demo" for a in ("scripted", "search") for k in (0, 1))
     # a rerun skips the ended cells
     assert "0 of 4 cells to run" in run("experiment", "run", str(grid))
@@ -85,7 +85,7 @@ def test_a_grid_runs_every_cell_and_the_report_reads_the_ledgers(grid, tmp_path)
     report = json.loads((folder / "report.json").read_text())
     cell = next(c for c in report["cells"] if c["cell"] == "scripted-adapt-seed0-demo")
     board = json.loads(subprocess.run([sys.executable, "-m", "cbdsl", "leaderboard", "--test", "--json"],
-                                      cwd=folder / "cells" / cell["cell"] / "sandbox", capture_output=True,
+                                      cwd=folder / "cells" / cell["cell"], capture_output=True,
                                       text=True, check=True).stdout)
     best = max((r for r in board if r["iteration"] > 0), key=lambda r: (r["aggregate"], -r["iteration"]))
     assert cell["best_dev"] == best["aggregate"] and cell["test_of_best"] == best["test"]["aggregate"]
@@ -105,17 +105,17 @@ def test_a_killed_grid_resumes_from_the_ledgers(grid, tmp_path, pool):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     folder = tmp_path / "grid"
     deadline = time.time() + 120
-    while time.time() < deadline and not list(folder.glob("cells/*/sandbox.agent/turn-0002")):
+    while time.time() < deadline and not list(folder.glob("cells/*.agent/turn-0002")):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the runner, its agents and their submits, at once
     proc.wait()
-    assert len(list(folder.glob("cells/*/cell.json"))) < 2
+    assert len(list(folder.glob("cells/*.json"))) < 2
     out = run("experiment", "run", str(grid))
     assert "cells ended" in out
-    for cell in (folder / "cells").iterdir():
-        ended = json.loads((cell / "cell.json").read_text())
+    for mark in (folder / "cells").glob("*.json"):
+        ended = json.loads(mark.read_text())
         assert ended["iterations_left"] == 0, ended
-        verify = subprocess.run([sys.executable, "-m", "cbdsl", "verify"], cwd=cell / "sandbox",
+        verify = subprocess.run([sys.executable, "-m", "cbdsl", "verify"], cwd=mark.with_suffix(""),
                                 capture_output=True, text=True)
         assert verify.returncode == 0, verify.stderr
     report = experiment_report(folder)
