@@ -239,8 +239,7 @@ def _run_cell(grid: Grid, out: Path, cell: Cell, log: Callable[[str], None]) -> 
         try:
             init(sandbox, pool=cell.pool, budget=grid.budget, backend=grid.backend, scaffold=cell.scaffold,
                  iterations=grid.iterations, pool_obj=Pool.open(resolve_pool(cell.pool)), backends=settings)
-        except (SandboxError, PoolError) as err:
-            _write_ended(sandbox, cell, {"stopped": f"not started: {err}", "exit_code": None})
+        except (SandboxError, PoolError) as err:  # not marked ended: a rerun tries again once it is fixed
             log(f"{cell.name}: not started: {err}")
             return
     spec = grid.agents[cell.agent]
