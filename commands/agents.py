@@ -19,7 +19,7 @@ from cbdsl.harness.presets import AgentError, resolve
 from cbdsl.harness.report import ReportError, experiment_report, markdown, plot
 from cbdsl.pipelines.loop.ledger import LedgerError
 from cbdsl.pipelines.loop.sandbox import SandboxError
-from cbdsl.pipelines.loop.test_scores import AGENT_ENV
+from cbdsl.pipelines.loop.test_scores import AGENT_ENV, refuse_in_agent_run
 
 
 @click.command("mcp")
@@ -125,8 +125,9 @@ def experiment_report_cmd(folder: str, k: int | None, plots: str | None, as_json
     iteration, the shares of iterations with a new method family, literal-only, refused by the scaffold, refused;
     the best score against iteration. Writes report.md, report.json and the plots into FOLDER."""
 
-    if os.environ.get(AGENT_ENV):
-        raise click.UsageError(f"the report shows test scores, which an agent run never sees ({AGENT_ENV} is set)")
+    refusal = refuse_in_agent_run("cbdsl experiment report")
+    if refusal:
+        raise click.UsageError(refusal)
     try:
         report = experiment_report(folder, k)
     except (ReportError, GridError) as err:

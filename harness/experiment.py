@@ -223,9 +223,14 @@ def run_grid(grid: Grid, out: str | os.PathLike, *, parallel: int | None = None,
     return [_ended(cell_dir(out, c)) or {"cell": c.name, "stopped": "not ended"} for c in grid.cells]
 
 
+def _mark(sandbox: Path) -> Path:
+    """``cells/<cell>.json``: written when the cell's run ended."""
+    return sandbox.with_name(f"{sandbox.name}.json")
+
+
 def _ended(sandbox: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(sandbox.with_name(f"{sandbox.name}.json").read_text())
+        return json.loads(_mark(sandbox).read_text())
     except (FileNotFoundError, ValueError):
         return None
 
@@ -265,7 +270,7 @@ def _run_cell(grid: Grid, out: Path, cell: Cell, log: Callable[[str], None]) -> 
 
 def _write_ended(sandbox: Path, cell: Cell, data: dict[str, Any]) -> None:
     sandbox.parent.mkdir(parents=True, exist_ok=True)
-    mark = sandbox.with_name(f"{sandbox.name}.json")
+    mark = _mark(sandbox)
     tmp = mark.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"cell": cell.name, **asdict(cell), **data}, indent=2) + "\n")
     os.replace(tmp, mark)

@@ -30,7 +30,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from typing import Any
 from cbdsl.harness import prompt as prompts
 from cbdsl.harness.presets import Agent, AgentError, render
 from cbdsl.harness.usage import Usage
-from cbdsl.pipelines.loop.ledger import LedgerError
+from cbdsl.pipelines.loop.ledger import Ledger, LedgerError
 from cbdsl.pipelines.loop.sandbox import load
 from cbdsl.pipelines.loop.backends import make_backend
 from cbdsl.pipelines.loop.backends.base import BackendError
@@ -95,7 +96,7 @@ def run(sandbox: str | os.PathLike, agent: Agent, *, mode: str = "turn", limits:
     result = Result(record=folder)
     # Before the agent runs: the ledger exists and its witness holds cbdsl.toml's settings (an agent that edits
     # them before its first submit is then refused), and an entry a killed run left `running` is recovered.
-    problem = _settle_ledger(cfg, log, create=True)
+    problem = _settle_ledger(cfg, log)
     if problem:
         result.stopped = "the ledger does not verify: " + problem
         return result
@@ -147,7 +148,7 @@ def _turn(cfg, agent: Agent, turn: int, submissions: int, left: int, last: dict 
     wall = time.time() - start
     changed = guard.restore()
     problem = _settle_ledger(cfg, log)
-    produced = _entries_after(cfg, before)
+    produced = [] if problem else _entries_after(cfg, before)
     outcome, why = _outcome(code, stop, produced, limits, changed)
     return {"turn": turn, "agent": agent.name, "outcome": outcome, "explanation": why, "exit_code": code,
             "wall_s": round(wall, 3), "started_at": start, "usage": usage.to_json(), "iterations": produced,
@@ -299,18 +300,23 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _ledger_state(cfg) -> tuple[int, dict | None]:
-    """(iterations left, the latest finished entry's feedback as ``submit --json`` gives it, or None)."""
-    if not (cfg.state / "ledger.sqlite").is_file():
-        return cfg.iterations, None
+@contextmanager
+def _ledger(cfg) -> Iterator[Ledger]:
+    """The sandbox's ledger (checked against its witness), closed after; it exists from the run's start on."""
     ledger = ledger_for(cfg)
     try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def _ledger_state(cfg) -> tuple[int, dict | None]:
+    """(iterations left, the latest finished entry's feedback as ``submit --json`` gives it, or None)."""
+    with _ledger(cfg) as ledger:
         entries = ledger.entries()
         used = len([e for e in entries if e.status == "scored" and not e.is_baseline])
         done = [e for e in entries if e.status != "running"]
         last = with_noise(feedback(cfg, ledger, done[-1], done[-1].suite), _backend(cfg)).to_json() if done else None
-    finally:
-        ledger.close()
     return max(0, cfg.iterations - used), last
 
 
@@ -322,46 +328,25 @@ def _backend(cfg):
 
 
 def _max_entry(cfg) -> int:
-    if not (cfg.state / "ledger.sqlite").is_file():
-        return -1
-    ledger = ledger_for(cfg)
-    try:
+    with _ledger(cfg) as ledger:
         return ledger.next_number() - 1
-    finally:
-        ledger.close()
 
 
 def _entries_after(cfg, n: int) -> list[dict[str, Any]]:
-    if not (cfg.state / "ledger.sqlite").is_file():
-        return []
-    ledger = ledger_for(cfg)
-    try:
+    with _ledger(cfg) as ledger:
         return [{"n": e.n, "status": e.status, "aggregate": e.aggregate, "policy_hash": e.policy_hash,
                  "selection_hash": e.selection_hash, "error": e.error} for e in ledger.entries() if e.n > n]
-    finally:
-        ledger.close()
 
 
-def _settle_ledger(cfg, log: Callable[[str], None], create: bool = False) -> str | None:
-    """The ledger verifies (else the report, and the run stops) and no entry is left ``running`` by a submit
-    a turn's end killed (the ledger marks it failed); ``create``: make the ledger and its witness first."""
-    if not create and not (cfg.state / "ledger.sqlite").is_file():
-        return None
+def _settle_ledger(cfg, log: Callable[[str], None]) -> str | None:
+    """The ledger (made on the run's first call, with its witness) verifies, else the report, and the run
+    stops; no entry is left ``running`` by a submit a turn's end killed (the ledger marks it failed)."""
     cfg.state.mkdir(parents=True, exist_ok=True)
     try:
-        ledger = ledger_for(cfg)
+        with _ledger(cfg) as ledger, ledger.submit_lock(wait=True, log=log):
+            pass  # the lock verifies the ledger first, then recovers entries whose process died
     except LedgerError as err:
         return str(err)
-    try:
-        verdict = ledger.verify()
-        if not verdict.ok:
-            return verdict.report()
-        with ledger.submit_lock(wait=True, log=log):
-            pass  # under the lock the ledger recovers entries whose process died
-    except LedgerError as err:
-        return str(err)
-    finally:
-        ledger.close()
     return None
 
 

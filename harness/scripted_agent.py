@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         checked, compiled = cbdsl("check", "policy.cur"), cbdsl("compile", "policy.cur")
         submitted = cbdsl("submit", "--json", *submit_args(scaffold, step, family, seen))
         commands += 3
-        result = _json_tail(submitted.stdout)
+        result = _json_out(submitted.stdout)
         failed = next((p for p in (compiled, submitted) if p.returncode != 0 and p.stderr.strip()), None)
         emit({"type": "step", "step": step, "family": family, "check": checked.returncode,
               "compile": compiled.returncode, "submit": submitted.returncode,
@@ -159,12 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _json_tail(text: str) -> dict:
-    """The JSON object ``cbdsl submit --json`` printed last (progress lines may come before it)."""
-    start = text.find("\n{")
-    start = 0 if text.startswith("{") else (start + 1 if start >= 0 else -1)
+def _json_out(text: str) -> dict:
+    """What ``cbdsl submit --json`` printed (its progress goes to stderr), or {} when it printed nothing."""
     try:
-        return json.loads(text[start:]) if start >= 0 else {}
+        return json.loads(text)
     except ValueError:
         return {}
 

@@ -58,7 +58,8 @@ def read(witness, entries) -> dict[int, dict[str, Any]]:
         raise LedgerError(f"cannot read the test scores {witness.test_path} ({err.strerror})") from None
     wanted = {e.n: (e.selection_hash, e.suite) for e in entries if e.status == "scored"}
     out: dict[int, dict[str, Any]] = {}
-    for k, raw in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    for k, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
         try:
@@ -67,7 +68,7 @@ def read(witness, entries) -> dict[int, dict[str, Any]]:
             key = (line["selection_hash"], line["suite"])
             float(line["aggregate"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            if k == len(text.splitlines()) and not text.endswith("\n"):
+            if k == len(lines) and not text.endswith("\n"):
                 continue  # a line cut by a crash mid-append: its iteration was never finished
             raise LedgerBroken(f"{witness.test_path}:{k} is not a line cbdsl wrote: restore the file from a backup, "
                                "or remove the line") from None
