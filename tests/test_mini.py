@@ -17,6 +17,7 @@ import pytest
 
 from cbdsl.pipelines.data import demo
 from cbdsl.pipelines.data.demo import make_demo
+from cbdsl.pipelines.loop.backends.base import BackendError
 
 MINI = [sys.executable, "-m", "cbdsl.pipelines.loop.backends.mini"]
 
@@ -40,10 +41,11 @@ def test_mini_command_trains_evaluates_and_writes_metrics(pool, tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "CBDSL_DEVICE": "cpu"})
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(out.read_text())
-    assert metrics["train_rows"] == 120 and metrics["suite"].startswith("mini-v7-")
+    assert metrics["train_rows"] == 120 and metrics["suite"].startswith("mini-v8-")
     assert len(metrics["benchmarks"]) == 7 and all(0 <= v <= 1 for v in metrics["benchmarks"].values())
     assert metrics["aggregate"] == pytest.approx(sum(metrics["benchmarks"].values()) / 7)
-    assert "mini: training a small CLIP on 120 pairs (2 steps x 32)" in proc.stdout
+    assert "mini: training small CLIP 1/2 (seed 3) on 120 pairs (2 steps x 32)" in proc.stdout
+    assert "mini: training small CLIP 2/2 (seed 1003)" in proc.stdout
 
 
 def test_mini_command_errors_say_what_to_fix(pool, tmp_path):
@@ -55,6 +57,37 @@ def test_mini_command_errors_say_what_to_fix(pool, tmp_path):
     proc = subprocess.run([*MINI, str(sel), "--pool", str(pool), "--metrics", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "has no `rank` column" in proc.stderr and not out.exists()
+
+
+def test_a_submission_averages_its_models_each_trained_as_alone(pool, tmp_path):
+    """Two models side by side (threads on the CPU) give each model's bytes alone: the averaged scores are the
+    mean of two one-model runs at seeds s and s + MODEL_SEEDS, exactly."""
+    from cbdsl.pipelines.data.pool import Pool
+    from cbdsl.pipelines.loop.backends.base import Job
+    from cbdsl.pipelines.loop.backends.mini import MODEL_SEEDS, MiniBackend
+
+    opened = Pool.open(pool)
+    sel = pl.read_parquet(selection(pool, tmp_path / "selection.parquet"))
+    job = Job(pool=opened, selection=sel, export_dir=tmp_path, workdir=tmp_path, log=lambda m: None)
+    settings = {"steps": 6, "batch_size": 32, "eval_rows": 64, "test_rows": 64}
+    both = MiniBackend.from_settings(seed=5, **settings).run(job)
+    alone = [MiniBackend.from_settings(seed=seed, models=1, **settings).run(job) for seed in (5, 5 + MODEL_SEEDS)]
+    for part in (lambda m: m, lambda m: m["test"]):
+        assert part(both)["benchmarks"] == {name: (part(alone[0])["benchmarks"][name] + part(alone[1])["benchmarks"][name]) / 2
+                                            for name in part(both)["benchmarks"]}
+    assert alone[0]["benchmarks"] != alone[1]["benchmarks"]  # the seeds differ, so the mean is not one model's
+    assert MiniBackend.from_settings(models=1).suite != MiniBackend.from_settings().suite
+    with pytest.raises(BackendError, match="models = 0: the number of trainings averaged must be at least 1"):
+        MiniBackend.from_settings(models=0, **settings).run(job)
+
+
+def test_side_by_side_keeps_the_order_and_runs_in_turn_without_threads():
+    from cbdsl.scorers.models.training import side_by_side
+
+    seen = []
+    assert side_by_side(lambda i: seen.append(i) or i * i, range(4), threads=None) == [0, 1, 4, 9]
+    assert seen == [0, 1, 2, 3]
+    assert side_by_side(lambda i: i + 1, range(3), threads=1) == [1, 2, 3]
 
 
 def test_with_rates_changes_only_what_it_names_and_checks_it():

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from cbdsl.scorers.models.recipe import Recipe
 from cbdsl.scorers.models.tinyclip import image_inputs, text_inputs
-from cbdsl.scorers.models.training import deterministic_algorithms, lr_at, torch_threads  # noqa: F401 (theirs too)
+from cbdsl.scorers.models.training import deterministic_algorithms, lr_at, side_by_side, torch_threads  # noqa: F401 (theirs too)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read by cuBLAS at its first call: before torch runs any
 
@@ -81,3 +85,20 @@ def deterministic_algorithms(cuda: bool = False) -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
+
+
+def side_by_side(fn: Callable[[int], T], items: Iterable[int], *, threads: int | None) -> list[T]:
+    """``[fn(i) for i in items]``, run in Python threads side by side when ``threads`` is set (CPU), else in turn.
+
+    Why it is safe: each call trains on ``threads`` torch threads, so its
+    floating-point order, and its bytes, are those of the same call alone
+    (torch's kernels release the GIL). The thread count and the deterministic
+    mode are process-wide and the training loop sets and restores them on
+    entry and exit; they are set here first, to the same values, so a call
+    that ends first restores what the others still run with.
+    """
+    items = list(items)
+    if not threads or len(items) < 2:
+        return [fn(i) for i in items]
+    with deterministic_algorithms(), torch_threads(threads), ThreadPoolExecutor(len(items)) as pool:
+        return list(pool.map(fn, items))

@@ -40,10 +40,13 @@ in seconds: same recipe, other floating-point order than the CPU's). Prints
 one JSON object; ``--out FILE`` also writes it there.
 
 Seen on the CPU, demo pool as shipped (the GPU host's CPU and this project's
-2-core VM give the same bytes for a recipe and thread count): with mini-v6
-(the ResNet image tower) random 0.383 +- 0.009, demo_clip_quality 0.543 +-
-0.028: 7.3 pooled sigmas, the same ranking on every seed; with mini-v5 (the
-ViT) 5.1 sigmas and the two CLIP-filtered arms swapping on one seed. README,
+2-core VM give the same bytes for a recipe and thread count): with mini-v8
+(two models averaged), seeds 0-5, pooled seed std 0.0172 and 7.2 sigmas, the
+curated arms in one order on 2 of 6 seeds (0.0124, 9.2 sigmas and 5 of 6 on
+an H100); with mini-v6 (one model) random 0.383 +- 0.009, demo_clip_quality
+0.543 +- 0.028 on seeds 0-2: 7.3 pooled sigmas. Each arm's JSON has every
+score's seed std (``benchmarks_std``), and the summary the curated arms' most
+frequent order (``curated_order``, ``seeds_in_curated_order``). README,
 "Validity of the mini backend", says why and what next.
 """
 
@@ -217,12 +220,16 @@ def summarize(results: dict[str, list[dict]], seeds: list[int]) -> dict:
     best = max((a for a in agg if a != "random"), key=lambda a: agg[a].mean())
     margin = float(agg[best].mean() - agg["random"].mean())
     rankings = [sorted(agg, key=lambda a: -agg[a][i]) for i in range(len(seeds))]
+    curated = [tuple(a for a in r if a != "random") for r in rankings]
+    order = max(curated, key=curated.count)  # the curated arms' most frequent order (first seen on a tie)
     benchmarks = sorted(results["random"][0]["benchmarks"])
     return {
         "arms": {a: {"mean": round(float(v.mean()), 4), "std": round(float(v.std(ddof=1)), 4),
                      "per_seed": [round(float(x), 4) for x in v],
                      "benchmarks": {b: round(float(np.mean([r["benchmarks"][b] for r in results[a]])), 4)
                                     for b in benchmarks},
+                     "benchmarks_std": {b: round(float(np.std([r["benchmarks"][b] for r in results[a]], ddof=1)), 4)
+                                        for b in benchmarks} if len(seeds) > 1 else None,
                      "seconds": [r["seconds"] for r in results[a]]} for a, v in agg.items()},
         "seed_noise_std": round(noise, 4),
         "best_curated": best,
@@ -231,6 +238,8 @@ def summarize(results: dict[str, list[dict]], seeds: list[int]) -> dict:
         "sigmas_vs_larger_std": round(margin / max(agg[best].std(ddof=1), agg["random"].std(ddof=1)), 2),
         "rankings_per_seed": rankings,
         "ranking_stable": all(r == rankings[0] for r in rankings),
+        "curated_order": list(order),
+        "seeds_in_curated_order": f"{curated.count(order)} of {len(seeds)}",
         "target_met": noise > 0 and margin / noise >= TARGET_SIGMAS and all(r == rankings[0] for r in rankings),
     }
 
