@@ -77,8 +77,11 @@ def test_a_submission_averages_its_models_each_trained_as_alone(pool, tmp_path):
                                             for name in part(both)["benchmarks"]}
     assert alone[0]["benchmarks"] != alone[1]["benchmarks"]  # the seeds differ, so the mean is not one model's
     assert MiniBackend.from_settings(models=1).suite != MiniBackend.from_settings().suite
-    with pytest.raises(BackendError, match="models = 0: the number of trainings averaged must be at least 1"):
+    assert MiniBackend.from_settings(prompts=64).suite != MiniBackend.from_settings().suite
+    with pytest.raises(BackendError, match="models = 0: the number of trainings averaged must be at least 1 \\(the default is 2\\)"):
         MiniBackend.from_settings(models=0, **settings).run(job)
+    with pytest.raises(BackendError, match="prompts = 0: the captions per zero-shot prototype must be at least 1"):
+        MiniBackend.from_settings(prompts=0, **settings).run(job)
 
 
 def test_side_by_side_keeps_the_order_and_runs_in_turn_without_threads():

@@ -68,12 +68,14 @@ two cores); ``[backend.mini]`` in cbdsl.toml changes its fields (``seed = 1``, `
 class MiniBackend(RecipeSettings):
     """``models`` trainings of the recipe on the selection, each scored on the suite: its dev part of
     ``eval_rows`` clean pairs (the feedback) and its test part of ``test_rows`` (0: none; the researcher's record
-    only); each score is the mean over the models."""
+    only); each score is the mean over the models. ``prompts``: the captions averaged into each class's text
+    prototype in the zero-shot scores (CLIP's prompt ensembles)."""
 
     recipe: Recipe = RECIPE
     eval_rows: int = EVAL_ROWS
     test_rows: int = EVAL_ROWS
     models: int = 2
+    prompts: int = 16
     name: str = "mini"
     format: str = "parquet"
     RECIPE: ClassVar[Recipe] = RECIPE
@@ -85,8 +87,9 @@ class MiniBackend(RecipeSettings):
     @property
     def suite(self) -> str:
         """``mini-v<SUITE_VERSION>-<recipe digest>``; the version stands for the model and the suite (no torch import here)."""
-        recipe = {**asdict(self.recipe), "eval_rows": self.eval_rows, "test_rows": self.test_rows,
-                  "models": self.models}
+        recipe = {**asdict(self.recipe), "eval_rows": self.eval_rows, "test_rows": self.test_rows, "models": self.models}
+        if self.prompts != MiniBackend.prompts:  # named only when changed: v8's recorded suites keep their digest
+            recipe["prompts"] = self.prompts
         digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
         return f"mini-v{SUITE_VERSION}-{digest}"
 
@@ -94,6 +97,11 @@ class MiniBackend(RecipeSettings):
         # torch: loaded only when a model trains or evaluates
         from cbdsl.scorers.models import clip_eval, clip_training, tinyclip
 
+        for setting, value, what in (("models", self.models, "the number of trainings averaged"),
+                                     ("prompts", self.prompts, "the captions per zero-shot prototype")):
+            if value < 1:
+                raise BackendError(f"[backend.mini] {setting} = {value}: {what} must be at least 1 (the default "
+                                   f"is {getattr(type(self), setting)})")
         pool = job.pool
         if not {"image", "text"} <= set(pool.schema):
             raise BackendError(f"the mini backend trains on image-caption pairs; pool `{pool.name}` has no "
@@ -104,9 +112,6 @@ class MiniBackend(RecipeSettings):
                 .join(job.selection.select(pool.id_column, "rank"), on=pool.id_column).sort("rank"))
         if rows.height < 2:
             raise BackendError("the mini backend needs at least 2 selected rows")
-        if self.models < 1:
-            raise BackendError(f"[backend.mini] models = {self.models}: the number of trainings averaged must be at "
-                               "least 1 (2 is the calibrated default)")
         dev = device()
         images = rows.get_column("image").to_list()
         if pool.schema.get("image") == "image":  # paths into the pool's image folder (LLaVA's layout)
@@ -127,8 +132,9 @@ class MiniBackend(RecipeSettings):
             clip_training.train(model, images, texts, recipe, device=dev)
             # the recipe's thread count on CPU: the same reduction order on any machine, as in training
             with clip_training.torch_threads(recipe.threads if dev == "cpu" else None):
-                dev_part = clip_eval.evaluate(model, rows=self.eval_rows, device=dev)
-                test_part = (clip_eval.evaluate(model, rows=self.test_rows, device=dev, seed=TEST_SEED)
+                dev_part = clip_eval.evaluate(model, rows=self.eval_rows, device=dev, ensemble=self.prompts)
+                test_part = (clip_eval.evaluate(model, rows=self.test_rows, device=dev, seed=TEST_SEED,
+                                                ensemble=self.prompts)
                              if self.test_rows else None)
             job.log(f"mini: small CLIP {k + 1}/{len(recipes)} scored on the held-out suite")
             return dev_part, test_part
