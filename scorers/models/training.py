@@ -85,8 +85,6 @@ def deterministic_algorithms(cuda: bool = False) -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
-
-
 def side_by_side(fn: Callable[[int], T], items: Iterable[int], *, threads: int | None) -> list[T]:
     """``[fn(i) for i in items]``, run in Python threads side by side when ``threads`` is set (CPU), else in turn.
 

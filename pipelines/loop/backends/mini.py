@@ -54,7 +54,7 @@ SUITE_VERSION = 8  # 2: a 4,000-pair suite (was 1,000); 3: 300 steps at lr 3e-3 
 # position at chance and the two CLIP-filtered arms within seed noise of each other; v6's ResNet tower
 # (tinyclip.MINI) learns both, in the same recipe and about the same time. v8 averages two such models (issue
 # 16): the pooled seed std fell from 0.0218 to 0.0172 on the CPU and from 0.0226 to 0.0124 on an H100, for
-# about 1.3x the time (two one-thread trainings side by side on two cores); three models of 700 steps gave
+# 84-91 s a submission on two cores against 61-82 s (the two train side by side, one thread each); three models of 700 steps gave
 # 0.0110 on the H100 but squeezed the curated arms together (8.9 sigmas against 9.2).
 MODEL_SEEDS = 1000
 """The seed stride between the models one submission averages (:meth:`MiniBackend.recipes`)."""
@@ -121,6 +121,7 @@ class MiniBackend(RecipeSettings):
         images = tinyclip.load_images(images)
         texts = tinyclip.tokenize(rows.get_column("text").fill_null("").to_list())
         recipes = self.recipes()
+        threads = self.recipe.threads if dev == "cpu" else None  # a GPU takes the models in turn
         # built here, in turn: a model's initial weights come from torch's global generator, which threads share
         models = [tinyclip.build(tinyclip.MINI, seed=recipe.seed) for recipe in recipes]
 
@@ -131,7 +132,7 @@ class MiniBackend(RecipeSettings):
             model = models[k]
             clip_training.train(model, images, texts, recipe, device=dev)
             # the recipe's thread count on CPU: the same reduction order on any machine, as in training
-            with clip_training.torch_threads(recipe.threads if dev == "cpu" else None):
+            with clip_training.torch_threads(threads):
                 dev_part = clip_eval.evaluate(model, rows=self.eval_rows, device=dev, ensemble=self.prompts)
                 test_part = (clip_eval.evaluate(model, rows=self.test_rows, device=dev, seed=TEST_SEED,
                                                 ensemble=self.prompts)
@@ -139,9 +140,7 @@ class MiniBackend(RecipeSettings):
             job.log(f"mini: small CLIP {k + 1}/{len(recipes)} scored on the held-out suite")
             return dev_part, test_part
 
-        # on CPU the models train side by side, each on the recipe's threads (two of one thread fill two cores
-        # 13% sooner than one after the other on two; the bytes are each model's own); a GPU takes them in turn
-        threads = self.recipe.threads if dev == "cpu" else None
+        # on CPU the models train side by side, each on the recipe's threads (the bytes are each model's own)
         parts = clip_training.side_by_side(train_and_score, range(len(recipes)), threads=threads)
         dev_parts = [d for d, _ in parts]
         test_parts = [t for _, t in parts if t is not None]
