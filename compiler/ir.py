@@ -285,6 +285,19 @@ class Plan(_Frozen):
     def of(self, kind: type) -> list:
         return [s for s in self.steps if isinstance(s, kind)]
 
+    def producers(self, columns: set[str]) -> list:
+        """The steps that compute ``columns``, with those they read in turn, in plan (dependency) order;
+        pool columns need none."""
+        writers = {s.writes: s for s in self.steps if s.writes}
+        needed: set[str] = set()
+        frontier = set(columns)
+        while frontier:
+            column = frontier.pop()
+            if column in writers and column not in needed:
+                needed.add(column)
+                frontier |= writers[column].reads
+        return [s for s in self.steps if s.writes in needed]
+
     @property
     def scan(self) -> Scan:
         return self.of(Scan)[0]

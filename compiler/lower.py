@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import polars as pl
@@ -24,7 +24,7 @@ from cbdsl.compiler.ir import (
     Apply, AssetIds, BudgetStep, Col, DedupStep, Derive, FilterStep, Lit, MixStep, Op, Plan, Score, SelectStep, Stat,
 )
 from cbdsl.compiler.text_classes import PY_SPACE
-from cbdsl.compiler.types import FLOAT, parse_type
+from cbdsl.compiler.types import BOOL, FLOAT, INT, parse_type
 from cbdsl.compiler.signatures import LowerContext, Registry
 
 HASH = "#hash"  # the stable id hash column (kernels.hash_strings), every tie is broken by it
@@ -41,6 +41,7 @@ _AT_LEAST: dict[str, Callable[[float], tuple[int, bool]]] = {
 }
 _MAX_WORDS_REGEX = 64  # past this the regex's repetition outgrows the count it replaces
 _NUMERIC_OUTPUTS = frozenset({"float", "same", "join"})  # outputs that may be NaN: made null by _no_nan
+_CHEAP = frozenset({BOOL, INT, FLOAT})  # column types a scan decodes and a predicate tests cheaply
 
 
 @dataclass
@@ -54,9 +55,18 @@ class ExprLowering:
     registry: Registry
     asset_ids: Callable[[str], list[str]] = field(default=lambda name: [])
     pool: Any = None
+    #: Statistics computed before the filter stage (:meth:`Lowered.with_statistics`): column -> a frame of
+    #: the aggregates, one row, or one per ``per`` group (the group column first).
+    statistics: Mapping[str, pl.DataFrame] = field(default_factory=dict)
+    #: Columns lowered in place, as the expression of the row-local step that computes them (a derive, or a
+    #: statistic in :attr:`statistics`), so that a predicate reads pool columns only (:meth:`Lowered.in_scan`).
+    inline: Mapping[str, Derive | Stat] = field(default_factory=dict)
 
     def __call__(self, e) -> pl.Expr:
         match e:
+            case Col(name=n) if n in self.inline:
+                step = self.inline[n]
+                return self(step.expr) if isinstance(step, Derive) else self._statistic(step)
             case Col(name=n):
                 return _no_nan(pl.col(n)) if parse_type(self.schema.get(n, "any")) == FLOAT else pl.col(n)
             case Lit(value=v):
@@ -146,7 +156,31 @@ class ExprLowering:
         return ~test if negate else test
 
     def stat(self, s: Stat) -> pl.Expr:
+        """A statistic's column: its aggregates over the population (per group with ``per``), or the values the
+        executor computed first (:attr:`statistics`), combined with each row by the statistic's lowering."""
+        return self._statistic(s).alias(s.column)
+
+    def _statistic(self, s: Stat) -> pl.Expr:
         entry = self.registry.get(s.stat, "expr")
+        ctx, x = self._stat_context(s, entry)
+        if entry.aggregate is not None:
+            known = self.statistics.get(s.column)
+            if known is None:
+                values = {k: v if s.per is None else v.over(s.per) for k, v in entry.aggregate(ctx, x).items()}
+            else:
+                values = {k: _value_of(known, k, s.per) for k in known.columns if k != s.per}
+            ctx = replace(ctx, values=values)
+        out = entry.lower(ctx, x)
+        return _no_nan(out) if entry.output in _NUMERIC_OUTPUTS else out
+
+    def aggregates(self, s: Stat) -> dict[str, pl.Expr]:
+        """The statistic's aggregates over its population (``among`` applied), ungrouped: what the executor
+        computes first, per ``per`` group with a ``group_by``."""
+        entry = self.registry.get(s.stat, "expr")
+        ctx, x = self._stat_context(s, entry)
+        return {k: v.alias(k) for k, v in entry.aggregate(ctx, x).items()}
+
+    def _stat_context(self, s: Stat, entry) -> tuple[LowerContext, pl.Expr]:
         ctx = LowerContext(
             params=entry.params.model_validate(s.params),
             arg_types=(self._type(s.arg),),
@@ -155,8 +189,23 @@ class ExprLowering:
             among=self(s.among) if s.among is not None else None,
             pool=self.pool,
         )
-        out = entry.lower(ctx, self(s.arg))
-        return (_no_nan(out) if entry.output in _NUMERIC_OUTPUTS else out).alias(s.column)
+        return ctx, self(s.arg)
+
+
+def _value_of(table: pl.DataFrame, name: str, per: str | None) -> pl.Expr:
+    """An aggregate computed first, as a literal (one row), or per group as a lookup of the row's ``per`` value
+    (a null ``per`` is a group of its own, as in ``over``)."""
+    column = table.get_column(name)
+    if per is None:
+        return pl.lit(column[0], dtype=column.dtype)
+    return pl.col(per).replace_strict(table.get_column(per), column, default=None, return_dtype=column.dtype)
+
+
+def _conjunction(predicates: list[pl.Expr]) -> pl.Expr | None:
+    out = None
+    for p in predicates:
+        out = p if out is None else out & p
+    return out
 
 
 def _no_nan(e: pl.Expr) -> pl.Expr:
@@ -207,6 +256,52 @@ class Lowered:
         if pending_scores:
             frame = score_columns(frame, pending_scores)
         return frame
+
+    def first_statistics(self) -> list[Stat]:
+        """The statistics the executor may compute before the filter stage (DESIGN rule 1 makes each one's
+        population the pool as it enters the stage, which no filter changes): those with an aggregate
+        (:attr:`~cbdsl.compiler.signatures.Entry.aggregate`), no model score among their inputs (a score stays
+        where the optimizer put it, computed once) and no float ``per`` column (a NaN group has no key)."""
+        out = []
+        for s in self.plan.of(Stat):
+            if self.exprs.registry.get(s.stat, "expr").aggregate is None:
+                continue
+            if s.per is not None and parse_type(self.exprs.schema.get(s.per, "any")) == FLOAT:
+                continue
+            if any(isinstance(d, Score) for d in self.plan.producers(s.reads)):
+                continue
+            out.append(s)
+        return out
+
+    def with_statistics(self, values: Mapping[str, pl.DataFrame]) -> Lowered:
+        """The same program with these statistics' aggregates known (column -> the frame
+        :meth:`ExprLowering.aggregates` gave): their columns become row-local, so Polars can push the filters
+        that read them into the scan."""
+        exprs = replace(self.exprs, statistics={**self.exprs.statistics, **values})
+        return replace(self, exprs=exprs)
+
+    def in_scan(self, filters: list[FilterStep]) -> tuple[pl.Expr | None, pl.Expr | None] | None:
+        """The filters as predicates over pool columns, for the scan: every derived column and every statistic
+        computed first lowered in place; None when a filter reads a score or a statistic computed in the query.
+
+        Two predicates (either may be None): the filters that read numbers and booleans only, cheap to decode
+        and test on every row, and the others (strings), to test on the rows that pass the first. DataComp's
+        filter on 12.8M rows: the captions of about a fifth of them (tests/benchmarks/README.md, fix 4)."""
+        if not filters:
+            return None
+        inline: dict[str, Derive | Stat] = {}
+        for step in self.plan.producers(set().union(*(f.reads for f in filters))):
+            if not (isinstance(step, Derive) or (isinstance(step, Stat) and step.column in self.exprs.statistics)):
+                return None
+            inline[step.column] = step
+        exprs = replace(self.exprs, inline=inline)
+        numeric, other = [], []
+        for f in filters:
+            steps = self.plan.producers(f.reads)
+            pool_columns = f.reads.union(*(s.reads for s in steps)) - {s.column for s in steps}
+            cheap = all(parse_type(self.exprs.schema.get(c, "any")) in _CHEAP for c in pool_columns)
+            (numeric if cheap else other).append(exprs(f.predicate).fill_null(False))
+        return _conjunction(numeric), _conjunction(other)
 
     def predicate(self, filters: list[FilterStep]) -> pl.Expr | None:
         if not filters:

@@ -68,7 +68,9 @@ class Input:
 class LowerContext:
     """What a ``lower`` function gets besides its input expressions.
 
-    ``per`` and ``among`` (Polars expressions or None) are set for statistics;
+    ``per`` (a column name) and ``among`` (a Polars expression) are set for statistics, and ``values`` for
+    those with an :attr:`Entry.aggregate`: each aggregate's value per row, as a Polars expression (the
+    aggregate over the row's ``per`` group in the query, or a literal the executor computed first);
     ``arg_columns`` names the column behind each input when it is a bare column;
     ``pool`` is the pool being run, for a lowering that reads one of its model
     assets (``token_count(tokenizer="NAME")``); None when there is none.
@@ -81,6 +83,7 @@ class LowerContext:
     per: Any = None
     among: Any = None
     pool: Any = None
+    values: Mapping[str, Any] | None = None
 
 
 OutputSpec = Type | str | Callable[[Sequence[Type]], Type]
@@ -117,6 +120,12 @@ class Entry:
     #: each duplicate group by it (DESIGN.md, semantics 3) and the manifest records it as each row's
     #: score; None: no score (dedup keeps the first row in id-hash order, the manifest's score is null).
     prefers: Literal["high", "low"] | None = None
+    #: Statistics: ``aggregate(ctx, x) -> {name: pl.Expr}``, the values over the population (``among``
+    #: applied, ``per`` not: the lowering groups them) that ``lower`` combines with each row's x through
+    #: ``ctx.values``. The executor can then compute them before the filter stage, from the columns they
+    #: read only, and run the filters as row-local predicates. None (`rank`): every row's value needs the
+    #: whole population in the query.
+    aggregate: Callable[..., dict[str, Any]] | None = None
 
     @property
     def space(self) -> Space:

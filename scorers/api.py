@@ -227,6 +227,19 @@ class DedupContext(RowsContext):
     """
 
 
+def in_pick_order(frame: "pl.DataFrame", key: str, hash: str, id: str) -> "pl.DataFrame":
+    """``frame`` sorted by ``(key, hash, id)``, a null key last: the order of every pick.
+
+    Sorted by the float key alone when it has no tie, which is then the same order: a random key
+    rarely ties, and Polars sorts one float column about five times faster than the three (DataComp's
+    2.1M survivors: 0.16 s against 0.86 s, most of it comparing ids)."""
+    by_key = frame.sort(key, nulls_last=True)
+    k = by_key.get_column(key)
+    if k.null_count() == 0 and (len(k) < 2 or bool((k.slice(1) > k.slice(0, len(k) - 1)).all())):
+        return by_key  # strictly increasing (a NaN or an infinity twice is not): no tie to break
+    return frame.sort([key, hash, id], nulls_last=True)
+
+
 @dataclass(frozen=True)
 class SelectContext(RowsContext):
     """What a select strategy's ``run(ctx) -> pl.DataFrame`` gets: one mix group's rows (every
@@ -248,8 +261,7 @@ class SelectContext(RowsContext):
         then id; a null key sorts last."""
         import polars as pl  # off the `cbdsl check` path
 
-        frame = self.rows.with_columns(key.cast(pl.Float64).alias(self.key))
-        return frame.sort([self.key, self.hash, self.id], nulls_last=True)
+        return in_pick_order(self.rows.with_columns(key.cast(pl.Float64).alias(self.key)), self.key, self.hash, self.id)
 
     def shuffled(self, seed: int) -> pl.DataFrame:
         """``rows`` with a seeded random key (:meth:`draw` as a float), in their given order."""

@@ -149,8 +149,11 @@ def _masked(ctx: LowerContext, x):
     return x if ctx.among is None else pl.when(ctx.among).then(x)
 
 
-def _grouped(ctx: LowerContext, expr):
-    return expr if ctx.per is None else expr.over(ctx.per)
+# A statistic with an ``aggregate`` is two parts (see :attr:`~cbdsl.compiler.signatures.Entry.aggregate`): the
+# aggregate values over the population (its `per` groups are the lowering's business) and the row-local
+# ``lower`` that combines them with each row's x through ``ctx.values``. In one query the values are
+# aggregates broadcast to every row; the executor may compute them first and pass literals, so the filters
+# become row-local and go into the scan (tests/benchmarks/README.md, fix 4).
 
 
 class QuantileParams(Params):
@@ -160,27 +163,39 @@ class QuantileParams(Params):
     )
 
 
-@statistic("quantile", inputs=[Input("x", "number")], params=QuantileParams, output="float")
+def _quantile(ctx: LowerContext, x):
+    p = ctx.params
+    return {"q": _population(ctx, x).quantile(p.q, interpolation=p.method)}
+
+
+@statistic("quantile", inputs=[Input("x", "number")], params=QuantileParams, output="float", aggregate=_quantile)
 def quantile(ctx: LowerContext, x):
     """The q-quantile of x over the population (`filter clip >= quantile(clip, 0.7)`)."""
-    p = ctx.params
-    return _grouped(ctx, _population(ctx, x).quantile(p.q, interpolation=p.method))
+    return ctx.values["q"]
 
 
-@statistic("mean", inputs=[Input("x", "number")], output="float")
+def _mean(ctx: LowerContext, x):
+    return {"mean": _population(ctx, x).mean()}
+
+
+@statistic("mean", inputs=[Input("x", "number")], output="float", aggregate=_mean)
 def mean(ctx: LowerContext, x):
     """Mean of x over the population."""
-    return _grouped(ctx, _population(ctx, x).mean())
+    return ctx.values["mean"]
 
 
 class StdParams(Params):
     ddof: int = Field(default=1, ge=0, description="delta degrees of freedom (1: sample standard deviation)")
 
 
-@statistic("std", inputs=[Input("x", "number")], params=StdParams, output="float")
+def _std(ctx: LowerContext, x):
+    return {"std": _population(ctx, x).std(ddof=ctx.params.ddof)}
+
+
+@statistic("std", inputs=[Input("x", "number")], params=StdParams, output="float", aggregate=_std)
 def std(ctx: LowerContext, x):
     """Standard deviation of x over the population."""
-    return _grouped(ctx, _population(ctx, x).std(ddof=ctx.params.ddof))
+    return ctx.values["std"]
 
 
 class RankParams(Params):
@@ -190,21 +205,30 @@ class RankParams(Params):
 @statistic("rank", inputs=[Input("x", "number")], params=RankParams, output="float")
 def rank(ctx: LowerContext, x):
     """Rank of each row's x in the population (1 is the smallest; ties share the average rank)."""
-    return _grouped(ctx, _masked(ctx, x).rank("average", descending=ctx.params.descending))
+    out = _masked(ctx, x).rank("average", descending=ctx.params.descending)  # every row's value: no aggregate
+    return out if ctx.per is None else out.over(ctx.per)
 
 
-@statistic("zscore", inputs=[Input("x", "number")], output="float")
+def _mean_std(ctx: LowerContext, x):
+    pop = _population(ctx, x)
+    return {"mean": pop.mean(), "std": pop.std()}
+
+
+@statistic("zscore", inputs=[Input("x", "number")], output="float", aggregate=_mean_std)
 def zscore(ctx: LowerContext, x):
     """(x - mean) / std, with mean and std over the population."""
+    return (x - ctx.values["mean"]) / ctx.values["std"]
+
+
+def _min_max(ctx: LowerContext, x):
     pop = _population(ctx, x)
-    return (x - _grouped(ctx, pop.mean())) / _grouped(ctx, pop.std())
+    return {"min": pop.min(), "max": pop.max()}
 
 
-@statistic("minmax", inputs=[Input("x", "number")], output="float")
+@statistic("minmax", inputs=[Input("x", "number")], output="float", aggregate=_min_max)
 def minmax(ctx: LowerContext, x):
     """x scaled to [0, 1] by the population's min and max."""
-    pop = _population(ctx, x)
-    lo, hi = _grouped(ctx, pop.min()), _grouped(ctx, pop.max())
+    lo, hi = ctx.values["min"], ctx.values["max"]
     return (x - lo) / (hi - lo)
 
 
@@ -212,7 +236,18 @@ class TopParams(Params):
     frac: float = Field(gt=0, le=1, description="the fraction of the population to keep (30% is 0.30)")
 
 
-@statistic("top", inputs=[Input("x", "number")], params=TopParams, output="bool")
+def _threshold(ctx: LowerContext, x):
+    """DataComp's ``get_threshold``: the value at index ``floor(n * frac)`` of the descending population,
+    missing values last but counted in ``n`` (the last one when the index is past the end)."""
+    import polars as pl
+
+    pop = _population(ctx, x)
+    n = pop.len()
+    index = pl.max_horizontal(pl.min_horizontal((n * ctx.params.frac).floor(), n - 1), 0).cast(pl.UInt32)
+    return {"threshold": pop.sort(descending=True, nulls_last=True).gather(index).first()}
+
+
+@statistic("top", inputs=[Input("x", "number")], params=TopParams, output="bool", aggregate=_threshold)
 def top(ctx: LowerContext, x):
     """True for rows whose x is at least DataComp's threshold for the top `frac` (ties kept).
 
@@ -223,13 +258,7 @@ def top(ctx: LowerContext, x):
     is never kept, and when the index falls on one nothing is kept, as in
     DataComp (``x >= NaN`` is false). Rows outside ``among`` are not kept.
     """
-    import polars as pl
-
-    pop = _population(ctx, x)
-    n = pop.len()
-    index = pl.max_horizontal(pl.min_horizontal((n * ctx.params.frac).floor(), n - 1), 0).cast(pl.UInt32)
-    threshold = _grouped(ctx, pop.sort(descending=True, nulls_last=True).gather(index).first())
-    keep = x >= threshold
+    keep = x >= ctx.values["threshold"]
     if ctx.among is not None:
         keep = keep & ctx.among
     return keep.fill_null(False)

@@ -149,6 +149,12 @@ def dedup_method(id: str, *, inputs: Iterable[Input] = (), params: type[Params] 
                         method=method)
 
 
+def statistic(id: str, *, inputs: Iterable[Input] = (), params: type[Params] = Params, output: OutputSpec = "float",
+              aggregate: Callable[..., dict[str, Any]] | None = None) -> Callable[[Callable], Callable]:
+    """Register the decorated lowering function as a statistic; ``aggregate``: see :attr:`Entry.aggregate`."""
+    return _registering("statistic", "lower", id=id, inputs=inputs, params=params, output=output,
+                        aggregate=aggregate)
+
+
 scorer = _decorator("scorer")
 function = _decorator("function")
-statistic = _decorator("statistic")

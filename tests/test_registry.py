@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import struct
 import subprocess
 import sys
@@ -197,7 +199,11 @@ def lowered(df, entry_id: str, *cols: str, space: str = "expr", schema=None, per
         per=pl.col(per) if per else None,
         among=among,
     )
-    return df.with_columns(entry.lower(ctx, *(pl.col(c) for c in cols)).alias("out"))["out"].to_list()
+    inputs = [pl.col(c) for c in cols]
+    if entry.aggregate is not None:  # a statistic's values, per group as the lowering groups them
+        values = {k: v if per is None else v.over(per) for k, v in entry.aggregate(ctx, *inputs).items()}
+        ctx = replace(ctx, values=values)
+    return df.with_columns(entry.lower(ctx, *inputs).alias("out"))["out"].to_list()
 
 
 def _polars_type(dtype):

@@ -52,9 +52,10 @@ def export(pool: Pool | str | os.PathLike, selection: pl.DataFrame, out_dir: str
     """Write ``selection`` of ``pool`` in format ``fmt`` under ``out_dir``; return the written path.
 
     The selection is checked first (an id column, no null or repeated id,
-    every id in the pool): ``check=False`` skips that for a selection an
-    earlier export of the same call already checked (the membership test
-    reads every id of the pool: 1.3 s at DataComp-small's 12.8M, ``bench_datacomp.py --profile``).
+    every id in the pool): ``check=False`` skips that for a selection known
+    good, the executor's (its ids come from this pool, whose ids are unique)
+    or one an earlier export checked (the membership test reads every id of
+    the pool: 1.3-1.9 s at DataComp-small's 12.8M, ``bench_datacomp.py --profile``).
     """
     if not isinstance(pool, Pool):
         pool = Pool.open(pool)

@@ -174,7 +174,7 @@ def _submit_one(cfg, ledger: Ledger, pool, backend, text: str, name: str, messag
             shutil.rmtree(run_dir)
         export_dir, workdir = run_dir / "export", run_dir / "work"
         workdir.mkdir(parents=True)
-        manifest = export(pool, result.selection, export_dir, "parquet")
+        manifest = export(pool, result.selection, export_dir, "parquet", check=False)  # the executor's ids: see run
         fields["manifest"] = str(manifest)
         if backend.format != "parquet":
             export(pool, result.selection, export_dir, backend.format, check=False)
