@@ -24,7 +24,7 @@ from cbdsl.compiler.ir import (
     Apply, AssetIds, BudgetStep, Col, DedupStep, Derive, FilterStep, Lit, MixStep, Op, Plan, Score, SelectStep, Stat,
 )
 from cbdsl.compiler.text_classes import PY_SPACE
-from cbdsl.compiler.types import BOOL, FLOAT, INT, parse_type
+from cbdsl.compiler.types import BOOL, FLOAT, INT, UNKNOWN, Type, numeric_result, parse_type
 from cbdsl.compiler.signatures import LowerContext, Registry
 
 HASH = "#hash"  # the stable id hash column (kernels.hash_strings), every tie is broken by it
@@ -81,7 +81,7 @@ class ExprLowering:
                     pool=self.pool,
                 )
                 out = entry.lower(ctx, *(self(a) for a in args))
-                return _no_nan(out) if entry.output in _NUMERIC_OUTPUTS else out
+                return _no_nan(out) if entry.output in _NUMERIC_OUTPUTS and self.static_type(e) != INT else out
             case Op(name=name, args=args):
                 return self._op(name, args)
         raise TypeError(f"cannot lower {type(e).__name__}")
@@ -90,6 +90,28 @@ class ExprLowering:
         if isinstance(e, Col) and e.name in self.schema:
             return parse_type(self.schema[e.name])
         return None
+
+    def static_type(self, e) -> Type:
+        """The type of ``e`` where the pool's schema decides it (unknown otherwise: a derived column, a score).
+
+        Why: an integer is never NaN, so its value needs no :func:`_no_nan`, whose ``fill_nan`` Polars expands
+        into a conditional over every row (DataComp's size filters on 12.8M rows: 0.7 s against 0.2 s)."""
+        match e:
+            case Col(name=n):
+                return parse_type(self.schema[n]) if n in self.schema and n not in self.inline else UNKNOWN
+            case Lit(value=v):
+                return INT if isinstance(v, int) and not isinstance(v, bool) else (FLOAT if isinstance(v, float)
+                                                                                   else UNKNOWN)
+            case Apply(fn=fn, args=args):
+                entry = self.registry.get(fn, "expr")
+                types = tuple(self.static_type(a) for a in args)
+                if entry is None or any(t.is_unknown for t in types):
+                    return UNKNOWN
+                return entry.output_type(types)
+            case Op(name=name, args=args) if name in _ARITH or name == "neg":
+                types = [self.static_type(a) for a in args]
+                return types[0] if name == "neg" else numeric_result(types[0], types[1], name)
+        return UNKNOWN
 
     def _op(self, name: str, args) -> pl.Expr:
         if name in ("in", "not in"):
@@ -110,8 +132,9 @@ class ExprLowering:
         if name in _AT_LEAST and (fast := self._words_test(name, *args)) is not None:
             return fast
         lowered = [self(a) for a in args]
-        if name == "neg":
-            return _no_nan(-lowered[0])
+        if name in _ARITH or name == "neg":
+            out = -lowered[0] if name == "neg" else getattr(lowered[0], _ARITH[name])(lowered[1])
+            return out if self.static_type(Op(name=name, args=args)) == INT else _no_nan(out)
         if name == "not":
             return ~lowered[0]
         if name == "and":
@@ -120,8 +143,6 @@ class ExprLowering:
             return lowered[0] | lowered[1]
         if name == "/":
             return _no_nan(lowered[0].cast(pl.Float64) / lowered[1].cast(pl.Float64))
-        if name in _ARITH:
-            return _no_nan(getattr(lowered[0], _ARITH[name])(lowered[1]))
         return getattr(lowered[0], _COMPARE[name])(lowered[1])
 
     def _words_test(self, name: str, left, right) -> pl.Expr | None:

@@ -14,10 +14,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 
-from cbdsl.pipelines.engine.kernels import hashing
-from test_hashing import ref_hash_u64  # the hashing family's reference
+from cbdsl.pipelines.engine.kernels import hashing, hashing_jit
+from test_hashing import ref_hash_str  # the hashing family's reference
 
 
 # ---------------------------------------------------------------------------
@@ -26,13 +25,12 @@ from test_hashing import ref_hash_u64  # the hashing family's reference
 
 
 def test_a_second_process_loads_the_cache():
-    hashing.hash_u64(np.array([1], dtype=np.uint64), 0)  # this process compiled (or loaded) it
+    hashing.hash_strings(["a", "bc"])  # ids of two lengths: the Numba kernel, compiled (or loaded) here
     code = textwrap.dedent(
         """
-        import numpy as np
-        from cbdsl.pipelines.engine.kernels import hashing
-        hashing.hash_u64(np.array([1], dtype=np.uint64), 0)
-        stats = hashing._hash_u64_kernel.stats
+        from cbdsl.pipelines.engine.kernels import hashing, hashing_jit
+        hashing.hash_strings(["a", "bc"])
+        stats = hashing_jit.hash_ids_kernel.stats
         print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
         """
     )
@@ -44,19 +42,20 @@ def test_a_second_process_loads_the_cache():
 def test_works_without_a_writable_cache_dir(tmp_path):
     # A copy of the module whose __pycache__ cannot be created (a file is in
     # the way), with Numba told to look nowhere else: it must compile uncached.
-    shutil.copy(Path(hashing.__file__), tmp_path / "kernels_copy.py")
+    shutil.copy(Path(hashing_jit.__file__), tmp_path / "kernels_copy.py")
     (tmp_path / "__pycache__").write_text("not a directory")
     code = textwrap.dedent(
         """
         import numpy as np
-        import kernels_copy as hashing
-        print(int(hashing.hash_u64(np.array([7], dtype=np.uint64), 3)[0]))
-        print(hashing._hash_u64_kernel._cache.__class__.__name__)
+        import kernels_copy as kernels
+        offsets, data = np.array([0, 3], dtype=np.int64), np.frombuffer(b"abc", dtype=np.uint8)
+        print(int(kernels.hash_ids_kernel(offsets, data)[0]))
+        print(kernels.hash_ids_kernel._cache.__class__.__name__)
         """
     )
     env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "InTreeCacheLocator", "PYTHONPATH": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     value, cache = out.stdout.split()
-    assert int(value) == ref_hash_u64(7, 3)
+    assert int(value) == ref_hash_str("abc")
     assert cache == "NullCache"

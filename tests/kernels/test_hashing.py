@@ -131,3 +131,36 @@ def test_hash_u64_seeds_give_different_orders():
     a, b = np.argsort(hashing.hash_u64(ids, 1)), np.argsort(hashing.hash_u64(ids, 2))
     assert not np.array_equal(a, b)
     assert np.array_equal(np.argsort(hashing.hash_u64(ids, 1)), a)
+
+
+@pytest.mark.parametrize("width", [0, 1, 16, 32, 64, 65])
+def test_ids_of_one_length_hash_as_the_reference_does(width):
+    """Ids of one byte length (DataComp's 32-hex uids) take the NumPy path up to 64 bytes, the Numba kernel
+    past it; both give the reference's values, also from a slice whose offsets do not start at 0."""
+    rng = np.random.default_rng(width)
+    ids = ["".join(rng.choice(list("0123456789abcdef"), size=width)) for _ in range(300)]
+    want = np.array([ref_hash_str(s) for s in ids], dtype=np.uint64)
+    assert np.array_equal(hashing.hash_strings(ids), want)
+    assert np.array_equal(hashing.hash_strings(pl.Series(ids).slice(7, 200)), want[7:207])
+
+
+def test_a_fixed_width_run_never_loads_numba(tmp_path):
+    """`cbdsl run`'s path for a pool of fixed-width ids (random select, no dedup) stays off Numba: its
+    import and its kernel cache cost 0.6 s of a cold run (tests/benchmarks/README.md, fix 5)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, polars as pl\n"
+        "from cbdsl.stages import compile_source, lower\n"
+        "from cbdsl.pipelines.data.writing import write_pool\n"
+        "from cbdsl.pipelines.engine.execute import execute\n"
+        f"pool = write_pool(pl.DataFrame({{'id': [f'{{i:032x}}' for i in range(500)], 'x': [float(i % 37) for i in range(500)],"
+        f" 'text': ['a b c'] * 500}}), {str(tmp_path / 'p')!r}, name='p')\n"
+        "c = compile_source('filter top(x, 0.3)\\nfilter words(text) > 2\\nbudget 50\\n', 'p.cur', pool)\n"
+        "r = execute(lower(c.plan, pool.schema, pool=pool), pool)\n"
+        "assert r.selection.height == 50, r.selection.height\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'numba'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import operator
 
 import numpy as np
-from numba import njit
 
 
 def jit(parallel: bool = False):
@@ -19,6 +18,8 @@ def jit(parallel: bool = False):
     """
 
     def decorate(fn):
+        from numba import njit  # imported by the kernel modules that use it, not by every boundary check
+
         try:
             return njit(cache=True, parallel=parallel, nogil=True)(fn)
         except RuntimeError:

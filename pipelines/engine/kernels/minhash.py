@@ -8,7 +8,8 @@ import numpy as np
 from numba import prange
 
 from cbdsl.pipelines.engine.kernels.boundary import jit, as_array, as_int, check_offsets
-from cbdsl.pipelines.engine.kernels.hashing import GAMMA, MASK64, as_string_series, hash_strings, mix64, splitmix64_stream
+from cbdsl.pipelines.engine.kernels.hashing import GAMMA, MASK64, as_string_series, hash_strings, splitmix64_stream
+from cbdsl.pipelines.engine.kernels.hashing_jit import mix64
 
 
 _P61 = np.uint64((1 << 61) - 1)  # the Mersenne prime 2**61 - 1
