@@ -281,15 +281,14 @@ class Lowered:
     def first_statistics(self) -> list[Stat]:
         """The statistics the executor may compute before the filter stage (DESIGN rule 1 makes each one's
         population the pool as it enters the stage, which no filter changes): those with an aggregate
-        (:attr:`~cbdsl.compiler.signatures.Entry.aggregate`), no model score among their inputs (a score stays
-        where the optimizer put it, computed once) and no float ``per`` column (a NaN group has no key)."""
+        (:attr:`~cbdsl.compiler.signatures.Entry.aggregate`), and a ``per`` column, if any, of the pool and
+        not a float (a NaN group has no key to look up). A statistic over a model score is one of them: the
+        score is over every row anyway (the optimizer moves no filter before it) and cached once computed."""
         out = []
         for s in self.plan.of(Stat):
             if self.exprs.registry.get(s.stat, "expr").aggregate is None:
                 continue
-            if s.per is not None and parse_type(self.exprs.schema.get(s.per, "any")) == FLOAT:
-                continue
-            if any(isinstance(d, Score) for d in self.plan.producers(s.reads)):
+            if s.per is not None and self.exprs.static_type(Col(name=s.per)) in (FLOAT, UNKNOWN):
                 continue
             out.append(s)
         return out

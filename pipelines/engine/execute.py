@@ -102,8 +102,12 @@ def _hash_column(id_column: str) -> pl.Expr:
 
 
 def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, explain: bool = False,
-            examples: int = 3) -> RunResult:
-    """Run a lowered plan against ``pool`` (a :class:`~cbdsl.pipelines.data.pool.Pool`)."""
+            examples: int = 3, statistics: bool = True) -> RunResult:
+    """Run a lowered plan against ``pool`` (a :class:`~cbdsl.pipelines.data.pool.Pool`).
+
+    ``statistics=False`` leaves every statistic a column of the one filter query instead of computing it first
+    (:func:`statistics_first`): the same selection, slower, and with sums in thread order; what the tests compare
+    runs with."""
     if low.exprs.pool is None:
         low.exprs.pool = pool  # a lowering may read a model asset of the pool (token_count's tokenizer)
     plan = low.plan
@@ -118,6 +122,8 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
     thresholds: dict[str, Any] = {}
     dropped: dict[str, list[dict]] = {}
 
+    if statistics:  # explain too: the same values, so the same selection as a run
+        low = statistics_first(low, pool, score_columns)
     if explain:  # every row is kept and hashed: the funnel's dropped examples are ordered by the hash
         frame = low.compute(frame.with_columns(_hash_column(id_col)), [*low.early_compute, *low.late_compute],
                             score_columns)
@@ -129,7 +135,6 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
         keep = pl.all_horizontal([pl.col(f"#f{i}") for i in range(len(filters))]) if filters else pl.lit(True)
         survivors = full.filter(keep)
     else:
-        low = statistics_first(low, pool, score_columns)
         survivors = query(low, frame, score_columns).collect()
 
     survivors = survivors.select([id_col, HASH, *(e.meta.output_name() for e in tail_exprs)])
@@ -149,20 +154,24 @@ def statistics_first(low: Lowered, pool, score_columns: ScoreProvider) -> Lowere
     """``low`` with the aggregates of its :meth:`~cbdsl.compiler.lower.Lowered.first_statistics` computed, each
     over the whole pool from the columns it reads only (``top``'s threshold: one scan of the score column).
 
-    Why: a statistic in the filter query is a column of the same lazy query (a full sort and a gather for
-    ``top``), so no filter can go into the parquet scan and every scanned column of every row is decoded
+    Why first: a statistic in the filter query is a column of the same lazy query (a full sort and a gather
+    for ``top``), so no filter can go into the parquet scan and every scanned column of every row is decoded
     and held. With the values as literals the filters are row-local: Polars pushes them into the scan and
-    decodes the other columns of the survivors only. The values are the same expressions over the same
-    rows, so the selection is the same, byte for byte (tests/test_statistics_first.py)."""
+    decodes the other columns of the survivors only (tests/test_statistics_first.py).
+
+    Why eagerly, on one chunk: Polars' streaming engine (its default) adds a mean's morsels in whatever
+    order its threads finish, so ``mean`` and ``std`` change in the last bits from run to run, and a row
+    equal to the threshold would pass or not (DESIGN rule 7). Gathered in pool order into one chunk, the
+    values are summed in one fixed order, whatever the shards and threads."""
     id_column = low.plan.scan.id_column
     for stat in low.first_statistics():
         deps = low.plan.producers(stat.reads)
         computed = {d.writes for d in deps}
         columns = {id_column, *stat.reads, *(c for d in deps for c in d.reads)} - computed
-        frame = low.compute(pool.scan(sorted(columns)), deps, score_columns)
+        frame = low.compute(pool.scan(sorted(columns)), deps, score_columns).collect().rechunk()
         aggregates = list(low.exprs.aggregates(stat).values())
         table = frame.select(aggregates) if stat.per is None else frame.group_by(stat.per).agg(aggregates)
-        low = low.with_statistics({stat.column: table.collect()})
+        low = low.with_statistics({stat.column: table})
     return low
 
 
@@ -422,6 +431,7 @@ def _shortfall(low: Lowered, pool, available: int, budget: int, tokens: bool) ->
 
 
 def _probe_funnel(low: Lowered, pool) -> list[FunnelRow]:
+    """The funnel of a run that fell short (``low`` has its statistics: the shortfall's own run computed them)."""
     scan = low.plan.scan
     frame = pool.scan(list(scan.columns)).with_columns(_hash_column(scan.id_column))
     frame = low.compute(frame, [*low.early_compute, *low.late_compute], model_scores(low, pool))
