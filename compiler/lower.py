@@ -189,7 +189,10 @@ class ExprLowering:
             if known is None:
                 values = {k: v if s.per is None else v.over(s.per) for k, v in entry.aggregate(ctx, x).items()}
             else:
-                values = {k: _value_of(known, k, s.per) for k in known.columns if k != s.per}
+                # the raw column, as over() and group_by() see it (a NaN group is not the null group); a derived
+                # one inlined, as in_scan lowers it
+                per = self(Col(name=s.per)) if s.per in self.inline else pl.col(s.per) if s.per else None
+                values = {k: _value_of(known, k, s.per, per) for k in known.columns if k != s.per}
             ctx = replace(ctx, values=values)
         out = entry.lower(ctx, x)
         return _no_nan(out) if entry.output in _NUMERIC_OUTPUTS else out
@@ -213,13 +216,13 @@ class ExprLowering:
         return ctx, self(s.arg)
 
 
-def _value_of(table: pl.DataFrame, name: str, per: str | None) -> pl.Expr:
+def _value_of(table: pl.DataFrame, name: str, per: str | None, group: pl.Expr | None) -> pl.Expr:
     """An aggregate computed first, as a literal (one row), or per group as a lookup of the row's ``per`` value
-    (a null ``per`` is a group of its own, as in ``over``)."""
+    ``group`` (``replace_strict`` keys null, NaN and -0.0 as ``group_by`` and ``over`` group them)."""
     column = table.get_column(name)
     if per is None:
         return pl.lit(column[0], dtype=column.dtype)
-    return pl.col(per).replace_strict(table.get_column(per), column, default=None, return_dtype=column.dtype)
+    return group.replace_strict(table.get_column(per), column, default=None, return_dtype=column.dtype)
 
 
 def _conjunction(predicates: list[pl.Expr]) -> pl.Expr | None:
@@ -281,17 +284,9 @@ class Lowered:
     def first_statistics(self) -> list[Stat]:
         """The statistics the executor may compute before the filter stage (DESIGN rule 1 makes each one's
         population the pool as it enters the stage, which no filter changes): those with an aggregate
-        (:attr:`~cbdsl.compiler.signatures.Entry.aggregate`), and a ``per`` column, if any, of the pool and
-        not a float (a NaN group has no key to look up). A statistic over a model score is one of them: the
+        (:attr:`~cbdsl.compiler.signatures.Entry.aggregate`): all but `rank`. One over a model score too: the
         score is over every row anyway (the optimizer moves no filter before it) and cached once computed."""
-        out = []
-        for s in self.plan.of(Stat):
-            if self.exprs.registry.get(s.stat, "expr").aggregate is None:
-                continue
-            if s.per is not None and self.exprs.static_type(Col(name=s.per)) in (FLOAT, UNKNOWN):
-                continue
-            out.append(s)
-        return out
+        return [s for s in self.plan.of(Stat) if self.exprs.registry.get(s.stat, "expr").aggregate is not None]
 
     def with_statistics(self, values: Mapping[str, pl.DataFrame]) -> Lowered:
         """The same program with these statistics' aggregates known (column -> the frame

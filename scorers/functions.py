@@ -244,7 +244,8 @@ def _threshold(ctx: LowerContext, x):
     pop = _population(ctx, x)
     n = pop.len()
     index = pl.max_horizontal(pl.min_horizontal((n * ctx.params.frac).floor(), n - 1), 0).cast(pl.UInt32)
-    return {"threshold": pop.sort(descending=True, nulls_last=True).gather(index).first()}
+    # slice, not gather: an empty population (`among` holds nowhere) has no threshold and keeps nothing
+    return {"threshold": pop.sort(descending=True, nulls_last=True).slice(index, 1).first()}
 
 
 @statistic("top", inputs=[Input("x", "number")], params=TopParams, output="bool", aggregate=_threshold)

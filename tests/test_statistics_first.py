@@ -68,8 +68,9 @@ CASES = [
     ["filter rank(x) > 100", "filter x >= quantile(x, 0.2)"],
     ["filter quantile(y, 0.5) per g among (ok) <= y"],
     ["let big = y > 5", "filter top(x, 0.4) per k among (big)", "filter words(text) >= 1"],
-    ["filter x >= quantile(x, 0.9) per x"],  # a float `per`: stays in the query
-    ["let kk = k + 1", "filter top(x, 0.3) per kk"],  # a derived `per`: stays in the query too
+    ["filter x >= quantile(x, 0.9) per x"],  # a float `per`: NaN and null groups
+    ["filter y >= quantile(y, 0.5) per x", "filter ok"],  # their rows keep their own groups' values
+    ["let kk = k + 1", "filter top(x, 0.3) per kk"],  # a derived `per`
     ["filter x * 2 >= quantile(x * 2, 0.5)", "filter min(y, 10) >= 3", "filter text != \"\""],
 ]
 
@@ -98,7 +99,7 @@ def test_which_statistics_are_computed_first(pool):
     low = _lowered(policy("filter rank(x) > 10", "filter top(x, 0.3) per g", "filter x >= quantile(x, 0.5) per x",
                           "filter y >= mean(y)"), pool)
     first = [s.column for s in low.first_statistics()]
-    assert first == ["top(x, 0.3) per g", "mean(y)"]  # rank needs every row; a float `per` has NaN groups
+    assert first == ["top(x, 0.3) per g", "quantile(x, 0.5) per x", "mean(y)"]  # rank needs every row
     known = statistics_first(low, pool, model_scores(low, pool)).exprs.statistics
     assert set(known) == set(first)
     table = known["top(x, 0.3) per g"]
@@ -159,3 +160,9 @@ def test_a_mean_computed_first_is_the_same_bits_for_any_sharding_and_run(tmp_pat
             known = statistics_first(low, pool, model_scores(low, pool)).exprs.statistics
             means.add((known["mean(x)"]["mean"][0], known["std(x)"]["std"][0]))
     assert len(means) == 1
+
+
+def test_top_of_an_empty_population_keeps_nothing(pool):
+    """`among` that holds nowhere: no threshold (it was an out-of-bounds gather), so no row is kept."""
+    _c, result = run_policy(policy("filter top(x, 0.5) among (y > 100)"), pool, explain=True)
+    assert result.selection.height == 0 and result.thresholds == {}
