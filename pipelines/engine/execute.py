@@ -163,11 +163,11 @@ def statistics_first(low: Lowered, pool, score_columns: ScoreProvider) -> Lowere
     order its threads finish, so ``mean`` and ``std`` change in the last bits from run to run, and a row
     equal to the threshold would pass or not (DESIGN rule 7). Gathered in pool order into one chunk, the
     values are summed in one fixed order, whatever the shards and threads."""
-    id_column = low.plan.scan.id_column
     for stat in low.first_statistics():
         deps = low.plan.producers(stat.reads)
         computed = {d.writes for d in deps}
-        columns = {id_column, *stat.reads, *(c for d in deps for c in d.reads)} - computed
+        # the columns it reads, or the ids for the row count of a statistic of constants (`mean(1)`)
+        columns = ({*stat.reads, *(c for d in deps for c in d.reads)} - computed) or {low.plan.scan.id_column}
         frame = low.compute(pool.scan(sorted(columns)), deps, score_columns).collect().rechunk()
         aggregates = list(low.exprs.aggregates(stat).values())
         table = frame.select(aggregates) if stat.per is None else frame.group_by(stat.per).agg(aggregates)
