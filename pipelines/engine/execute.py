@@ -166,8 +166,9 @@ def statistics_first(low: Lowered, pool, score_columns: ScoreProvider) -> Lowere
     for stat in low.first_statistics():
         deps = low.plan.producers(stat.reads)
         computed = {d.writes for d in deps}
-        # the columns it reads, or the ids for the row count of a statistic of constants (`mean(1)`)
-        columns = ({*stat.reads, *(c for d in deps for c in d.reads)} - computed) or {low.plan.scan.id_column}
+        columns = {*stat.reads, *(c for d in deps for c in d.reads)} - computed
+        if not columns or any(isinstance(d, Score) for d in deps):  # a model score is looked up by id
+            columns.add(low.plan.scan.id_column)
         frame = low.compute(pool.scan(sorted(columns)), deps, score_columns).collect().rechunk()
         aggregates = list(low.exprs.aggregates(stat).values())
         table = frame.select(aggregates) if stat.per is None else frame.group_by(stat.per).agg(aggregates)
