@@ -15,8 +15,6 @@ if TYPE_CHECKING:
     import polars as pl
 
 
-
-
 def mix64_array(z: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer on every value of a uint64 array (NumPy wraps uint64 arithmetic mod 2**64)."""
     z = (z ^ (z >> S30)) * MIX1
