@@ -25,6 +25,7 @@ from cbdsl.pipelines.data.errors import PoolError
 from cbdsl.pipelines.data.exports import export
 from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.data.roots import resolve_pool
+from cbdsl.pipelines.engine.engines import Engine, run_plan
 from cbdsl.pipelines.engine.execute import FilterStep, describe_step, execute
 from cbdsl.pipelines.loop.artifacts import sandbox_dir, write_artifact
 from cbdsl.pipelines.loop.sandbox import SandboxError, find_root, load, pool_dir
@@ -103,9 +104,11 @@ def _compiled(file: str, pool_opt: str | None):
         _refuse_policy(err.source.text if err.source else text, name, err.diagnostics)
 
 
-def _execute(compiled, pool, explain: bool = False, examples: int = 3):
+def _execute(compiled, pool, explain: bool = False, examples: int = 3, engine: Engine | None = None):
     low = lower(compiled.plan, pool.schema, lambda asset: asset_ids(pool, asset))
     try:
+        if engine is not None:
+            return run_plan(low, pool, engine)
         return execute(low, pool, explain=explain, examples=examples)
     except RunError as err:
         click.echo(f"error: {err.message}", err=True)
@@ -138,10 +141,12 @@ def compile_cmd(file: str, pool_opt: str | None, as_json: bool) -> None:
     click.echo("next: `cbdsl run " + (file if file != "-" else "POLICY") + "` (or `cbdsl submit` in a sandbox)")
 
 
-def run_selection(file: str, pool_opt: str | None, out_dir: str, fmt: str, as_json: bool) -> None:
-    """What `cbdsl run` does once its threads are set: execute FILE, write the manifest and the export, report."""
+def run_selection(file: str, pool_opt: str | None, out_dir: str, fmt: str, as_json: bool,
+                  engine: Engine | None = None) -> None:
+    """What `cbdsl run` does once its threads are set: execute FILE on ``engine`` (default local), write the
+    manifest and the export, report."""
     compiled, pool, _text, name = _compiled(file, pool_opt)
-    result = _execute(compiled, pool)
+    result = _execute(compiled, pool, engine=engine)
     try:
         # no selection check: the executor took these ids from this pool, where write_pool made them unique
         # (the check reads every pool id: 1.9 s at DataComp-small's 12.8M, tests/benchmarks/README.md)
@@ -154,7 +159,7 @@ def run_selection(file: str, pool_opt: str | None, out_dir: str, fmt: str, as_js
         "pool_rows": result.pool_rows, "survivors": result.survivors, "after_dedup": result.after_dedup,
         "selected": result.selection.height, "selection_hash": result.selection_hash(),
         "groups": result.quotas, "warnings": result.warnings,
-        "manifest": str(manifest), "export": str(exported),
+        "manifest": str(manifest), "export": str(exported), "engine": engine.name if engine else "local",
     }
     if as_json:
         echo_json(summary)

@@ -18,7 +18,7 @@ the same selection byte for byte.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -62,17 +62,16 @@ class RunResult:
     thresholds: dict[str, Any] = field(default_factory=dict)
     examples: dict[str, list[dict]] = field(default_factory=dict)
     frame: pl.DataFrame | None = None  # explain: the filter-stage population with one flag column per filter
-    deduped_ids: pl.Series | None = None  # explain: the ids that survived dedup
+    deduped_ids: pl.Series | None = None  # the ids that survived dedup (explain shows them)
     missing: dict[str, int] = field(default_factory=dict)  # explain: score -> rows without a value (null or NaN)
 
     def selection_hash(self) -> str:
         """sha256 over the selected ids in rank order (what `submit` records and `reproduce` compares)."""
         import hashlib
 
-        h = hashlib.sha256()
-        for value in self.selection.get_column(self.selection.columns[0]).to_list():
-            h.update(value.encode("utf-8") + b"\n")
-        return h.hexdigest()
+        ids = self.selection.get_column(self.selection.columns[0])
+        text = ids.cast(pl.String).str.join("\n").item() + "\n" if len(ids) else ""  # one pass in Polars
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 ScoreProvider = Any  # callable(frame: pl.LazyFrame, steps: list[Score]) -> pl.LazyFrame
@@ -116,41 +115,44 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
         score_columns = model_scores(low, pool)
     id_col = scan.id_column
     frame = pool.scan(list(scan.columns))
-    pool_rows = pool.card.rows
-    tail_exprs = _tail_columns(low)
-    funnel = None
-    thresholds: dict[str, Any] = {}
-    dropped: dict[str, list[dict]] = {}
-
     if statistics:  # explain too: the same values, so the same selection as a run
         low = statistics_first(low, pool, score_columns)
-    if explain:  # every row is kept and hashed: the funnel's dropped examples are ordered by the hash
-        frame = low.compute(frame.with_columns(_hash_column(id_col)), [*low.early_compute, *low.late_compute],
-                            score_columns)
-        filters = [*low.early_filters, *low.late_filters]
-        flags = [low.exprs(f.predicate).fill_null(False).alias(f"#f{i}") for i, f in enumerate(filters)]
-        full = frame.with_columns([*flags, *tail_exprs]).collect()
-        funnel, thresholds, dropped = _funnel(full, filters, plan, examples, id_col)
-        missing = _missing(full, plan, pool.schema)
-        keep = pl.all_horizontal([pl.col(f"#f{i}") for i in range(len(filters))]) if filters else pl.lit(True)
-        survivors = full.filter(keep)
-    else:
-        survivors = query(low, frame, score_columns).collect()
+    if not explain:
+        return run_tail(low, pool, query(low, frame, score_columns).collect())
+    # explain: every row is kept and hashed: the funnel's dropped examples are ordered by the hash
+    frame = low.compute(frame.with_columns(_hash_column(id_col)), [*low.early_compute, *low.late_compute],
+                        score_columns)
+    filters = [*low.early_filters, *low.late_filters]
+    flags = [low.exprs(f.predicate).fill_null(False).alias(f"#f{i}") for i, f in enumerate(filters)]
+    full = frame.with_columns([*flags, *_tail_columns(low)]).collect()
+    funnel, thresholds, dropped = _funnel(full, filters, plan, examples, id_col)
+    keep = pl.all_horizontal([pl.col(f"#f{i}") for i in range(len(filters))]) if filters else pl.lit(True)
+    return replace(run_tail(low, pool, full.filter(keep)), funnel=funnel, thresholds=thresholds,
+                   examples=dropped, frame=full, missing=_missing(full, plan, pool.schema))
 
-    survivors = survivors.select([id_col, HASH, *(e.meta.output_name() for e in tail_exprs)])
-    n_survivors = survivors.height
+
+def run_tail(low: Lowered, pool, survivors: pl.DataFrame) -> RunResult:
+    """The tail on the filter stage's survivors (in pool order, with the id hash and :func:`_tail_columns`):
+    dedup, mix quotas, budget, select. Both engines end here, on one machine, where every survivor meets."""
+    id_col = low.plan.scan.id_column
+    survivors = survivors.select(tail_inputs(low))
     warnings: list[str] = []
     deduped = _dedup(survivors, low, id_col, pool) if low.dedup is not None else survivors
-    selection, quotas = _select(deduped, low, pool_rows, id_col, warnings, pool)
-    return RunResult(
-        selection=selection, pool_rows=pool_rows, survivors=n_survivors, after_dedup=deduped.height,
-        quotas=quotas, warnings=warnings, funnel=funnel, thresholds=thresholds, examples=dropped,
-        frame=full if explain else None, deduped_ids=deduped.get_column(id_col) if explain else None,
-        missing=missing if explain else {},
-    )
+    selection, quotas = _select(deduped, low, pool.card.rows, id_col, warnings, pool)
+    return RunResult(selection=selection, pool_rows=pool.card.rows, survivors=survivors.height,
+                     after_dedup=deduped.height, quotas=quotas, warnings=warnings,
+                     deduped_ids=deduped.get_column(id_col))
 
 
-def statistics_first(low: Lowered, pool, score_columns: ScoreProvider) -> Lowered:
+def tail_inputs(low: Lowered) -> list[str]:
+    """The survivors' columns the tail reads: the id, its hash and :func:`_tail_columns`."""
+    return [low.plan.scan.id_column, HASH, *(e.meta.output_name() for e in _tail_columns(low))]
+
+
+Gather = Any  # callable(low, columns: list[str], steps: list) -> pl.DataFrame: the pool's columns with the steps'
+
+
+def statistics_first(low: Lowered, pool, score_columns: ScoreProvider, gather: Gather | None = None) -> Lowered:
     """``low`` with the aggregates of its :meth:`~cbdsl.compiler.lower.Lowered.first_statistics` computed, each
     over the whole pool from the columns it reads only (``top``'s threshold: one scan of the score column).
 
@@ -162,14 +164,21 @@ def statistics_first(low: Lowered, pool, score_columns: ScoreProvider) -> Lowere
     Why eagerly, on one chunk: Polars' streaming engine (its default) adds a mean's morsels in whatever
     order its threads finish, so ``mean`` and ``std`` change in the last bits from run to run, and a row
     equal to the threshold would pass or not (DESIGN rule 7). Gathered in pool order into one chunk, the
-    values are summed in one fixed order, whatever the shards and threads."""
+    values are summed in one fixed order, whatever the shards and threads.
+
+    ``gather(low, columns, steps)`` reads the pool's ``columns`` with the ``steps``' columns added, in pool
+    order (default: one local query; the Ray engine's: one task per block, :mod:`.on_ray`)."""
+    if gather is None:
+        def gather(low: Lowered, columns: list[str], steps: list) -> pl.DataFrame:
+            return low.compute(pool.scan(columns), steps, score_columns).collect()
+
     for stat in low.first_statistics():
         deps = low.plan.producers(stat.reads)
         computed = {d.writes for d in deps}
         columns = {*stat.reads, *(c for d in deps for c in d.reads)} - computed
         if not columns or any(isinstance(d, Score) for d in deps):  # a model score is looked up by id
             columns.add(low.plan.scan.id_column)
-        frame = low.compute(pool.scan(sorted(columns)), deps, score_columns).collect().rechunk()
+        frame = gather(low, sorted(columns), deps).rechunk()
         aggregates = list(low.exprs.aggregates(stat).values())
         table = frame.select(aggregates) if stat.per is None else frame.group_by(stat.per).agg(aggregates)
         low = low.with_statistics({stat.column: table})
@@ -182,18 +191,18 @@ def query(low: Lowered, frame: pl.LazyFrame, score_columns: ScoreProvider) -> pl
 
     Its ``explain()`` is the Polars plan of a policy (``tests/golden/lowered/``)."""
     if low.early_filters:
-        frame = _phase(low, frame, low.early_compute, low.early_filters, score_columns)
+        frame = filter_phase(low, frame, low.early_compute, low.early_filters, score_columns)
         frame = low.compute(frame, low.late_compute, score_columns)
         if low.late_filters:
             frame = frame.filter(low.predicate(low.late_filters))
     else:
-        frame = _phase(low, frame, low.late_compute, low.late_filters, score_columns)
+        frame = filter_phase(low, frame, low.late_compute, low.late_filters, score_columns)
     # The id hash only orders and breaks ties after the filters: hashing the survivors alone is the same
     # values for a fraction of the work (DataComp's basic ∩ CLIP: 2.1M of 12.8M ids).
     return frame.with_columns(_hash_column(low.plan.scan.id_column), *_tail_columns(low))
 
 
-def _phase(low: Lowered, frame: pl.LazyFrame, compute: list, filters: list[FilterStep],
+def filter_phase(low: Lowered, frame: pl.LazyFrame, compute: list, filters: list[FilterStep],
            score_columns: ScoreProvider) -> pl.LazyFrame:
     """The first phase of the filter stage: its computed columns, then its filters; or, when the filters read
     only pool columns through derives and statistics computed first (:func:`statistics_first`), the filters

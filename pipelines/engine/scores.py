@@ -65,7 +65,8 @@ def cache_path(pool, step: Score, entry: Entry, definitions: Mapping[str, Any] |
     return Path(pool.scores_dir) / f"{step.scorer}-{cache_key(pool, step, entry, definitions)}.parquet"
 
 
-def _compute(entry: Entry, step: Score, pool, inputs: pl.DataFrame, id_col: str, workdir: Path) -> pl.DataFrame:
+def compute_scores(entry: Entry, step: Score, pool, inputs: pl.DataFrame, id_col: str, workdir: Path) -> pl.DataFrame:
+    """``step``'s values for the rows of ``inputs`` (:func:`score_inputs`): the frame (id, value) its cache holds."""
     ids = inputs.get_column(id_col)
     progress = Progress(f"scoring {step.column}", inputs.height)
 
@@ -106,32 +107,59 @@ def provide(frame: pl.LazyFrame, steps: Sequence[Score], pool, lower_expr, workd
     read, for population scorers (default: the pool's own columns); ``registry`` holds the scorers (the one
     the plan was lowered with).
     """
-    id_col = pool.id_column
-    workdir = workdir or Path(pool.scores_dir) / "models"
     for step in steps:
-        entry = registry.get(step.scorer, "expr")
-        if entry is None or entry.compute is None:
-            raise RuntimeError(f"scorer {step.scorer} has no batch function")
-        path = cache_path(pool, step, entry, definitions)
-        cached = pl.read_parquet(path) if path.is_file() else None
+        entry = scorer(registry, step)
         if entry.population:
             source = population(step) if population is not None else pool.scan()
         else:
             source = frame
-        wanted = source.select(pl.col(id_col).cast(pl.String),
-                               *(lower_expr(a).alias(f"#in{i}") for i, a in enumerate(step.args)))
-        if cached is not None:
-            wanted = wanted.join(cached.lazy().select(id_col), on=id_col, how="anti")
-        missing = wanted.collect()
-        if missing.height:
-            fresh = _compute(entry, step, pool, missing, id_col, workdir)
-            cached = fresh if cached is None else pl.concat([cached, fresh.cast(cached.schema)])
-            _write_cache(path, cached, id_col)
-        value = pl.col(VALUE)
-        if cached.schema[VALUE].is_float():  # NaN is a missing score (DESIGN rule 9), as null is
-            value = value.fill_nan(None)
-        scores = cached.lazy().select(id_col, value.alias(step.column))
-        frame = frame.with_columns(pl.col(id_col).cast(pl.String).alias("#idstr")).join(
-            scores.rename({id_col: "#idstr"}), on="#idstr", how="left", maintain_order="left"
-        ).drop("#idstr")
+        cached = ensure(step, pool, score_inputs(source, step, pool.id_column, lower_expr), registry,
+                        definitions=definitions, workdir=workdir)
+        frame = join_scores(frame, step, cached.lazy(), pool.id_column)
     return frame
+
+
+def scorer(registry: Registry, step: Score) -> Entry:
+    """The registry entry that computes ``step``."""
+    entry = registry.get(step.scorer, "expr")
+    if entry is None or entry.compute is None:
+        raise RuntimeError(f"scorer {step.scorer} has no batch function")
+    return entry
+
+
+def score_inputs(frame: pl.LazyFrame, step: Score, id_col: str, lower_expr) -> pl.LazyFrame:
+    """What a scorer reads from ``frame``: the id (as a string) and its inputs as ``#in0``, ``#in1``, ..."""
+    inputs = [lower_expr(a).alias(f"#in{i}") for i, a in enumerate(step.args)]
+    return frame.select(pl.col(id_col).cast(pl.String), *inputs)
+
+
+def ensure(step: Score, pool, wanted: pl.LazyFrame, registry: Registry, *,
+           definitions: Mapping[str, Any] | None = None, workdir: Path | None = None,
+           compute: Callable[..., pl.DataFrame] | None = None) -> pl.DataFrame:
+    """``step``'s cache, computing and writing the rows of ``wanted`` (:func:`score_inputs`) it lacks first, with
+    ``compute`` (:func:`compute_scores`'s signature; default: it, in this process)."""
+    id_col = pool.id_column
+    entry = scorer(registry, step)
+    path = cache_path(pool, step, entry, definitions)
+    cached = pl.read_parquet(path) if path.is_file() else None
+    if cached is not None:
+        wanted = wanted.join(cached.lazy().select(id_col), on=id_col, how="anti")
+    missing = wanted.collect()
+    if missing.height:
+        fresh = (compute or compute_scores)(entry, step, pool, missing, id_col,
+                                           workdir or Path(pool.scores_dir) / "models")
+        cached = fresh if cached is None else pl.concat([cached, fresh.cast(cached.schema)])
+        _write_cache(path, cached, id_col)
+    return cached
+
+
+def join_scores(frame: pl.LazyFrame, step: Score, cached: pl.LazyFrame, id_col: str) -> pl.LazyFrame:
+    """``frame`` with ``step``'s column from its cache (``id``, ``value``), in ``frame``'s row order; NaN is a
+    missing score (DESIGN rule 9), as null is."""
+    value = pl.col(VALUE)
+    if cached.collect_schema()[VALUE].is_float():
+        value = value.fill_nan(None)
+    scores = cached.select(pl.col(id_col).alias("#idstr"), value.alias(step.column))
+    return frame.with_columns(pl.col(id_col).cast(pl.String).alias("#idstr")).join(
+        scores, on="#idstr", how="left", maintain_order="left"
+    ).drop("#idstr")

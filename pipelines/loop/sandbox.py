@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cbdsl.compiler.rule8 import looks_like_path
+from cbdsl.pipelines.engine.engines import Engine
 from cbdsl.pipelines.data.roots import resolve_pool
 
 CONFIG = "cbdsl.toml"
@@ -37,6 +38,7 @@ class Config:
     iterations: int = 10
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)  # [engine]: which engine runs a submission's policy
 
     @property
     def state(self) -> Path:
@@ -75,6 +77,7 @@ def load(start: str | os.PathLike = ".") -> Config:
         iterations=int(s.get("iterations", 10)),
         backends={k: dict(v) for k, v in data.get("backend", {}).items()},
         audit=dict(data.get("audit", {})),
+        engine=dict(data.get("engine", {})),
     )
     validate(cfg)
     return cfg
@@ -89,6 +92,10 @@ def validate(cfg: Config) -> None:
         raise SandboxError(f"{CONFIG}: the budget must be a positive number of rows, got {cfg.budget}")
     if cfg.iterations <= 0:
         raise SandboxError(f"{CONFIG}: iterations must be positive, got {cfg.iterations}")
+    try:
+        Engine.from_settings(cfg.engine)
+    except ValueError as err:
+        raise SandboxError(f"{CONFIG}: {err}") from None
 
 
 def pool_dir(cfg: Config) -> Path:

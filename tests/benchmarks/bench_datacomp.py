@@ -98,8 +98,9 @@ filter top(clip_l14_similarity_score, 0.3)
 KEY = "clip_l14_similarity_score"
 FRACTION = 0.3
 ENGINES = ("cbdsl", "pandas", "duckdb")
-EXTRA_ENGINES = ("sketch", "baseline")  # opt-in: the proposed cbdsl plan, sketched by hand (see run_sketch);
-# `cbdsl run` from another checkout of cbdsl (--baseline DIR), to measure a change against its parent
+EXTRA_ENGINES = ("sketch", "baseline", "ray")  # opt-in: the proposed cbdsl plan, sketched by hand (see run_sketch);
+# `cbdsl run` from another checkout of cbdsl (--baseline DIR), to measure a change against its parent;
+# `cbdsl run --engine ray` (a local Ray cluster started by the run, its start included: the Ray engine's overhead)
 
 
 # --------------------------------------------------------------------------- DataComp's reference, re-created
@@ -391,9 +392,10 @@ def engine_command(engine: str, pool_dir: str, out_dir: Path, policy: Path, work
     if engine == "baseline":  # the checkout named by --baseline, through engine_env's PYTHONPATH
         return [sys.executable, "-m", "cbdsl", "run", str(policy), "--pool", pool_dir, "--format", "datacomp",
                 "--out", str(out_dir)]
-    if engine == "cbdsl":
+    if engine in ("cbdsl", "ray"):
         cbdsl = shutil.which("cbdsl", path=str(Path(sys.executable).parent)) or "cbdsl"
-        return [cbdsl, "run", str(policy), "--pool", pool_dir, "--format", "datacomp", "--out", str(out_dir)]
+        return [cbdsl, "run", str(policy), "--pool", pool_dir, "--format", "datacomp", "--out", str(out_dir),
+                *(["--engine", "ray"] if engine == "ray" else [])]
     out = out_dir if engine == "sketch" else out_dir / "subset.npy"
     return [sys.executable, str(Path(__file__).resolve()), "--engine", engine, "--pool-dir", pool_dir,
             "--out", str(out), "--workers", str(workers)]
@@ -455,7 +457,7 @@ def benchmark(args) -> dict:
                     raise SystemExit(f"{engine} failed (exit {res['rc']}):\n{res['output']}")
                 data = (out_dir / "subset.npy").read_bytes()
                 digests[engine].add(data)
-                if engine not in ("cbdsl", "baseline"):
+                if engine not in ("cbdsl", "baseline", "ray"):
                     lines = [ln for ln in res["output"].splitlines() if ln.startswith("{")]
                     if lines:
                         extra[engine] = json.loads(lines[-1])
@@ -505,7 +507,7 @@ def benchmark(args) -> dict:
     def ratios(of: str) -> dict:
         return {f"{e}_over_{of}": {"wall": summary[e]["wall_s"]["median"] / summary[of]["wall_s"]["median"],
                                    "cpu": summary[e]["cpu_s"]["median"] / summary[of]["cpu_s"]["median"]}
-                for e in ("pandas", "duckdb", "baseline") if e in engines}
+                for e in ("pandas", "duckdb", "baseline", "ray") if e in engines}
 
     if "cbdsl" in engines:
         summary["ratios"] = ratios("cbdsl")  # > 1: cbdsl is faster
