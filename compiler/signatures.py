@@ -120,6 +120,12 @@ class Entry:
     #: each duplicate group by it (DESIGN.md, semantics 3) and the manifest records it as each row's
     #: score; None: no score (dedup keeps the first row in id-hash order, the manifest's score is null).
     prefers: Literal["high", "low"] | None = None
+    #: Dedup methods whose duplicate groups are the transitive closure of "equal in every column of some
+    #: band": ``bands(ctx) -> [pl.DataFrame]``, one frame a band, a row each of ``ctx.rows`` in order (the
+    #: columns of a band are the same in every band). `exact`: one band, its inputs; `minhash`: the LSH bands
+    #: of the signatures. A Ray run hash-partitions the bands so equal ones meet whatever block their rows
+    #: are in, and keeps the best row of each group, the rows ``run`` keeps.
+    bands: Callable[..., list[Any]] | None = None
     #: Statistics: ``aggregate(ctx, x) -> {name: pl.Expr}``, the values over the population (``among``
     #: applied, ``per`` not: the lowering groups them) that ``lower`` combines with each row's x through
     #: ``ctx.values``. The executor can then compute them before the filter stage, from the columns they

@@ -142,11 +142,12 @@ def strategy(id: str, *, inputs: Iterable[Input] = (), params: type[Params] = Pa
 
 
 def dedup_method(id: str, *, inputs: Iterable[Input] = (), params: type[Params] = Params,
-                 cost: CostClass = "metadata", method: str | None = None) -> Callable[[Callable], Callable]:
+                 cost: CostClass = "metadata", method: str | None = None,
+                 bands: Callable[..., list[Any]] | None = None) -> Callable[[Callable], Callable]:
     """Register the decorated function as the ``run`` of the dedup method ``id`` (see
-    :class:`~cbdsl.scorers.api.DedupContext`)."""
+    :class:`~cbdsl.scorers.api.DedupContext`); ``bands``: see :attr:`Entry.bands`."""
     return _registering("dedup", "run", id=id, inputs=inputs, params=params, output=UNKNOWN, cost=cost,
-                        method=method)
+                        method=method, bands=bands)
 
 
 def statistic(id: str, *, inputs: Iterable[Input] = (), params: type[Params] = Params, output: OutputSpec = "float",

@@ -21,6 +21,7 @@ pytest.importorskip("ray")
 
 from conftest_pools import ROOT, asset_reader, make_pool, policy, pools_dir  # noqa: F401 (fixtures)
 from test_datacomp_reference import layout, pool  # noqa: F401 (fixtures: DataComp's download)
+from test_loop import cli_ok, ledger_rows, pools, sandbox, write_policy  # noqa: F401 (fixtures: a sandbox)
 from test_statistics_first import CASES, _frame
 from cbdsl.compiler.ir import Score
 from cbdsl.pipelines.data.pool import Pool
@@ -197,6 +198,28 @@ def test_duplicates_and_ties_across_blocks_meet(straddling, ray_cluster, clauses
     _same(*_both(policy(*clauses), straddling, 23))
 
 
+@pytest.mark.parametrize("clauses", [
+    ["dedup exact(g, k)", "select top(u)"],  # a null `g`: nulls are one key, as Polars' unique has them
+    ["dedup exact(x)", "select bottom(y)", "budget 30"],  # NaN and null keys
+    ["filter ok", "dedup exact(text)", "select random(seed=2)", "budget 5"],
+    ["dedup minhash(text, ngram=1, threshold=0.5)", "select top(x)"],  # a null and empty texts: one group
+    ["filter y > 3", "dedup minhash(text, num_perm=64, bands=8, ngram=2)", "select random(seed=5)"],
+], ids=["two keys with nulls", "NaN keys", "text", "minhash", "minhash with bands"])
+def test_dedup_with_bands_runs_on_the_workers(sharded, ray_cluster, monkeypatch, clauses):
+    """`exact` and `minhash` have bands: the workers hash-partition them, the driver merges the groups and
+    never gathers every survivor for the local tail."""
+    import cbdsl.pipelines.engine.on_ray as on_ray
+
+    text = policy(*clauses)
+    local = execute(_lowered(text, sharded), sharded)
+
+    def whole_tail(*_args):
+        raise AssertionError("every survivor came to the driver")
+
+    monkeypatch.setattr(on_ray, "run_tail", whole_tail)
+    _same(local, execute_on_ray(_lowered(text, sharded), sharded, block_rows=30))
+
+
 def test_a_pool_cut_into_pieces_covers_every_row_once(straddling):
     parts = pieces(straddling, 23)
     assert [p.index for p in parts] == list(range(len(parts)))
@@ -309,3 +332,17 @@ def test_a_model_score_on_actors_is_the_local_score(ray_cluster, tmp_path, monke
     caches = [sorted((p.path / "scores").glob("clip_score-*.parquet")) for p in pools]
     assert [c.name for c in caches[0]] == [c.name for c in caches[1]] and len(caches[0]) == 1
     assert pl.read_parquet(caches[0][0]).equals(pl.read_parquet(caches[1][0]))
+
+
+def test_submit_on_the_ray_engine_reproduces_on_the_local_one(sandbox, ray_cluster):
+    """`[engine] name = "ray"` in cbdsl.toml: `cbdsl submit` runs the policy on Ray (the test's cluster), and
+    `cbdsl reproduce` on the local engine finds the selection the ledger recorded."""
+    config = (sandbox / "cbdsl.toml").read_text()
+    (sandbox / "cbdsl.toml").write_text(config + '\n[engine]\nname = "ray"\nblock_rows = 150\n')
+    write_policy(sandbox, "filter words(text) > 2\ndedup exact(text)\nbudget 200\nselect random(seed=3)\n")
+    cli_ok("compile", "policy.cur")
+    cli_ok("submit", "-m", "on ray")
+    assert [r["status"] for r in ledger_rows(sandbox)] == ["scored", "scored"]
+    (sandbox / "cbdsl.toml").write_text(config)
+    assert "identical" in cli_ok("reproduce", "1")
+    assert "hash chain verified" in cli_ok("verify")

@@ -134,12 +134,18 @@ def execute(low: Lowered, pool, *, score_columns: ScoreProvider | None = None, e
 def run_tail(low: Lowered, pool, survivors: pl.DataFrame) -> RunResult:
     """The tail on the filter stage's survivors (in pool order, with the id hash and :func:`_tail_columns`):
     dedup, mix quotas, budget, select. Both engines end here, on one machine, where every survivor meets."""
-    id_col = low.plan.scan.id_column
     survivors = survivors.select(tail_inputs(low))
+    deduped = dedup(survivors, low, pool) if low.dedup is not None else survivors
+    return select_from(low, pool, deduped, survivors.height)
+
+
+def select_from(low: Lowered, pool, deduped: pl.DataFrame, survivors: int) -> RunResult:
+    """The tail after dedup: mix quotas, budget, select over ``deduped`` (in :func:`dedup`'s order) of the
+    ``survivors`` rows that passed the filters."""
+    id_col = low.plan.scan.id_column
     warnings: list[str] = []
-    deduped = _dedup(survivors, low, id_col, pool) if low.dedup is not None else survivors
     selection, quotas = _select(deduped, low, pool.card.rows, id_col, warnings, pool)
-    return RunResult(selection=selection, pool_rows=pool.card.rows, survivors=survivors.height,
+    return RunResult(selection=selection, pool_rows=pool.card.rows, survivors=survivors,
                      after_dedup=deduped.height, quotas=quotas, warnings=warnings,
                      deduped_ids=deduped.get_column(id_col))
 
@@ -291,21 +297,24 @@ def _run_entry(low: Lowered, id: str, space: str):
     return entry
 
 
-def _preference(frame: pl.DataFrame, strategy) -> pl.DataFrame:
-    """Rows ordered best-first by the select score (for dedup keepers), ties by id hash."""
-    if strategy.prefers is None:
-        return frame.sort(HASH)
-    return frame.sort([SELECT_ARG.format(0), HASH], descending=[strategy.prefers == "high", False], nulls_last=True)
+def in_preference_order(frame: pl.DataFrame, low: Lowered) -> pl.DataFrame:
+    """Rows ordered best-first by the select score (for dedup keepers), ties by id hash, then by ``frame``'s
+    order (a stable sort)."""
+    prefers = _run_entry(low, low.select.strategy, "select").prefers
+    if prefers is None:
+        return frame.sort(HASH, maintain_order=True)
+    return frame.sort([SELECT_ARG.format(0), HASH], descending=[prefers == "high", False], nulls_last=True,
+                      maintain_order=True)
 
 
-def _dedup(frame: pl.DataFrame, low: Lowered, id_col: str, pool) -> pl.DataFrame:
-    """Keep one row per duplicate group: the best by the select score, ties by id hash (DESIGN 3)."""
+def dedup(frame: pl.DataFrame, low: Lowered, pool) -> pl.DataFrame:
+    """Keep one row per duplicate group: the best by the select score, ties by id hash (DESIGN 3); the keepers
+    in preference order."""
     d: DedupStep = low.dedup
     method = _run_entry(low, d.method, "dedup")
     args = tuple(DEDUP_ARG.format(i) for i in range(len(d.args)))
-    ordered = _preference(frame, _run_entry(low, low.select.strategy, "select"))
-    ctx = DedupContext(rows=ordered, args=args, params=method.params.model_validate(d.params), id=id_col, hash=HASH,
-                       pool=pool)
+    ctx = DedupContext(rows=in_preference_order(frame, low), args=args, id=low.plan.scan.id_column, hash=HASH,
+                       params=method.params.model_validate(d.params), pool=pool)
     return method.run(ctx).drop(list(args))
 
 

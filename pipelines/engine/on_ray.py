@@ -18,9 +18,14 @@ and the pushdown of the filters into the parquet reader, are the local engine's 
   read-only, and a later run of any policy on either engine reuses them.
 - **The filter stage**: per piece, the local :func:`~cbdsl.pipelines.engine.execute.query` (filters, the id
   hash, the values the tail needs); the survivors come back to the driver in pool order.
-- **The tail** (dedup, mix, budget, select): :func:`~cbdsl.pipelines.engine.execute.run_tail` on the driver,
-  over the survivors, where every survivor meets: duplicates and ties in different blocks always meet, so
-  every dedup method and the budget's id-hash tie-break are exact.
+- **Dedup** by ``exact`` or ``minhash`` (methods with bands: rows equal in every value of some band are
+  duplicates, transitively) on the workers, by hash partitioning: each piece's task computes its survivors'
+  bands (MinHash signatures included) and sends each band to the part its values hash to (a map and a
+  reduce wave of Ray tasks), so duplicates in different blocks always meet; the driver merges the groups
+  and keeps each one's best row, as the local engine does. Semantic dedup (k-means over every survivor's
+  embedding) runs on the driver over the gathered survivors, where all of them meet.
+- **The tail** (mix, budget, select): :func:`~cbdsl.pipelines.engine.execute.select_from` on the driver, with
+  the budget's id-hash tie-break over every row left.
 
 A plan whose filter stage ranks (``rank``: one sort over the population, no aggregate) runs its filter
 query on the driver over the pieces' gathered scan columns. Every path gives the local selection byte for
@@ -40,16 +45,21 @@ from dataclasses import dataclass
 import polars as pl
 
 from cbdsl.compiler.ir import Derive, Score, Stat, columns_of
-from cbdsl.compiler.lower import Lowered
+from cbdsl.compiler.lower import HASH, Lowered
 from cbdsl.pipelines.engine.execute import (
-    RunResult, ScoreProvider, filter_phase, model_scores, query, run_tail, statistics_first, tail_inputs,
+    DEDUP_ARG, RunResult, ScoreProvider, filter_phase, in_preference_order, model_scores, query, run_tail,
+    select_from, statistics_first, tail_inputs,
 )
+from cbdsl.pipelines.engine.kernels.minhash import pair_groups
 from cbdsl.pipelines.engine.scores import cache_path, compute_scores, ensure, join_scores, score_inputs, scorer
-from cbdsl.scorers.api import RunError
+from cbdsl.scorers.api import DedupContext, RunError
 
 BLOCK_ROWS = 1_000_000  # rows of one task's piece: a shard larger than this is cut into row ranges
 SCORE_CHUNK = 4096  # rows a scoring actor takes at a time (score_on_actors)
-PIECE = "#piece"
+PIECE = "#piece"  # a row's piece and its survivor index there; a band's number; a survivor's pool position
+ROW = "#row"
+BAND = "#band"
+POS = "#pos"
 
 
 @dataclass(frozen=True)
@@ -139,8 +149,9 @@ def execute_on_ray(low: Lowered, pool, *, block_rows: int = BLOCK_ROWS) -> RunRe
         return run_tail(low, pool, query(low, frame, model_scores(low, pool)).collect())
     work.ensure_scores([s for s in low.early_compute if isinstance(s, Score)], early=False)
     work.ensure_scores([s for s in low.late_compute if isinstance(s, Score)], early=bool(low.early_filters))
-    survivors = work.map(_survivors, low, work.cached_scores())
-    return run_tail(low, pool, survivors)
+    if low.dedup is not None and low.exprs.registry.get(low.dedup.method, "dedup").bands is not None:
+        return select_from(low, pool, *work.banded_dedup(low))
+    return run_tail(low, pool, work.map(_survivors, low, work.cached_scores()))
 
 
 def _row_local(low: Lowered) -> bool:
@@ -156,17 +167,24 @@ class _Work:
         self.low, self.pool, self.parts = low, pool, parts
         self.ensured: set[str] = set()
 
+    @staticmethod
+    def _quiet() -> None:
+        """Ray Data as a run uses it: blocks in order, no progress bars, no log line per pass."""
+        import ray.data
+
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False  # a run is a few quick passes; Ray would also warn that they are off
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
     def map(self, fn, *args) -> pl.DataFrame:
         """``fn(piece, *args)`` (a Polars frame) for every piece, as Ray Data tasks; the frames concatenated
         in pool order."""
         import pyarrow as pa
         import ray.data
 
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True
-        context.enable_progress_bars = False  # a run is a few quick passes; Ray would also warn that they are off
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per pass
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+        self._quiet()
         parts = self.parts
 
         def task(batch: pa.Table) -> pa.Table:
@@ -183,6 +201,63 @@ class _Work:
         if not out.get_column(PIECE).is_sorted():  # Ray Data keeps the order (preserve_order); if not, we do
             out = out.sort(PIECE, maintain_order=True)
         return out.drop(PIECE)
+
+    def banded_dedup(self, low: Lowered) -> tuple[pl.DataFrame, int]:
+        """The filter pass and a banded dedup method (:attr:`~cbdsl.compiler.signatures.Entry.bands`: `exact`,
+        `minhash`) on the workers, by hash partitioning; the survivors in :func:`dedup`'s order, and their
+        count.
+
+        Each piece's task computes its survivors' bands (MinHash signatures too: the costly part) and sends
+        each band row to the part its values hash to, so equal bands meet whatever block their rows are in;
+        one task per part joins the rows of each equal band. The driver gets the joins and the survivors
+        without the dedup inputs, merges the groups (union-find, :func:`pair_groups`) and keeps each group's
+        best row: the method's own rule, the rows the local engine keeps. A map and a reduce wave of Ray
+        tasks, not Ray Data's ``groupby``: its hash shuffle starts a pool of aggregator actors on each call,
+        seconds of fixed cost for a step this simple."""
+        import numpy as np
+        import ray
+
+        parts, scores, pool = self.parts, self.cached_scores(), self.pool
+        split = max(1, min(len(parts), int(ray.cluster_resources().get("CPU", 1))))
+        method = low.exprs.registry.get(low.dedup.method, "dedup")
+        args = tuple(DEDUP_ARG.format(i) for i in range(len(low.dedup.args)))
+        params = method.params.model_validate(low.dedup.params)
+        id_col = low.plan.scan.id_column
+
+        @ray.remote(num_returns=split + 1)
+        def bands(i: int):
+            rows = _survivors(parts[i], low, scores).with_columns(
+                pl.lit(i, pl.UInt32).alias(PIECE), pl.int_range(pl.len(), dtype=pl.UInt32).alias(ROW))
+            ctx = DedupContext(rows=rows, args=args, params=params, id=id_col, hash=HASH, pool=pool)
+            banded = pl.concat([band.with_columns(pl.lit(b, pl.UInt32).alias(BAND), rows[PIECE], rows[ROW])
+                                for b, band in enumerate(method.bands(ctx))])
+            part = pl.struct(pl.exclude(PIECE, ROW)).hash(seed=0) % split
+            return (*(banded.filter(part == k) for k in range(split)), rows.drop(args))
+
+        @ray.remote
+        def joins(*banded: pl.DataFrame) -> pl.DataFrame:  # each equal band: its first row with each of them
+            rows = pl.concat(banded)
+            values = [c for c in rows.columns if c not in (PIECE, ROW)]
+            return rows.group_by(values).agg(pl.col(PIECE).first().alias("#p0"), pl.col(ROW).first().alias("#r0"),
+                                             PIECE, ROW).select("#p0", "#r0", PIECE, ROW).explode(PIECE, ROW)
+
+        mapped = [bands.remote(i) for i in range(len(parts))]
+        pairs = pl.concat(ray.get([joins.remote(*(m[k] for m in mapped)) for k in range(split)]))
+        survivors = pl.concat(ray.get([m[split] for m in mapped]))  # pool order
+        starts = survivors.group_by(PIECE, maintain_order=True).len().with_columns(
+            (pl.col("len").cum_sum() - pl.col("len")).alias("#start"))
+        where = dict(zip(starts[PIECE].to_list(), starts["#start"].to_list()))
+        ordered = in_preference_order(survivors.with_row_index(POS), low)
+        rank = np.empty(survivors.height, dtype=np.int64)
+        rank[ordered[POS].to_numpy()] = np.arange(survivors.height)
+
+        def ranks(piece: str, row: str) -> np.ndarray:
+            start = pairs[piece].replace_strict(where, return_dtype=pl.Int64).to_numpy()
+            return rank[start + pairs[row].cast(pl.Int64).to_numpy()]
+
+        groups = pair_groups(survivors.height, ranks("#p0", "#r0"), ranks(PIECE, ROW))
+        keep = pl.Series(groups == np.arange(survivors.height))
+        return ordered.filter(keep).drop(PIECE, ROW, POS), survivors.height
 
     def gather(self, low: Lowered, columns: list[str], steps: list) -> pl.DataFrame:
         """:func:`statistics_first`'s ``gather``: the pool's ``columns`` with the ``steps``' columns added, in pool

@@ -10,7 +10,13 @@ if TYPE_CHECKING:  # the context classes: scorers/api.py stays off the `cbdsl ch
     from cbdsl.scorers.api import DedupContext
 
 
-@dedup_method("exact", inputs=[Input("cols", "key", variadic=True, min_count=1)], method="exact_dedup")
+def _bands(ctx: DedupContext):
+    """One band: the inputs themselves (equal in all of them is a duplicate; nulls equal, as in ``unique``)."""
+    return [ctx.rows.select(list(ctx.args))]
+
+
+@dedup_method("exact", inputs=[Input("cols", "key", variadic=True, min_count=1)], method="exact_dedup",
+              bands=_bands)
 def exact(ctx: DedupContext):
     """Rows with equal values of all the given columns are duplicates.
 

@@ -29,8 +29,29 @@ class MinhashParams(Params):
         return self
 
 
+def _signatures(ctx: DedupContext):
+    """The rows' MinHash signatures (uint64[n, num_perm]) and the LSH shape (bands, rows a band)."""
+    import cbdsl.pipelines.engine.kernels.minhash as kernels  # numba: off the `cbdsl check` path
+
+    p: MinhashParams = ctx.params
+    offsets, shingles = kernels.text_shingles(ctx.arg(0).fill_null(""), ngram=p.ngram)
+    signatures = kernels.minhash_signatures(offsets, shingles, num_perm=p.num_perm, seed=0)
+    if p.bands:
+        return signatures, (p.bands, p.num_perm // p.bands)
+    return signatures, kernels.minhash_params(p.threshold, p.num_perm)
+
+
+def _bands(ctx: DedupContext):
+    """Each LSH band's signature values, a column per value: rows equal in every value of a band meet."""
+    import polars as pl
+
+    signatures, (bands, rows) = _signatures(ctx)
+    return [pl.DataFrame(signatures[:, b * rows:(b + 1) * rows], schema=[f"v{q}" for q in range(rows)])
+            for b in range(bands)]
+
+
 @dedup_method("minhash", inputs=[Input("text", "str")], params=MinhashParams, cost="cpu_model",
-              method="minhash_dedup")
+              method="minhash_dedup", bands=_bands)
 def minhash(ctx: DedupContext):
     """Near-duplicate texts by MinHash LSH over word n-grams.
 
@@ -42,13 +63,7 @@ def minhash(ctx: DedupContext):
 
     import cbdsl.pipelines.engine.kernels.minhash as kernels  # numba: off the `cbdsl check` path
 
-    p: MinhashParams = ctx.params
-    offsets, shingles = kernels.text_shingles(ctx.arg(0).fill_null(""), ngram=p.ngram)
-    signatures = kernels.minhash_signatures(offsets, shingles, num_perm=p.num_perm, seed=0)
-    if p.bands:
-        bands, rows = p.bands, p.num_perm // p.bands
-    else:
-        bands, rows = kernels.minhash_params(p.threshold, p.num_perm)
+    signatures, (bands, rows) = _signatures(ctx)
     groups = kernels.lsh_groups(signatures, bands, rows)
     # group id = smallest row index of the group = its best row (rows are in preference order)
     return ctx.rows.filter(pl.Series(groups == np.arange(len(groups))))

@@ -591,6 +591,20 @@ def profile(args) -> dict:
         compiled = _timed("cbdsl: compile (parse, resolve, plan, optimize)", times,
                           lambda: compile_source(POLICY, "policy.cur", pool))
         low = lower(compiled.plan, pool.schema)
+        # a run as `cbdsl run` does it, phase by phase (execute()'s stages, then what run_selection writes)
+        from cbdsl.pipelines.engine.execute import model_scores, query, run_tail, statistics_first
+
+        scores = model_scores(low, pool)
+        known = _timed("run: statistics first (top's threshold: one scan of the score column)", times,
+                       lambda: statistics_first(low, pool, scores))
+        survivors = _timed("run: the filter query (numeric filters in the scan, captions of their survivors)",
+                           times, lambda: query(known, pool.scan(list(compiled.plan.scan.columns)), scores).collect())
+        ran = _timed("run: the tail (dedup, budget, select, the pick order)", times,
+                     lambda: run_tail(known, pool, survivors))
+        run_out = tmp_path / "run-out"
+        _timed("run: selection.parquet", times, lambda: export(pool, ran.selection, run_out, "parquet", check=False))
+        _timed("run: subset.npy", times, lambda: export(pool, ran.selection, run_out, "datacomp", check=False))
+        _timed("run: the selection hash", times, lambda: ran.selection_hash())
         cols = list(compiled.plan.scan.columns)
         frame = _timed("cbdsl: parquet decode, the scanned columns (" + ", ".join(cols) + ")", times,
                        lambda: pool.scan(cols).collect())

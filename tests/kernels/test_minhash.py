@@ -186,6 +186,31 @@ def test_lsh_groups_match_reference(n, bands, rows, alphabet):
     assert got.tolist() == ref_lsh(sig, bands, rows)
 
 
+@pytest.mark.parametrize("n,bands,rows,alphabet", [(0, 2, 2, 2), (30, 4, 2, 2), (200, 3, 3, 3), (200, 8, 1, 50)])
+def test_pair_groups_of_equal_bands_are_lsh_groups(n, bands, rows, alphabet):
+    """The Ray engine's merge: pairs of rows equal in a band, joined transitively, give lsh_groups' groups."""
+    rng = np.random.default_rng(n * 7 + bands)
+    sig = rng.integers(0, alphabet, size=(n, bands * rows)).astype(np.uint64)
+    left, right = [], []
+    for b in range(bands):
+        first: dict[tuple, int] = {}
+        for i in range(n):
+            key = tuple(sig[i, b * rows:(b + 1) * rows])
+            left.append(first.setdefault(key, i))
+            right.append(i)
+    order = rng.permutation(len(left))  # the pairs' order changes nothing
+    got = minhash.pair_groups(n, np.array(left, np.int64)[order], np.array(right, np.int64)[order])
+    assert got.tolist() == minhash.lsh_groups(sig, bands, rows).tolist() == ref_lsh(sig, bands, rows)
+
+
+def test_pair_groups_checks_its_pairs():
+    with pytest.raises(ValueError, match="left has 1 rows and right 0"):
+        minhash.pair_groups(3, [0], [])
+    with pytest.raises(ValueError, match=r"a pair names a row outside 0..2"):
+        minhash.pair_groups(3, [0], [3])
+    assert minhash.pair_groups(4, [3, 1], [2, 2]).tolist() == [0, 1, 1, 1]
+
+
 def test_lsh_groups_key_collisions_are_not_matches():
     # Force every band key to collide: only rows with equal band values may merge.
     sig = np.array([[1, 2], [3, 4], [1, 2], [3, 5], [3, 4]], dtype=np.uint64)

@@ -166,6 +166,35 @@ def _union_bands(sig, keys, orders, rows):
     return groups
 
 
+@jit()
+def _union_pairs(n, left, right):
+    parent = np.arange(n)
+    for k in range(len(left)):
+        ri = _find(parent, left[k])
+        rj = _find(parent, right[k])
+        if ri < rj:
+            parent[rj] = ri
+        elif rj < ri:
+            parent[ri] = rj
+    groups = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        groups[i] = _find(parent, i)
+    return groups
+
+
+def pair_groups(n: int, left, right) -> np.ndarray:
+    """The groups of ``n`` rows that the pairs ``(left[k], right[k])`` join, transitively: int64[n], each
+    row's group id the smallest row index of its group (as :func:`lsh_groups` gives them)."""
+    n = as_int(n, "n")
+    left = as_array(left, np.int64, 1, "left")
+    right = as_array(right, np.int64, 1, "right")
+    if len(left) != len(right):
+        raise ValueError(f"left has {len(left)} rows and right {len(right)}")
+    if len(left) and (min(left.min(), right.min()) < 0 or max(left.max(), right.max()) >= n):
+        raise ValueError(f"a pair names a row outside 0..{n - 1}")
+    return _union_pairs(n, left, right)
+
+
 def lsh_groups(signatures, bands: int, rows: int) -> np.ndarray:
     """Near-duplicate groups from MinHash signatures by banded LSH: int64[n].
 
