@@ -346,3 +346,53 @@ def test_submit_on_the_ray_engine_reproduces_on_the_local_one(sandbox, ray_clust
     (sandbox / "cbdsl.toml").write_text(config)
     assert "identical" in cli_ok("reproduce", "1")
     assert "hash chain verified" in cli_ok("verify")
+
+
+@pytest.mark.slow
+def test_cbdsl_run_joins_a_running_cluster(pools_dir, tmp_path):
+    """`cbdsl run --engine ray --address HOST:PORT` in its own process, on a head started by `ray start` (two
+    CPUs; with Ray's token authentication, on by default): the local run's selection hash. Slow: the head
+    takes 10-20 s to start here. (With `--node-ip-address 127.0.0.1` the driver, which puts the machine's
+    address for 127.0.0.1, is refused: a head for other machines listens on its own address.)"""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from cbdsl.pipelines.engine.on_ray import _listening
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="cbray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    ray_cli = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
+                             "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cbdsl = [sys.executable, "-m", "cbdsl", "run", str(ROOT / "examples" / "demo_basic_quality.cur"), "--json"]
+    env = {**os.environ, "CBDSL_POOLS": str(pools_dir)}
+    try:
+        deadline = time.monotonic() + 120
+        while not _listening(f"127.0.0.1:{port}", timeout=1):
+            assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
+            time.sleep(1)
+        runs = {}
+        for engine in ("local", "ray"):
+            extra = ["--engine", "ray", "--address", f"127.0.0.1:{port}", "--block-rows", "1000"]
+            extra = extra if engine == "ray" else []
+            done = subprocess.run([*cbdsl, "--out", str(tmp_path / engine), *extra], capture_output=True, text=True,
+                                  env=env, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+            runs[engine] = json.loads(done.stdout)
+        assert runs["ray"]["selection_hash"] == runs["local"]["selection_hash"]
+        assert runs["ray"]["engine"] == "ray"
+    finally:
+        head.terminate()  # `ray start --block` ends the head's processes when it is terminated
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()

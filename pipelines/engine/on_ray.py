@@ -41,6 +41,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -97,28 +98,46 @@ def cluster(address: str | None = None, cpus: int | None = None) -> Iterator[Non
     """A Ray session: the one this process has, or one connected to ``address`` (``auto``, ``HOST:PORT``,
     ``ray://HOST:PORT``), or a local cluster of ``cpus`` workers (default: every core) started for this run
     and stopped after it. Each worker's Polars and Numba get one thread: the cluster's CPUs are its tasks."""
-    try:
-        import ray
-    except ImportError as err:
-        raise RunError("the Ray engine needs Ray, which is not installed",
-                       ("install cbdsl with its `ray` extra: `pip install -e '.[ray]'`",)) from err
-    if ray.is_initialized():
-        yield
-        return
-    env = {"POLARS_MAX_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     hint = ("start one with `ray start --head` and pass its address (HOST:6379 or auto), or leave --address out "
             "to start a local cluster",)
     if address is not None and not _listening(address):  # Ray itself would retry for minutes
         raise RunError(f"no Ray cluster at {address!r}: nothing answers there", hint)
+    token_mode = address is not None and "RAY_AUTH_MODE" not in os.environ and _token_at_hand()
+    if token_mode:
+        # A head started by `ray start` (Ray 2.60) checks the token of ~/.ray/auth_token, but a driver that
+        # joins it sends one only in token mode, read when Ray is imported: without this, InvalidAuthToken. A
+        # cluster without token authentication accepts a driver in token mode too.
+        os.environ["RAY_AUTH_MODE"] = "token"
+    env = {"POLARS_MAX_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     try:
-        ray.init(address=address or "local", num_cpus=cpus if address is None else None, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.WARNING, runtime_env={"env_vars": env})
+        try:
+            import ray
+        except ImportError as err:
+            raise RunError("the Ray engine needs Ray, which is not installed",
+                           ("install cbdsl with its `ray` extra: `pip install -e '.[ray]'`",)) from err
+        joined = ray.is_initialized()
+        if not joined:
+            ray.init(address=address or "local", num_cpus=cpus if address is None else None,
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     runtime_env={"env_vars": env})
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise RunError(f"no Ray cluster at {address!r}: {err}".rstrip(), hint) from err
+    finally:
+        if token_mode:  # a local cluster started later in this process must not inherit it
+            os.environ.pop("RAY_AUTH_MODE", None)
+    if joined:
+        yield
+        return
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _token_at_hand() -> bool:
+    """Whether this machine has a Ray authentication token (Ray's variables, or the file Ray writes)."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
 
 
 def _listening(address: str, timeout: float = 5.0) -> bool:
