@@ -305,7 +305,7 @@ def test_an_engine_table_names_the_engine_of_submissions(tmp_path):
     from cbdsl.pipelines.loop.sandbox import load
 
     (tmp_path / "cbdsl.toml").write_text('[sandbox]\npool = "demo"\n\n[engine]\nname = "ray"\nblock_rows = 5000\n')
-    assert Engine.from_settings(load(tmp_path).engine) == Engine("ray", None, 5000)
+    assert load(tmp_path).engine == Engine("ray", None, 5000)
 
 
 def test_a_model_score_on_actors_is_the_local_score(ray_cluster, tmp_path, monkeypatch):

@@ -185,6 +185,7 @@ class _Work:
     def __init__(self, low: Lowered, pool, parts: list[Piece]):
         self.low, self.pool, self.parts = low, pool, parts
         self.ensured: set[str] = set()
+        self.definitions = {s.writes: s for s in low.plan.steps if s.writes}  # a score cache key's
 
     @staticmethod
     def _quiet() -> None:
@@ -302,7 +303,6 @@ class _Work:
         filters when ``early``, else every row), on the driver, as a local run would; in plan order, so a
         score that reads another finds it cached."""
         low, pool = self.low, self.pool
-        definitions = {s.writes: s for s in low.plan.steps if s.writes}
         id_col = low.plan.scan.id_column
         for step in steps:
             if step.column in self.ensured:
@@ -315,14 +315,13 @@ class _Work:
             rows = self.computed(low, columns, deps, sorted(reads | {id_col}), early=reach)
             population = scorer(low.exprs.registry, step).population  # fit on every row at once: one process
             ensure(step, pool, score_inputs(rows.lazy(), step, id_col, low.exprs), low.exprs.registry,
-                   definitions=definitions, compute=None if population else score_on_actors)
+                   definitions=self.definitions, compute=None if population else score_on_actors)
             self.ensured.add(step.column)
 
     def cached_scores(self) -> ScoreProvider:
         """The score provider of a task: the ensured scores, joined from the cache (never computed there)."""
         low, pool = self.low, self.pool
-        definitions = {s.writes: s for s in low.plan.steps if s.writes}
-        paths = {s.column: str(cache_path(pool, s, scorer(low.exprs.registry, s), definitions))
+        paths = {s.column: str(cache_path(pool, s, scorer(low.exprs.registry, s), self.definitions))
                  for s in low.plan.of(Score) if s.column in self.ensured}
         return _CachedScores(paths, pool.id_column)
 

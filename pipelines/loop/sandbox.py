@@ -38,7 +38,7 @@ class Config:
     iterations: int = 10
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)
-    engine: dict[str, Any] = field(default_factory=dict)  # [engine]: which engine runs a submission's policy
+    engine: Engine = field(default_factory=Engine)  # [engine]: which engine runs a submission's policy
 
     @property
     def state(self) -> Path:
@@ -68,6 +68,10 @@ def load(start: str | os.PathLike = ".") -> Config:
     except tomllib.TOMLDecodeError as err:
         raise SandboxError(f"{root / CONFIG} is not valid TOML: {err}") from err
     s = data.get("sandbox", {})
+    try:
+        engine = Engine.from_settings(data.get("engine", {}))
+    except ValueError as err:
+        raise SandboxError(f"{CONFIG}: {err}") from None
     cfg = Config(
         root=root,
         pool=str(s.get("pool", "demo")),
@@ -77,7 +81,7 @@ def load(start: str | os.PathLike = ".") -> Config:
         iterations=int(s.get("iterations", 10)),
         backends={k: dict(v) for k, v in data.get("backend", {}).items()},
         audit=dict(data.get("audit", {})),
-        engine=dict(data.get("engine", {})),
+        engine=engine,
     )
     validate(cfg)
     return cfg
@@ -92,10 +96,6 @@ def validate(cfg: Config) -> None:
         raise SandboxError(f"{CONFIG}: the budget must be a positive number of rows, got {cfg.budget}")
     if cfg.iterations <= 0:
         raise SandboxError(f"{CONFIG}: iterations must be positive, got {cfg.iterations}")
-    try:
-        Engine.from_settings(cfg.engine)
-    except ValueError as err:
-        raise SandboxError(f"{CONFIG}: {err}") from None
 
 
 def pool_dir(cfg: Config) -> Path:

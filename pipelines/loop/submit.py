@@ -26,7 +26,7 @@ from typing import Any
 from cbdsl.pipelines.data.exports import export
 from cbdsl.pipelines.data.pool import Pool
 from cbdsl.pipelines.engine.audit import AuditPolicy, audit
-from cbdsl.pipelines.engine.engines import Engine, run_plan
+from cbdsl.pipelines.engine.engines import run_plan
 from cbdsl.pipelines.loop.artifacts import is_stale, read_last
 from cbdsl.pipelines.loop.backends import make_backend
 from cbdsl.pipelines.loop import test_scores
@@ -148,7 +148,7 @@ def _submit_one(cfg, ledger: Ledger, pool, backend, text: str, name: str, messag
     try:
         t = time.perf_counter()
         low = lower(compiled.plan, pool.schema, lambda a: asset_ids(pool, a))
-        result = run_plan(low, pool, Engine.from_settings(cfg.engine))
+        result = run_plan(low, pool, cfg.engine)
         timings["run_s"] = time.perf_counter() - t
         selected = result.selection.height
         fields: dict[str, Any] = {"selection_hash": result.selection_hash(), "selected": selected,
@@ -257,7 +257,6 @@ def reproduce(cfg, n: int) -> tuple[bool, str, str]:
         raise LedgerError(f"the pool changed since iteration {n} (content hash {pool.content_hash[:12]} vs "
                           f"{entry.pool_hash[:12]}): the selection cannot be reproduced on it")
     compiled = compile_source(entry.policy_text, f"<iteration {n}>", pool)
-    result = run_plan(lower(compiled.plan, pool.schema, lambda a: asset_ids(pool, a)), pool,
-                      Engine.from_settings(cfg.engine))
+    result = run_plan(lower(compiled.plan, pool.schema, lambda a: asset_ids(pool, a)), pool, cfg.engine)
     new = result.selection_hash()
     return new == entry.selection_hash, entry.selection_hash, new

@@ -98,9 +98,10 @@ filter top(clip_l14_similarity_score, 0.3)
 KEY = "clip_l14_similarity_score"
 FRACTION = 0.3
 ENGINES = ("cbdsl", "pandas", "duckdb")
-EXTRA_ENGINES = ("sketch", "baseline", "ray")  # opt-in: the proposed cbdsl plan, sketched by hand (see run_sketch);
-# `cbdsl run` from another checkout of cbdsl (--baseline DIR), to measure a change against its parent;
-# `cbdsl run --engine ray` (a local Ray cluster started by the run, its start included: the Ray engine's overhead)
+# Opt-in: the proposed cbdsl plan, sketched by hand (see run_sketch); `cbdsl run` from another checkout of
+# cbdsl (--baseline DIR), to measure a change against its parent; `cbdsl run --engine ray` (a local Ray
+# cluster started by the run, its start included: the Ray engine's overhead).
+EXTRA_ENGINES = ("sketch", "baseline", "ray")
 
 
 # --------------------------------------------------------------------------- DataComp's reference, re-created
@@ -597,13 +598,14 @@ def profile(args) -> dict:
         scores = model_scores(low, pool)
         known = _timed("run: statistics first (top's threshold: one scan of the score column)", times,
                        lambda: statistics_first(low, pool, scores))
+        scan = pool.scan(list(compiled.plan.scan.columns))
         survivors = _timed("run: the filter query (numeric filters in the scan, captions of their survivors)",
-                           times, lambda: query(known, pool.scan(list(compiled.plan.scan.columns)), scores).collect())
+                           times, lambda: query(known, scan, scores).collect())
         ran = _timed("run: the tail (dedup, budget, select, the pick order)", times,
                      lambda: run_tail(known, pool, survivors))
         run_out = tmp_path / "run-out"
-        _timed("run: selection.parquet", times, lambda: export(pool, ran.selection, run_out, "parquet", check=False))
-        _timed("run: subset.npy", times, lambda: export(pool, ran.selection, run_out, "datacomp", check=False))
+        for fmt, label in (("parquet", "selection.parquet"), ("datacomp", "subset.npy")):
+            _timed(f"run: {label}", times, lambda fmt=fmt: export(pool, ran.selection, run_out, fmt, check=False))
         _timed("run: the selection hash", times, lambda: ran.selection_hash())
         cols = list(compiled.plan.scan.columns)
         frame = _timed("cbdsl: parquet decode, the scanned columns (" + ", ".join(cols) + ")", times,
