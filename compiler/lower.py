@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 
+from cbdsl.compiler.aggregates import Aggregation
 from cbdsl.compiler.ir import (
     Apply, AssetIds, BudgetStep, Col, DedupStep, Derive, FilterStep, Lit, MixStep, Op, Plan, Score, SelectStep, Stat,
 )
@@ -187,7 +188,8 @@ class ExprLowering:
         if entry.aggregate is not None:
             known = self.statistics.get(s.column)
             if known is None:
-                values = {k: v if s.per is None else v.over(s.per) for k, v in entry.aggregate(ctx, x).items()}
+                exprs = self.aggregation(s).exprs()
+                values = {k: v if s.per is None else v.over(s.per) for k, v in exprs.items()}
             else:
                 # the raw column, as over() and group_by() see it (a NaN group is not the null group); a derived
                 # one inlined, as in_scan lowers it
@@ -197,12 +199,12 @@ class ExprLowering:
         out = entry.lower(ctx, x)
         return _no_nan(out) if entry.output in _NUMERIC_OUTPUTS else out
 
-    def aggregates(self, s: Stat) -> dict[str, pl.Expr]:
-        """The statistic's aggregates over its population (``among`` applied), ungrouped: what the executor
-        computes first, per ``per`` group with a ``group_by``."""
+    def aggregation(self, s: Stat) -> Aggregation:
+        """The statistic's aggregates, its population's values (``x`` where ``among`` holds) and ``per``: what
+        the executor computes first (:mod:`cbdsl.pipelines.engine.exact`)."""
         entry = self.registry.get(s.stat, "expr")
         ctx, x = self._stat_context(s, entry)
-        return {k: v.alias(k) for k, v in entry.aggregate(ctx, x).items()}
+        return Aggregation(x=x, among=ctx.among, per=s.per, aggregates=entry.aggregate(ctx.params))
 
     def _stat_context(self, s: Stat, entry) -> tuple[LowerContext, pl.Expr]:
         ctx = LowerContext(

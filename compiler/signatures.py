@@ -126,11 +126,11 @@ class Entry:
     #: of the signatures. A Ray run hash-partitions the bands so equal ones meet whatever block their rows
     #: are in, and keeps the best row of each group, the rows ``run`` keeps.
     bands: Callable[..., list[Any]] | None = None
-    #: Statistics: ``aggregate(ctx, x) -> {name: pl.Expr}``, the values over the population (``among``
-    #: applied, ``per`` not: the lowering groups them) that ``lower`` combines with each row's x through
-    #: ``ctx.values``. The executor can then compute them before the filter stage, from the columns they
-    #: read only, and run the filters as row-local predicates. None (`rank`): every row's value needs the
-    #: whole population in the query.
+    #: Statistics: ``aggregate(params) -> {name: aggregate}``, what the statistic aggregates over its population
+    #: (:mod:`cbdsl.compiler.aggregates`: an order statistic or a moment), which ``lower`` combines with each
+    #: row's x through ``ctx.values``. The lowering applies ``among`` and ``per``; the executor computes the
+    #: values before the filter stage, exactly, from the columns they read only, and runs the filters as
+    #: row-local predicates. None (`rank`): every row's value needs the whole population in the query.
     aggregate: Callable[..., dict[str, Any]] | None = None
 
     @property

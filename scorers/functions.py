@@ -21,6 +21,7 @@ from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from cbdsl.compiler import regex_cost
+from cbdsl.compiler.aggregates import Maximum, Mean, Minimum, Quantile, Std, Threshold
 from cbdsl.scorers.registry import Input, LowerContext, Params, function, statistic
 
 # --- row-by-row functions ---------------------------------------------------------
@@ -137,11 +138,6 @@ def _float():
     return pl.Float64
 
 
-def _population(ctx: LowerContext, x):
-    """The values the statistic looks at: all rows, or those where `among` holds."""
-    return x if ctx.among is None else x.filter(ctx.among)
-
-
 def _masked(ctx: LowerContext, x):
     """x where `among` holds, null elsewhere (for statistics that give each row its own value)."""
     import polars as pl
@@ -149,11 +145,12 @@ def _masked(ctx: LowerContext, x):
     return x if ctx.among is None else pl.when(ctx.among).then(x)
 
 
-# A statistic with an ``aggregate`` is two parts (see :attr:`~cbdsl.compiler.signatures.Entry.aggregate`): the
-# aggregate values over the population (its `per` groups are the lowering's business) and the row-local
-# ``lower`` that combines them with each row's x through ``ctx.values``. In one query the values are
-# aggregates broadcast to every row; the executor may compute them first and pass literals, so the filters
-# become row-local and go into the scan (tests/benchmarks/README.md, fix 4).
+# A statistic with an ``aggregate`` is two parts (see :attr:`~cbdsl.compiler.signatures.Entry.aggregate`): what
+# it aggregates over the population (:mod:`cbdsl.compiler.aggregates`; `per` groups and `among` are the
+# lowering's business) and the row-local ``lower`` that combines those values with each row's x through
+# ``ctx.values``. In one query the values are aggregates broadcast to every row; the executor computes them
+# first, exactly, and passes literals, so the filters become row-local and go into the scan
+# (tests/benchmarks/README.md, fix 4).
 
 
 class QuantileParams(Params):
@@ -163,9 +160,8 @@ class QuantileParams(Params):
     )
 
 
-def _quantile(ctx: LowerContext, x):
-    p = ctx.params
-    return {"q": _population(ctx, x).quantile(p.q, interpolation=p.method)}
+def _quantile(p: QuantileParams) -> dict:
+    return {"q": Quantile(p.q, p.method)}
 
 
 @statistic("quantile", inputs=[Input("x", "number")], params=QuantileParams, output="float", aggregate=_quantile)
@@ -174,8 +170,8 @@ def quantile(ctx: LowerContext, x):
     return ctx.values["q"]
 
 
-def _mean(ctx: LowerContext, x):
-    return {"mean": _population(ctx, x).mean()}
+def _mean(p: Params) -> dict:
+    return {"mean": Mean()}
 
 
 @statistic("mean", inputs=[Input("x", "number")], output="float", aggregate=_mean)
@@ -188,8 +184,8 @@ class StdParams(Params):
     ddof: int = Field(default=1, ge=0, description="delta degrees of freedom (1: sample standard deviation)")
 
 
-def _std(ctx: LowerContext, x):
-    return {"std": _population(ctx, x).std(ddof=ctx.params.ddof)}
+def _std(p: StdParams) -> dict:
+    return {"std": Std(p.ddof)}
 
 
 @statistic("std", inputs=[Input("x", "number")], params=StdParams, output="float", aggregate=_std)
@@ -209,9 +205,8 @@ def rank(ctx: LowerContext, x):
     return out if ctx.per is None else out.over(ctx.per)
 
 
-def _mean_std(ctx: LowerContext, x):
-    pop = _population(ctx, x)
-    return {"mean": pop.mean(), "std": pop.std()}
+def _mean_std(p: Params) -> dict:
+    return {"mean": Mean(), "std": Std()}
 
 
 @statistic("zscore", inputs=[Input("x", "number")], output="float", aggregate=_mean_std)
@@ -220,9 +215,8 @@ def zscore(ctx: LowerContext, x):
     return (x - ctx.values["mean"]) / ctx.values["std"]
 
 
-def _min_max(ctx: LowerContext, x):
-    pop = _population(ctx, x)
-    return {"min": pop.min(), "max": pop.max()}
+def _min_max(p: Params) -> dict:
+    return {"min": Minimum(), "max": Maximum()}
 
 
 @statistic("minmax", inputs=[Input("x", "number")], output="float", aggregate=_min_max)
@@ -236,16 +230,8 @@ class TopParams(Params):
     frac: float = Field(gt=0, le=1, description="the fraction of the population to keep (30% is 0.30)")
 
 
-def _threshold(ctx: LowerContext, x):
-    """DataComp's ``get_threshold``: the value at index ``floor(n * frac)`` of the descending population,
-    missing values last but counted in ``n`` (the last one when the index is past the end)."""
-    import polars as pl
-
-    pop = _population(ctx, x)
-    n = pop.len()
-    index = pl.max_horizontal(pl.min_horizontal((n * ctx.params.frac).floor(), n - 1), 0).cast(pl.UInt32)
-    # slice, not gather: an empty population (`among` holds nowhere) has no threshold and keeps nothing
-    return {"threshold": pop.sort(descending=True, nulls_last=True).slice(index, 1).first()}
+def _threshold(p: TopParams) -> dict:
+    return {"threshold": Threshold(p.frac)}
 
 
 @statistic("top", inputs=[Input("x", "number")], params=TopParams, output="bool", aggregate=_threshold)

@@ -201,7 +201,9 @@ def lowered(df, entry_id: str, *cols: str, space: str = "expr", schema=None, per
     )
     inputs = [pl.col(c) for c in cols]
     if entry.aggregate is not None:  # a statistic's values, per group as the lowering groups them
-        values = {k: v if per is None else v.over(per) for k, v in entry.aggregate(ctx, *inputs).items()}
+        population = inputs[0] if among is None else inputs[0].filter(among)
+        exprs = {k: a.expr(population) for k, a in entry.aggregate(ctx.params).items()}
+        values = {k: v if per is None else v.over(per) for k, v in exprs.items()}
         ctx = replace(ctx, values=values)
     return df.with_columns(entry.lower(ctx, *inputs).alias("out"))["out"].to_list()
 

@@ -6,7 +6,8 @@ Each case runs both ways, the single query (every statistic a column of the filt
 several shards (so several parquet files and row groups) with nulls, NaNs, ties and a null ``per`` group.
 ``x`` is rounded (ties at every ``top`` and ``quantile`` threshold, which select values, exactly); the
 sums of ``mean`` and ``std`` are over ``u``, unrounded, since the single query adds them in the order
-Polars' streaming threads finish (the reason a run computes them first, on one chunk: the last test).
+Polars' streaming threads finish (the reason a run computes them first, exactly: the last test and
+tests/test_exact_statistics.py).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def test_random_policies_select_the_same_both_ways(seed, rows, shard, stats, wit
 
 def test_a_mean_computed_first_is_the_same_bits_for_any_sharding_and_run(tmp_path):
     """Polars' streaming engine adds a mean's morsels in thread order (its last bits change from run to run);
-    computed first, on the column gathered into one chunk in pool order, it does not, whatever the shards."""
+    computed first, from exact sums, it does not, whatever the shards."""
     rng = np.random.default_rng(3)
     frame = pl.DataFrame({"id": [f"r{i:05d}" for i in range(30_000)], "x": rng.normal(size=30_000)})
     means = set()

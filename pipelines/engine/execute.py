@@ -29,6 +29,7 @@ from cbdsl.compiler.ir import (
     pexpr_text,
 )
 from cbdsl.compiler.lower import HASH, Lowered
+from cbdsl.pipelines.engine.exact import InMemory, Parts, aggregate
 from cbdsl.pipelines.engine.kernels import hashing
 from cbdsl.pipelines.engine.kernels.quotas import allocate_quotas
 from cbdsl.pipelines.engine.scores import provide
@@ -155,10 +156,10 @@ def tail_inputs(low: Lowered) -> list[str]:
     return [low.plan.scan.id_column, HASH, *(e.meta.output_name() for e in _tail_columns(low))]
 
 
-Gather = Any  # callable(low, columns: list[str], steps: list) -> pl.DataFrame: the pool's columns with the steps'
+Population = Any  # callable(low, columns: list[str], steps: list) -> exact.Parts: the pool's columns with the steps'
 
 
-def statistics_first(low: Lowered, pool, score_columns: ScoreProvider, gather: Gather | None = None) -> Lowered:
+def statistics_first(low: Lowered, pool, score_columns: ScoreProvider, pieces: Population | None = None) -> Lowered:
     """``low`` with the aggregates of its :meth:`~cbdsl.compiler.lower.Lowered.first_statistics` computed, each
     over the whole pool from the columns it reads only (``top``'s threshold: one scan of the score column).
 
@@ -167,16 +168,17 @@ def statistics_first(low: Lowered, pool, score_columns: ScoreProvider, gather: G
     and held. With the values as literals the filters are row-local: Polars pushes them into the scan and
     decodes the other columns of the survivors only (tests/test_statistics_first.py).
 
-    Why eagerly, on one chunk: Polars' streaming engine (its default) adds a mean's morsels in whatever
-    order its threads finish, so ``mean`` and ``std`` change in the last bits from run to run, and a row
-    equal to the threshold would pass or not (DESIGN rule 7). Gathered in pool order into one chunk, the
-    values are summed in one fixed order, whatever the shards and threads.
+    Why exactly (:mod:`.exact`): a float sum depends on its order (Polars' streaming engine adds a mean's
+    morsels in whatever order its threads finish), so a ``mean`` would change in its last bits with the
+    threads, the shards or the engine, and a row at the threshold would pass on one run and not the next
+    (DESIGN rule 7). Sums of integers and counts of order keys do not: every engine and every cut of the
+    pool gives the same bits.
 
-    ``gather(low, columns, steps)`` reads the pool's ``columns`` with the ``steps``' columns added, in pool
-    order (default: one local query; the Ray engine's: one task per block, :mod:`.on_ray`)."""
-    if gather is None:
-        def gather(low: Lowered, columns: list[str], steps: list) -> pl.DataFrame:
-            return low.compute(pool.scan(columns), steps, score_columns).collect()
+    ``pieces(low, columns, steps)`` holds the pool's ``columns`` with the ``steps``' columns added, in pieces
+    (default: one local query, one piece; the Ray engine's: a piece a block, where it lies, :mod:`.on_ray`)."""
+    if pieces is None:
+        def pieces(low: Lowered, columns: list[str], steps: list) -> Parts:
+            return InMemory([low.compute(pool.scan(columns), steps, score_columns).collect()])
 
     for stat in low.first_statistics():
         deps = low.plan.producers(stat.reads)
@@ -184,9 +186,7 @@ def statistics_first(low: Lowered, pool, score_columns: ScoreProvider, gather: G
         columns = {*stat.reads, *(c for d in deps for c in d.reads)} - computed
         if not columns or any(isinstance(d, Score) for d in deps):  # a model score is looked up by id
             columns.add(low.plan.scan.id_column)
-        frame = gather(low, sorted(columns), deps).rechunk()
-        aggregates = list(low.exprs.aggregates(stat).values())
-        table = frame.select(aggregates) if stat.per is None else frame.group_by(stat.per).agg(aggregates)
+        table = aggregate(low.exprs.aggregation(stat), pieces(low, sorted(columns), deps))
         low = low.with_statistics({stat.column: table})
     return low
 

@@ -6,11 +6,10 @@ Data block each; a task reads its piece with Polars and runs the local lowering 
 and the pushdown of the filters into the parquet reader, are the local engine's own.
 
 - **Statistics** (``quantile``, ``mean``, ``std``, ``zscore``, ``minmax``, ``top``, with ``per`` and
-  ``among``): each task computes the statistic's input (derived columns, cached scores) for its piece; the
-  driver gathers the pieces in pool order into one chunk and aggregates them with the local expression. The
-  values are the local engine's bit for bit: a float sum in another order differs in its last bits, and a
-  row at a threshold would pass on one engine and not the other. The driver holds one column (8 bytes a
-  row for a float), never the pool.
+  ``among``): exact distributed aggregates. Each task computes the statistic's input (derived columns, cached
+  scores) for its piece and keeps it in the object store where it ran; the passes of :mod:`.exact` (radix
+  counts of order keys, exact sums) run there and send the driver integers only, which add exactly in any
+  order: the local engine's values bit for bit, and the driver never holds a column.
 - **Model scores**: computed into the pool's score cache before the filter pass (the rows that reach each
   score: after the early filters, or every row where a statistic or a population scorer needs them): a
   row-local scorer on an actor pool (one actor per GPU, else per CPU: :func:`score_on_actors`), a
@@ -36,6 +35,7 @@ Ray is imported only here, and only when a run asks for it (the ``ray`` extra).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -51,6 +51,7 @@ from cbdsl.pipelines.engine.execute import (
     DEDUP_ARG, RunResult, ScoreProvider, filter_phase, in_preference_order, model_scores, query, run_tail,
     select_from, statistics_first, tail_inputs,
 )
+from cbdsl.pipelines.engine.exact import InMemory, Parts
 from cbdsl.pipelines.engine.kernels.minhash import pair_groups
 from cbdsl.pipelines.engine.scores import cache_path, compute_scores, ensure, join_scores, score_inputs, scorer
 from cbdsl.scorers.api import DedupContext, RunError
@@ -161,7 +162,7 @@ def execute_on_ray(low: Lowered, pool, *, block_rows: int = BLOCK_ROWS) -> RunRe
     if low.exprs.pool is None:
         low.exprs.pool = pool
     work = _Work(low, pool, pieces(pool, block_rows))
-    low = statistics_first(low, pool, model_scores(low, pool), gather=work.gather)
+    low = statistics_first(low, pool, model_scores(low, pool), pieces=work.population)
     work.low = low
     if not _row_local(low):
         frame = work.gather(low, list(low.plan.scan.columns), []).lazy()
@@ -279,9 +280,19 @@ class _Work:
         keep = pl.Series(groups == np.arange(survivors.height))
         return ordered.filter(keep).drop(PIECE, ROW, POS), survivors.height
 
+    def population(self, low: Lowered, columns: list[str], steps: list) -> Parts:
+        """:func:`statistics_first`'s ``pieces``: the pool's ``columns`` with the ``steps``' columns added, a piece
+        a block, each kept in the object store where its task ran (a statistic over a ``rank``: computed
+        here, one piece); the statistic's passes then run there (:mod:`.exact`)."""
+        self.low = low
+        self.ensure_scores([s for s in steps if isinstance(s, Score)], early=False)
+        keep = sorted({*columns, *(s.writes for s in steps)})
+        if any(isinstance(s, Stat) and s.column not in low.exprs.statistics for s in steps):
+            return InMemory([self.computed(low, columns, steps, keep, early=False)])
+        return _InObjectStore([]).made(_computed, self.parts, low, columns, steps, keep, False, self.cached_scores())
+
     def gather(self, low: Lowered, columns: list[str], steps: list) -> pl.DataFrame:
-        """:func:`statistics_first`'s ``gather``: the pool's ``columns`` with the ``steps``' columns added, in pool
-        order; only the columns the statistic reads come back to the driver."""
+        """The pool's ``columns`` with the ``steps``' columns added, every row, here, in pool order."""
         self.low = low
         self.ensure_scores([s for s in steps if isinstance(s, Score)], early=False)
         return self.computed(low, columns, steps, sorted({*columns, *(s.writes for s in steps)}), early=False)
@@ -352,6 +363,41 @@ def score_on_actors(entry, step: Score, pool, inputs: pl.DataFrame, id_col: str,
              for o in range(0, inputs.height, SCORE_CHUNK)]
     pool_of_actors = ActorPool([remote.remote() for _ in range(actors)])
     return pl.concat([pl.from_arrow(t) for t in pool_of_actors.map(lambda a, part: a.score.remote(part), parts)])
+
+
+@dataclass(frozen=True)
+class _InObjectStore:
+    """:class:`~cbdsl.pipelines.engine.exact.Parts` on the cluster: each piece an object in Ray's store, on the
+    node whose task made it; a pass is a task a piece, and only what ``each`` returns comes to the driver."""
+
+    refs: list
+
+    @staticmethod
+    def made(fn, inputs: Sequence, *args) -> _InObjectStore:
+        """The pieces ``fn(input, *args)``, one task an input."""
+        import ray
+
+        shared = [ray.put(a) for a in args]
+        return _InObjectStore([_task().remote(fn, i, *shared) for i in inputs])
+
+    def keep(self, fn, *args) -> _InObjectStore:
+        return self.made(fn, self.refs, *args)
+
+    def each(self, fn, *args) -> list:
+        import ray
+
+        return ray.get(self.keep(fn, *args).refs)
+
+
+@functools.cache
+def _task():
+    import ray
+
+    return ray.remote(_applied)
+
+
+def _applied(fn, piece, *args):
+    return fn(piece, *args)
 
 
 @dataclass(frozen=True)
