@@ -30,7 +30,7 @@ import polars as pl
 from cbdsl.compiler.aggregates import Aggregation, Moment, Sums
 from cbdsl.pipelines.engine.kernels.exact_sums import exact_sums
 from cbdsl.pipelines.engine.kernels.order_keys import (
-    digit_bits, digit_counts, from_key, in_buckets, narrowed, order_keys,
+    digit_bits, digit_counts, from_keys, in_buckets, narrowed, order_keys,
 )
 
 FETCH = 1 << 16  # keys of a bucket small enough to fetch instead of counting another digit
@@ -63,7 +63,7 @@ class InMemory:
 
 @dataclass(frozen=True)
 class _Piece:
-    """A piece of the population as the passes read it: each value's group, order key and float value."""
+    """A piece of the population as the passes read it: its values, each one's group, and the counts."""
 
     gid: np.ndarray | None  # int64, each value's group (index into the groups); None: one group
     values: np.ndarray  # the values (no missing ones)
@@ -204,20 +204,17 @@ def _types(dtype: pl.DataType, a: Aggregation) -> tuple[str, dict[str, pl.DataTy
 
 def _elements(pieces: Parts, wanted: list[set[int]], kind: str) -> dict[tuple[int, int], Any]:
     """The value at each group's wanted ranks (from its smallest value), by radix select."""
-    requests = sorted((g, r) for g, ranks in enumerate(wanted) for r in ranks)
-    if not requests:
+    requests = np.array(sorted((g, r) for g, ranks in enumerate(wanted) for r in ranks), dtype=np.int64)
+    if not len(requests):
         return {}
-    per_group: dict[int, list[int]] = {}
-    for g, r in requests:
-        per_group.setdefault(g, []).append(r)
-    groups, width = len(wanted), max(len(v) for v in per_group.values())
+    want_g, want_r = requests[:, 0], requests[:, 1]
+    first = np.searchsorted(want_g, want_g)  # a group's requests are columns 0, 1, ... of its row
+    want_j = np.arange(len(requests)) - first
+    groups, width = len(wanted), int(want_j.max()) + 1
     prefix = np.zeros((groups, width), dtype=np.uint64)
     rank = np.zeros((groups, width), dtype=np.int64)
     active = np.zeros((groups, width), dtype=bool)
-    for g, ranks in per_group.items():
-        for j, r in enumerate(ranks):
-            rank[g, j], active[g, j] = r, True
-    requested = active.copy()
+    rank[want_g, want_j], active[want_g, want_j] = want_r, True
     keys = np.zeros((groups, width), dtype=np.uint64)
     known, candidates = 0, pieces
     while active.any():
@@ -239,10 +236,11 @@ def _elements(pieces: Parts, wanted: list[set[int]], kind: str) -> dict[tuple[in
         active[g[done | small], j[done | small]] = False
         if fetch.any():
             request, key = (np.concatenate(c) for c in zip(*candidates.each(_bucket, prefix, fetch, known)))
-            for fg, fj in zip(*np.nonzero(fetch)):
-                keys[fg, fj] = np.sort(key[request == fg * width + fj])[rank[fg, fj]]
-    return {(g, r): from_key(int(keys[g, j]), kind)
-            for g, ranks in per_group.items() for j, r in enumerate(ranks) if requested[g, j]}
+            order = np.lexsort((key, request))  # each request's bucket, sorted, one after another
+            fg, fj = np.nonzero(fetch)
+            start = np.searchsorted(request[order], fg * width + fj)
+            keys[fg, fj] = key[order][start + rank[fg, fj]]
+    return dict(zip(zip(want_g.tolist(), want_r.tolist()), from_keys(keys[want_g, want_j], kind)))
 
 
 def _sums(pieces: Parts, valid: np.ndarray) -> list[Sums]:

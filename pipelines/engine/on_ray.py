@@ -289,7 +289,7 @@ class _Work:
         keep = sorted({*columns, *(s.writes for s in steps)})
         if any(isinstance(s, Stat) and s.column not in low.exprs.statistics for s in steps):
             return InMemory([self.computed(low, columns, steps, keep, early=False)])
-        return _InObjectStore([]).made(_computed, self.parts, low, columns, steps, keep, False, self.cached_scores())
+        return _InObjectStore.made(_computed, self.parts, low, columns, steps, keep, False, self.cached_scores())
 
     def gather(self, low: Lowered, columns: list[str], steps: list) -> pl.DataFrame:
         """The pool's ``columns`` with the ``steps``' columns added, every row, here, in pool order."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cbdsl.pipelines.engine.kernels.exact_sums import exact_sums
-from cbdsl.pipelines.engine.kernels.order_keys import digit_counts, from_key, in_buckets, order_keys
+from cbdsl.pipelines.engine.kernels.order_keys import digit_counts, from_keys, in_buckets, order_keys
 
 
 def _exact(integer: int, exponent: int) -> Fraction:
@@ -35,12 +35,12 @@ def test_sums_of_nothing_are_zero():
 def test_order_keys_sort_as_the_values_and_give_them_back():
     x = np.array([3.0, -1.0, -0.0, 0.0, np.inf, -np.inf, 1e-300, -2.5, 5e-324])
     keys = order_keys(x)
-    assert [from_key(int(k), "f") for k in np.sort(keys)] == sorted(x.tolist())
+    assert from_keys(np.sort(keys), "f") == sorted(x.tolist())
     assert keys[2] == keys[3]  # -0.0 is 0.0
     i = np.array([-5, 3, 0, -2**63, 2**63 - 1])
-    assert [from_key(int(k), "i") for k in np.sort(order_keys(i))] == sorted(i.tolist())
+    assert from_keys(np.sort(order_keys(i)), "i") == sorted(i.tolist())
     u = np.array([2**64 - 1, 0, 7], dtype=np.uint64)
-    assert [from_key(int(k), "u") for k in np.sort(order_keys(u))] == [0, 7, 2**64 - 1]
+    assert from_keys(np.sort(order_keys(u)), "u") == [0, 7, 2**64 - 1]
     with pytest.raises(TypeError):
         order_keys(np.array(["a"]))
 

@@ -29,20 +29,20 @@ def order_keys(values: np.ndarray) -> np.ndarray:
     raise TypeError(f"no order keys for {values.dtype}")
 
 
-def from_key(key: int, kind: str) -> float | int:
-    """The value of an order key (``kind``: NumPy's kind of the values' dtype)."""
-    key = np.uint64(key)
+def from_keys(keys: np.ndarray, kind: str) -> list:
+    """The values of order keys (``kind``: NumPy's kind of the values' dtype), as Python numbers."""
+    keys = np.asarray(keys, dtype=np.uint64)
     if kind == "f":
-        return float((key ^ _SIGN if key & _SIGN else ~key).view(np.float64))
+        return np.where(keys & _SIGN, keys ^ _SIGN, ~keys).view(np.float64).tolist()
     if kind == "i":
-        return int((key ^ _SIGN).view(np.int64))
-    return int(key)
+        return (keys ^ _SIGN).view(np.int64).tolist()
+    return keys.tolist()
 
 
 def digit_bits(requests: int, known: int) -> int:
     """The bits of the next digit: 16 (65,536 counts a request) for a few requests, fewer for many; never
     past the key's 64 bits."""
-    return min(16 if requests <= 32 else 8 if requests <= 4096 else 4, 64 - known)
+    return min(16 if requests <= 32 else 8 if requests <= 1 << 16 else 4, 64 - known)
 
 
 def _requests(gid: np.ndarray | None, prefix: np.ndarray, wanted: np.ndarray, known: int, keys: np.ndarray):
