@@ -31,11 +31,12 @@ if TYPE_CHECKING:  # `cbdsl check` declares aggregates without importing Polars
 
 @dataclass(frozen=True)
 class Quantile:
-    """The ``q``-quantile with Polars' interpolation ``method``, computed as Polars does: missing values sort
-    first, the position is ``at = (valid - 1) * q + missing`` (a float: its rounding decides the rank), its
-    floor and ceiling (``nearest``: rounded half away from zero) are the elements read, and between two of
-    them the value is ``(at - floor(at)) * (upper - lower) + lower`` (``linear``) or ``(lower + upper) / 2``
-    (``midpoint``) (tests/test_exact_statistics.py checks these against Polars)."""
+    """The ``q``-quantile with Polars' interpolation ``method``, computed as Polars (2.2) does: the position
+    ``at = (valid - 1) * q`` among the values in order, its floor and ceiling (``nearest``: rounded half away
+    from zero) the elements read, and between two of them ``(at - floor(at)) * (upper - lower) + lower``
+    (``linear``) or ``(lower + upper) / 2`` (``midpoint``) (tests/test_exact_statistics.py checks these
+    against Polars). Missing values play no part (Polars 2.1 added their count to ``at``, which changed the
+    rounding of the fraction and so the last bits)."""
 
     q: float
     method: Literal["linear", "lower", "higher", "nearest", "midpoint"] = "linear"
@@ -43,17 +44,14 @@ class Quantile:
     def expr(self, population: pl.Expr) -> pl.Expr:
         return population.quantile(self.q, interpolation=self.method)
 
-    def _at(self, size: int, valid: int) -> float:
-        return (valid - 1) * self.q + (size - valid)
-
     def ranks(self, size: int, valid: int) -> tuple[int, ...] | None:
         if valid == 0:
             return None
-        at, missing = self._at(size, valid), size - valid
+        at = (valid - 1) * self.q
         if self.method == "nearest":
             whole = math.floor(at)
-            return (min(whole + (at - whole >= 0.5), size - 1) - missing,)
-        lower, upper = min(math.floor(at), size - 1) - missing, min(math.ceil(at), size - 1) - missing
+            return (min(whole + (at - whole >= 0.5), valid - 1),)
+        lower, upper = min(math.floor(at), valid - 1), min(math.ceil(at), valid - 1)
         return {"lower": (lower,), "higher": (upper,)}.get(self.method, (lower, upper))
 
     def value(self, size: int, valid: int, elements: tuple) -> Any:
@@ -64,7 +62,7 @@ class Quantile:
             return lower
         if self.method == "midpoint":
             return (lower + upper) / 2.0
-        at = self._at(size, valid)
+        at = (valid - 1) * self.q
         return (at - math.floor(at)) * (upper - lower) + lower
 
 
