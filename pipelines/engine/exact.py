@@ -8,7 +8,7 @@ binary exponent. Adding integers is exact in any order, and the driver finishes 
 - an order statistic needs its elements' ranks (from the counts) and then those elements: each is found by
   radix select over an order key of the values (:mod:`.kernels.order_keys`), one pass per digit (the counts
   of the next 16 bits among the keys that share the bits found so far; 8 or 4 bits when many groups ask),
-  until its bucket is small enough to fetch (at most ``FETCH`` keys) or every bit is known. A threshold
+  until the requests' buckets are small enough to fetch (at most ``FETCH`` keys together) or every bit is known. A threshold
   over a few million scores between 0 and 1 takes two counting passes and a fetch of a few dozen keys;
   a piece never sends its values.
 - a moment is rounded once from the exact sums of the values and of their squares.
@@ -33,7 +33,7 @@ from cbdsl.pipelines.engine.kernels.order_keys import (
     digit_bits, digit_counts, from_keys, in_buckets, narrowed, order_keys,
 )
 
-FETCH = 1 << 16  # keys of a bucket small enough to fetch instead of counting another digit
+FETCH = 1 << 18  # keys of all requests' buckets together small enough to fetch instead of counting another digit
 CHUNK = 1 << 20  # values whose keys a pass makes at a time
 _X, _IN = "#x", "#in"
 
@@ -231,7 +231,8 @@ def _elements(pieces: Parts, wanted: list[set[int]], kind: str) -> dict[tuple[in
         done = np.full(len(g), known == 64)
         keys[g[done], j[done]] = prefix[g[done], j[done]]
         fetch = np.zeros_like(active)
-        small = ~done & (counts[np.arange(len(g)), digit] <= FETCH)
+        left = counts[np.arange(len(g)), digit]
+        small = ~done & (left[~done].sum() <= FETCH)  # every bucket at once, when they hold few keys together
         fetch[g[small], j[small]] = True
         active[g[done | small], j[done | small]] = False
         if fetch.any():
