@@ -66,8 +66,15 @@ class Quantile:
         return (at - math.floor(at)) * (upper - lower) + lower
 
 
+class _Element:
+    """An order statistic whose value is the one element it reads."""
+
+    def value(self, size: int, valid: int, elements: tuple) -> Any:
+        return elements[0]
+
+
 @dataclass(frozen=True)
-class Threshold:
+class Threshold(_Element):
     """DataComp's ``get_threshold`` (``top``): the element at index ``floor(size * frac)`` of the descending
     population, missing values last but counted in ``size`` (the last index when past the end); none when
     that index falls on a missing value or the population is empty."""
@@ -88,12 +95,9 @@ class Threshold:
         index = max(min(math.floor(size * self.frac), size - 1), 0)
         return None if index >= valid else (valid - 1 - index,)
 
-    def value(self, size: int, valid: int, elements: tuple) -> Any:
-        return elements[0]
-
 
 @dataclass(frozen=True)
-class Minimum:
+class Minimum(_Element):
     """The smallest value."""
 
     def expr(self, population: pl.Expr) -> pl.Expr:
@@ -102,12 +106,9 @@ class Minimum:
     def ranks(self, size: int, valid: int) -> tuple[int, ...] | None:
         return (0,) if valid else None
 
-    def value(self, size: int, valid: int, elements: tuple) -> Any:
-        return elements[0]
-
 
 @dataclass(frozen=True)
-class Maximum:
+class Maximum(_Element):
     """The largest value."""
 
     def expr(self, population: pl.Expr) -> pl.Expr:
@@ -115,9 +116,6 @@ class Maximum:
 
     def ranks(self, size: int, valid: int) -> tuple[int, ...] | None:
         return (valid - 1,) if valid else None
-
-    def value(self, size: int, valid: int, elements: tuple) -> Any:
-        return elements[0]
 
 
 @dataclass(frozen=True)

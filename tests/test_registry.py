@@ -11,6 +11,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
+from cbdsl.compiler.aggregates import Aggregation
 from cbdsl.compiler.types import BINARY, FLOAT, INT, STR, UNKNOWN, list_of
 from cbdsl.scorers.metadata import image_size
 from cbdsl.compiler.signatures import PENDING_OUTPUTS, format_value
@@ -201,8 +202,7 @@ def lowered(df, entry_id: str, *cols: str, space: str = "expr", schema=None, per
     )
     inputs = [pl.col(c) for c in cols]
     if entry.aggregate is not None:  # a statistic's values, per group as the lowering groups them
-        population = inputs[0] if among is None else inputs[0].filter(among)
-        exprs = {k: a.expr(population) for k, a in entry.aggregate(ctx.params).items()}
+        exprs = Aggregation(x=inputs[0], among=among, per=None, aggregates=entry.aggregate(ctx.params)).exprs()
         values = {k: v if per is None else v.over(per) for k, v in exprs.items()}
         ctx = replace(ctx, values=values)
     return df.with_columns(entry.lower(ctx, *inputs).alias("out"))["out"].to_list()

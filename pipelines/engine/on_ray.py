@@ -165,7 +165,8 @@ def execute_on_ray(low: Lowered, pool, *, block_rows: int = BLOCK_ROWS) -> RunRe
     low = statistics_first(low, pool, model_scores(low, pool), pieces=work.population)
     work.low = low
     if not _row_local(low):
-        frame = work.gather(low, list(low.plan.scan.columns), []).lazy()
+        columns = list(low.plan.scan.columns)
+        frame = work.computed(low, columns, [], columns, early=False).lazy()
         return run_tail(low, pool, query(low, frame, model_scores(low, pool)).collect())
     work.ensure_scores([s for s in low.early_compute if isinstance(s, Score)], early=False)
     work.ensure_scores([s for s in low.late_compute if isinstance(s, Score)], early=bool(low.early_filters))
@@ -290,12 +291,6 @@ class _Work:
         if any(isinstance(s, Stat) and s.column not in low.exprs.statistics for s in steps):
             return InMemory([self.computed(low, columns, steps, keep, early=False)])
         return _InObjectStore.made(_computed, self.parts, low, columns, steps, keep, False, self.cached_scores())
-
-    def gather(self, low: Lowered, columns: list[str], steps: list) -> pl.DataFrame:
-        """The pool's ``columns`` with the ``steps``' columns added, every row, here, in pool order."""
-        self.low = low
-        self.ensure_scores([s for s in steps if isinstance(s, Score)], early=False)
-        return self.computed(low, columns, steps, sorted({*columns, *(s.writes for s in steps)}), early=False)
 
     def computed(self, low: Lowered, columns: list[str], steps: list, keep: list[str], *, early: bool) -> pl.DataFrame:
         """Every row of the pool (those that pass the early filters when ``early``) with the ``steps``' columns,
