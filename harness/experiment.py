@@ -26,7 +26,7 @@ The grid file::
     events = "generic"
 
     [backend.mini]                          # settings for every cell's [backend.mini]
-    steps = 1000
+    models = 1                              # one training a submission: half the time, more noise
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def test_mini_command_trains_evaluates_and_writes_metrics(pool, tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "CBDSL_DEVICE": "cpu"})
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(out.read_text())
-    assert metrics["train_rows"] == 120 and metrics["suite"].startswith("mini-v8-")
+    assert metrics["train_rows"] == 120 and metrics["suite"].startswith("mini-v9-")
     assert len(metrics["benchmarks"]) == 7 and all(0 <= v <= 1 for v in metrics["benchmarks"].values())
     assert metrics["aggregate"] == pytest.approx(sum(metrics["benchmarks"].values()) / 7)
     assert "mini: training small CLIP 1/2 (seed 3) on 120 pairs (2 steps x 32)" in proc.stdout

@@ -1,6 +1,6 @@
 """Benchmark: is a mini training on the GPU the same bytes run to run? (issue 16, part 5)
 
-Trains the ``mini`` backend's recipe (``--steps`` of it) twice on the same selection of the demo pool on
+Trains the ``mini`` backend's recipe (``--steps`` of it, default all) twice on the same selection of the demo pool on
 ``--device`` and compares the sha256 of the two models' weights and their suite scores; ``--vlm`` does
 the same for ``mini-vlm``'s stage 2 from its cached base. On a CPU the answer was always yes (the thread
 count is fixed); on a GPU, cbdsl's training context (``training.deterministic_algorithms(cuda=True)``:
@@ -44,7 +44,7 @@ def clip_once(pool: Pool, rows: int, steps: int, dev: str) -> dict:
     data = pool.scan(["id", "image", "text"]).head(rows).collect()
     images = tinyclip.load_images(data.get_column("image").to_list())
     texts = tinyclip.tokenize(data.get_column("text").to_list())
-    recipe = replace(RECIPE, steps=steps)
+    recipe = replace(RECIPE, steps=steps or RECIPE.steps)
     start = time.perf_counter()
     model = tinyclip.build(tinyclip.MINI, seed=recipe.seed)
     clip_training.train(model, images, texts, recipe, device=dev)
@@ -63,7 +63,7 @@ def vlm_once(pool: Pool, rows: int, steps: int, dev: str) -> dict:
     images = pool.read_images(data.get_column("image").to_list())
     model, tok, _ = vlm_base.base()
     start = time.perf_counter()
-    vlm.train(model, vlm.encode(tok, turns, images, model.config), replace(RECIPE, steps=steps), device=dev)
+    vlm.train(model, vlm.encode(tok, turns, images, model.config), replace(RECIPE, steps=steps or RECIPE.steps), device=dev)
     return {"sha": weights_sha(model), "seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pool-dir", required=True, help="where the demo pools are (made if missing)")
     ap.add_argument("--rows", type=int, default=5000)
-    ap.add_argument("--steps", type=int, default=1000, help="training steps (the recipe's: 1000 mini, 800 vlm)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="training steps (default: each recipe's, 250 for mini and 800 for mini-vlm's stage 2)")
     ap.add_argument("--vlm", action="store_true", help="also mini-vlm's stage 2 (needs the demo-it pool and base)")
     args = ap.parse_args(argv)
     dev = chosen_device()
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         if not (root / "demo-it" / "pool.json").is_file():
             make_demo_it(root / "demo-it")
-        runs = [vlm_once(Pool.open(root / "demo-it"), 4000, min(args.steps, 800), dev) for _ in range(2)]
+        runs = [vlm_once(Pool.open(root / "demo-it"), 4000, args.steps, dev) for _ in range(2)]
         out["mini-vlm"] = {"same_bytes": runs[0]["sha"] == runs[1]["sha"], "runs": runs}
     print(json.dumps(out, indent=2))
     return out

@@ -40,13 +40,14 @@ in seconds: same recipe, other floating-point order than the CPU's). Prints
 one JSON object; ``--out FILE`` also writes it there.
 
 Seen on the CPU, demo pool as shipped (the GPU host's CPU and this project's
-2-core VM give the same bytes for a recipe and thread count): with mini-v8
-(two models averaged), seeds 0-5, pooled seed std 0.0172 and 7.2 sigmas, the
-curated arms in one order on 2 of 6 seeds (0.0124, 9.2 sigmas and 5 of 6 on
-an H100); with mini-v6 (one model) random 0.383 +- 0.009, demo_clip_quality
-0.543 +- 0.028 on seeds 0-2: 7.3 pooled sigmas. Each arm's JSON has every
-score's seed std (``benchmarks_std``), and the summary the curated arms' most
-frequent order (``curated_order``, ``seeds_in_curated_order``). README,
+2-core VM give the same bytes for a recipe and thread count): with mini-v9
+(two models of 250 steps of 256 at lr 1e-3), seeds 0-5, pooled seed std
+0.0117 and 7.8 sigmas, and the same on an H100 (0.0117, 7.7); with mini-v8
+(1,000 steps of 64 at lr 2e-3) 0.0172 and 7.2 sigmas. Each arm's JSON has
+every score's seed std (``benchmarks_std``), and the summary the curated
+arms' most frequent order (``curated_order``, ``seeds_in_curated_order``)
+and every pair of curated arms compared seed by seed (``pairs``: which the
+backend separates, which tie; ``seeds_in_separated_order``). README,
 "Validity of the mini backend", says why and what next.
 """
 
@@ -213,6 +214,39 @@ def run_one(pool_path: str, selection_path: str, recipe: dict, seed: int, thread
     return {**metrics, "seconds": round(time.perf_counter() - start, 2)}
 
 
+#: A pair of arms is told apart when the paired t of their difference over the seeds reaches this (two-sided
+#: 3% at 5 degrees of freedom, six seeds).
+SEPARATED_T = 3.0
+
+
+def pairs(agg: dict[str, np.ndarray]) -> dict:
+    """Every pair of curated arms compared seed by seed: the mean difference, its seed std, its paired t, the
+    seeds on which the first is ahead; and on how many seeds every pair told apart (``SEPARATED_T``) keeps the
+    sign of its mean.
+
+    Why: the same seed trains every arm from the same weights, so a seed that helps one arm helps the others
+    (common random numbers) and a pair's difference is less noisy than either arm; two policies of equal
+    quality trade places on half the seeds whatever the noise, and one order of all arms cannot be asked of
+    them. This says which pairs the backend separates and which tie.
+    """
+    curated = sorted((a for a in agg if a != "random"), key=lambda a: -agg[a].mean())
+    n = len(next(iter(agg.values())))
+    out, signs = [], []
+    for i, a in enumerate(curated):
+        for b in curated[i + 1:]:
+            d = agg[a] - agg[b]
+            std = float(d.std(ddof=1)) if n > 1 else 0.0
+            t = float(d.mean() / (std / np.sqrt(n))) if std > 0 else None
+            separated = t is not None and abs(t) >= SEPARATED_T
+            out.append({"pair": [a, b], "difference": round(float(d.mean()), 4), "std": round(std, 4),
+                        "t": round(t, 2) if t is not None else None, "seeds_ahead": int((d > 0).sum()),
+                        "separated": separated})
+            if separated:
+                signs.append(np.sign(d) == np.sign(d.mean()))
+    kept = int(np.logical_and.reduce(signs).sum()) if signs else n
+    return {"pairs": out, "seeds_in_separated_order": f"{kept} of {n}"}
+
+
 def summarize(results: dict[str, list[dict]], seeds: list[int]) -> dict:
     """Mean/std per arm, the pooled seed noise, the best curated arm's margin in sigmas, per-seed rankings."""
     agg = {arm: np.array([r["aggregate"] for r in runs]) for arm, runs in results.items()}
@@ -240,6 +274,7 @@ def summarize(results: dict[str, list[dict]], seeds: list[int]) -> dict:
         "ranking_stable": all(r == rankings[0] for r in rankings),
         "curated_order": list(order),
         "seeds_in_curated_order": f"{curated.count(order)} of {len(seeds)}",
+        **pairs(agg),
         "target_met": noise > 0 and margin / noise >= TARGET_SIGMAS and all(r == rankings[0] for r in rankings),
     }
 
