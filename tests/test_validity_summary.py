@@ -61,3 +61,26 @@ def test_a_separated_pair_that_flips_on_a_seed_is_counted():
     out = bench.pairs({arm: np.array(v) for arm, v in values.items()})
     assert out["pairs"][0]["t"] == pytest.approx(4.45, abs=0.01) and out["pairs"][0]["separated"]
     assert out["seeds_in_separated_order"] == "5 of 6"
+
+
+def test_runs_are_recorded_as_they_end_and_a_cut_line_is_run_again(tmp_path):
+    """--out appends each run as it ends; --resume keeps what the record holds. The last line of a killed
+    benchmark may be cut: that run is not kept, so it runs again."""
+    log = bench.runs_file(str(tmp_path / "v.json"))
+    assert log == tmp_path / "v.json.runs.jsonl" and bench.runs_file(None) is None
+    assert bench.finished_runs(log) == {}
+    first = {"aggregate": 0.5, "benchmarks": {"b": 0.5}, "suite": "mini-v9-x", "seconds": 80.0}
+    bench.record_run(log, ("", "lr=0.001", "random", 0), first)
+    bench.record_run(log, ("", "lr=0.001", "random", 1), {**first, "aggregate": 0.6})
+    with log.open("a") as f:
+        f.write('{"task": ["", "lr=0.001", "random", 2], "result": {"aggr')  # a kill mid-write
+    assert bench.finished_runs(log) == {("", "lr=0.001", "random", 0): first,
+                                        ("", "lr=0.001", "random", 1): {**first, "aggregate": 0.6}}
+    bench.record_run(log, ("", "lr=0.001", "random", 2), {**first, "aggregate": 0.7})  # the resumed run
+    runs = bench.finished_runs(log)
+    assert len(runs) == 3 and runs[("", "lr=0.001", "random", 2)]["aggregate"] == 0.7
+
+
+def test_resume_needs_the_out_whose_record_it_keeps():
+    with pytest.raises(SystemExit, match="--resume: name the --out"):
+        bench.main(["--resume"])

@@ -37,7 +37,9 @@ of the README).
 Pools are made under ``--pool-dir`` (reused when their lineage matches); the
 CLIP teacher is trained first (``--teacher-device cuda`` trains it on the GPU
 in seconds: same recipe, other floating-point order than the CPU's). Prints
-one JSON object; ``--out FILE`` also writes it there.
+one JSON object; ``--out FILE`` also writes it there, and appends each run
+to ``FILE.runs.jsonl`` as it ends: ``--resume`` keeps those and runs the
+others (a benchmark cut short by a time limit goes on where it stopped).
 
 Seen on the CPU, demo pool as shipped (the GPU host's CPU and this project's
 2-core VM give the same bytes for a recipe and thread count): with mini-v9
@@ -190,6 +192,38 @@ def defect_shares(pool, selection: pl.DataFrame) -> dict[str, float]:
     return shares
 
 
+def runs_file(out: str | None) -> Path | None:
+    """Where each finished run is appended as it ends (``--out`` + ``.runs.jsonl``).
+
+    Why: the JSON is written when every run has ended, and a benchmark cut
+    short (a device call's time limit, a kill) kept nothing but its log;
+    now it keeps its runs, and ``--resume`` runs only the others.
+    """
+    return Path(f"{out}.runs.jsonl") if out else None
+
+
+def record_run(path: Path, task: tuple, result: dict) -> None:
+    """Append one run: its task (rates, recipe, arm, seed) and its result, one JSON line (on a line of its own
+    after a line a kill cut)."""
+    with path.open("ab") as f:
+        cut = f.tell() > 0 and not path.read_bytes().endswith(b"\n")
+        f.write((b"\n" if cut else b"") + json.dumps({"task": list(task), "result": result}).encode() + b"\n")
+
+
+def finished_runs(path: Path | None) -> dict[tuple, dict]:
+    """The runs ``path`` records, by task; a line cut by a kill is left out (that run is run again)."""
+    out: dict[tuple, dict] = {}
+    if path is None or not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out[tuple(record["task"])] = record["result"]
+    return out
+
+
 def run_one(pool_path: str, selection_path: str, recipe: dict, seed: int, threads: int, backend: str = "mini") -> dict:
     """One mini train/eval (in a worker process): metrics and seconds.
 
@@ -302,8 +336,17 @@ def main(argv: list[str] | None = None) -> dict:
                     help="another curated arm: a policy file for the demo pool, named by its file stem (repeat)")
     ap.add_argument("--arms", default=None,
                     help="run only these arms (comma-separated; `random` is always run, the margin needs it)")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None,
+                    help="also write the JSON here; each run is appended to OUT.runs.jsonl as it ends")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the runs OUT.runs.jsonl holds and run the others (the same pool, selections and "
+                         "machine are assumed: a run's record names its rates, recipe, arm and seed only)")
     args = ap.parse_args(argv)
+    log = runs_file(args.out)
+    if args.resume and log is None:
+        raise SystemExit("--resume: name the --out whose OUT.runs.jsonl holds the runs to keep")
+    if log is not None and not args.resume:
+        log.unlink(missing_ok=True)  # a new benchmark starts a new record
     track = TRACKS[args.track]
     args.rows, args.budget = args.rows or track["rows"], args.budget or track["budget"]
     backend = track["backend"]
@@ -359,16 +402,20 @@ def main(argv: list[str] | None = None) -> dict:
             prepared[spec] = (str(pool.path), sels, shares, round(time.perf_counter() - t0, 1))
             _progress(f"pool and selections for rates {spec or 'defaults'!r}: {prepared[spec][3]} s")
         tasks = [(spec, r, arm, seed) for spec in variants for r in recipes for arm in texts for seed in seeds]
+        done = {t: r for t, r in finished_runs(log).items() if t in tasks} if args.resume else {}
+        if done:
+            _progress(f"{len(done)} of {len(tasks)} runs recorded in {log}: not run again")
         t0 = time.perf_counter()
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max(1, args.jobs), mp_context=ctx) as ex:
             share = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
             futures = {t: ex.submit(run_one, prepared[t[0]][0], str(prepared[t[0]][1][t[2]]),
-                                    recipe_of(t[1], backend), t[3], share, backend) for t in tasks}
-            done = {}
+                                    recipe_of(t[1], backend), t[3], share, backend) for t in tasks if t not in done}
             for future in as_completed(futures.values()):
                 task = next(t for t, f in futures.items() if f is future)
                 done[task] = future.result()
+                if log is not None:
+                    record_run(log, task, done[task])
                 _progress(f"{len(done)}/{len(tasks)} {task}: aggregate {done[task]['aggregate']:.4f} "
                           f"in {done[task]['seconds']} s")
         train_s = time.perf_counter() - t0
