@@ -63,7 +63,8 @@ def vlm_once(pool: Pool, rows: int, steps: int, dev: str) -> dict:
     images = pool.read_images(data.get_column("image").to_list())
     model, tok, _ = vlm_base.base()
     start = time.perf_counter()
-    vlm.train(model, vlm.encode(tok, turns, images, model.config), replace(RECIPE, steps=steps or RECIPE.steps), device=dev)
+    recipe = replace(RECIPE, steps=steps or RECIPE.steps)
+    vlm.train(model, vlm.encode(tok, turns, images, model.config), recipe, device=dev)
     return {"sha": weights_sha(model), "seconds": round(time.perf_counter() - start, 2)}
 
 

@@ -205,8 +205,11 @@ def runs_file(out: str | None) -> Path | None:
 def record_run(path: Path, task: tuple, result: dict) -> None:
     """Append one run: its task (rates, recipe, arm, seed) and its result, one JSON line (on a line of its own
     after a line a kill cut)."""
-    with path.open("ab") as f:
-        cut = f.tell() > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("ab+") as f:  # appends wherever it reads; only the last byte is read
+        cut = False
+        if f.seek(0, os.SEEK_END):
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"
         f.write((b"\n" if cut else b"") + json.dumps({"task": list(task), "result": result}).encode() + b"\n")
 
 
@@ -256,7 +259,7 @@ SEPARATED_T = 3.0
 def pairs(agg: dict[str, np.ndarray]) -> dict:
     """Every pair of curated arms compared seed by seed: the mean difference, its seed std, its paired t, the
     seeds on which the first is ahead; and on how many seeds every pair told apart (``SEPARATED_T``) keeps the
-    sign of its mean.
+    sign of its mean (the arms are taken best first, so every mean difference is >= 0).
 
     Why: the same seed trains every arm from the same weights, so a seed that helps one arm helps the others
     (common random numbers) and a pair's difference is less noisy than either arm; two policies of equal
@@ -265,19 +268,19 @@ def pairs(agg: dict[str, np.ndarray]) -> dict:
     """
     curated = sorted((a for a in agg if a != "random"), key=lambda a: -agg[a].mean())
     n = len(next(iter(agg.values())))
-    out, signs = [], []
+    out, ahead = [], []
     for i, a in enumerate(curated):
         for b in curated[i + 1:]:
             d = agg[a] - agg[b]
             std = float(d.std(ddof=1)) if n > 1 else 0.0
             t = float(d.mean() / (std / np.sqrt(n))) if std > 0 else None
-            separated = t is not None and abs(t) >= SEPARATED_T
+            separated = t is not None and t >= SEPARATED_T
             out.append({"pair": [a, b], "difference": round(float(d.mean()), 4), "std": round(std, 4),
                         "t": round(t, 2) if t is not None else None, "seeds_ahead": int((d > 0).sum()),
                         "separated": separated})
             if separated:
-                signs.append(np.sign(d) == np.sign(d.mean()))
-    kept = int(np.logical_and.reduce(signs).sum()) if signs else n
+                ahead.append(d > 0)
+    kept = int(np.logical_and.reduce(ahead).sum()) if ahead else n
     return {"pairs": out, "seeds_in_separated_order": f"{kept} of {n}"}
 
 
