@@ -3,8 +3,8 @@
 Why: the research compares agents by their trajectories; this gives each turn its prompt, bounds it, keeps
 what the agent printed, and never lets a misbehaving agent break the ledger. A turn starts the agent's
 command (:mod:`.presets`) in the sandbox with the prompt (:mod:`.prompt`), in its own process group, with
-``CBDSL_AGENT_RUN`` set (the commands that show test scores refuse to run under it) and this cbdsl first
-on ``PATH``. It reads the agent's stdout line by line (JSON events go to ``events.jsonl``, everything to
+``CBDSL_AGENT_RUN`` set (the commands that show test scores refuse to run under it), this cbdsl first on
+``PATH`` and the agent CLIs ``scripts/install_agents.sh`` installed next. It reads the agent's stdout line by line (JSON events go to ``events.jsonl``, everything to
 ``stdout.txt``, stderr to ``stderr.txt``), updates the agent's own usage figures (:mod:`.usage`) and stops
 the group when the turn passes its wall time, turn or token limit.
 
@@ -27,7 +27,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from cbdsl.harness import prompt as prompts
-from cbdsl.harness.presets import Agent, AgentError, render
+from cbdsl.harness.presets import Agent, AgentError, agent_path, check_installed, outside_folders, render
 from cbdsl.harness.usage import Usage
 from cbdsl.pipelines.loop.ledger import Ledger, LedgerError
 from cbdsl.pipelines.loop.sandbox import load
@@ -85,6 +84,7 @@ def run(sandbox: str | os.PathLike, agent: Agent, *, mode: str = "turn", limits:
     """Drive ``agent`` through the iterations left in ``sandbox``; see the module docstring."""
     if mode not in MODES:
         raise AgentError(f"unknown mode {mode!r}: choose {' or '.join(MODES)}")
+    check_installed(agent)
     cfg = load(sandbox)
     folder = Path(record).resolve() if record else default_record(cfg.root)
     if folder.is_relative_to(cfg.root):
@@ -97,6 +97,8 @@ def run(sandbox: str | os.PathLike, agent: Agent, *, mode: str = "turn", limits:
     # Before the agent runs: the ledger exists and its witness holds cbdsl.toml's settings (an agent that edits
     # them before its first submit is then refused), and an entry a killed run left `running` is recovered.
     problem = _settle_ledger(cfg, log)
+    for folder_outside in outside_folders():  # an agent that confines its writes is given these (--add-dir)
+        folder_outside.mkdir(parents=True, exist_ok=True)
     if problem:
         result.stopped = "the ledger does not verify: " + problem
         return result
@@ -158,8 +160,7 @@ def _turn(cfg, agent: Agent, turn: int, submissions: int, left: int, last: dict 
 def _execute(command: str, cwd: Path, events: str, usage: Usage, limits: Limits, here: Path,
              folder: Path) -> tuple[int | None, str]:
     """Run the agent's command; (exit code or None when stopped, why it was stopped or "")."""
-    bindir = str(Path(sys.executable).parent)
-    env = {**os.environ, AGENT_ENV: str(folder), "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    env = {**os.environ, AGENT_ENV: str(folder), "PATH": agent_path()}
     stop = {"why": ""}
     with open(here / "stderr.txt", "wb") as err:
         proc = subprocess.Popen(command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,

@@ -1,14 +1,18 @@
-"""``cbdsl agent run``: real programs act as agents (the scripted agent, cbdsl search, and under
-tests/agents/ one that crashes, one that hangs mid-submit, one that edits files it must not touch) in a
-sandbox whose ``command`` backend is a real stand-in train/eval. Every case leaves a ledger `cbdsl verify`
+"""``cbdsl agent run``: real programs act as agents (the scripted agent, cbdsl search, under tests/agents/
+one that crashes, one that hangs mid-submit, one that edits files it must not touch, and Claude Code itself
+where it is installed, against a local stand-in for its model API) in a sandbox whose ``command`` backend is
+a real stand-in train/eval. Every case leaves a ledger `cbdsl verify`
 accepts and a recorded, explained turn."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -203,8 +207,9 @@ def test_presets_render_the_documented_command_lines():
                             submissions=1, max_turns=20)
     assert claude.startswith("claude -p \"$(cat /r/p.md)\" --output-format stream-json --verbose --max-turns 20")
     codex = presets.render(presets.PRESETS["codex"], prompt_file="/r/p.md", sandbox="/s b", iteration=3,
-                           submissions=1, max_turns=20)
-    assert codex == "codex exec --json --full-auto --skip-git-repo-check -C '/s b' - < /r/p.md"
+                           submissions=1, max_turns=20, witness_dir="/w", cbdsl_home="/h")
+    assert codex == ("codex exec --json --sandbox workspace-write --add-dir /w --add-dir /h -c allow_login_shell=false "
+                     "--skip-git-repo-check -C '/s b' - < /r/p.md")
     assert presets.render(presets.PRESETS["openhands"], prompt_file="/r/p.md", sandbox="/s", iteration=1,
                           submissions=1, max_turns=1) == "openhands --headless --json -f /r/p.md"
 
@@ -247,3 +252,127 @@ def test_a_token_limit_stops_the_agent(env, tmp_path):
     (line,) = result.turns
     assert line["outcome"] == "limit" and "1500 tokens, over 1200" in line["explanation"]
     assert line["usage"]["turns"] == 3
+
+
+def test_a_preset_whose_program_is_missing_is_refused_with_how_to_install_it(env, tmp_path, monkeypatch):
+    root = make_sandbox(tmp_path / "sb")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("CBDSL_HOME", str(tmp_path / "home"))
+    out = agent_run(str(root), "--agent", "codex", code=2)
+    assert "runs `codex`, which is not installed" in out and "scripts/install_agents.sh" in out
+    assert not runner.default_record(root).exists()  # refused before a turn started
+
+
+# --- Claude Code and Codex themselves --------------------------------------------------------------------
+# The real CLIs (scripts/install_agents.sh) against tests/agents/model_api.py, a local stand-in for their model
+# APIs that plays the scripted plan: the presets' flags, the CLIs' tools, permission checks and sandbox, their
+# JSON events and usage totals are the programs' own. Only the model is not real.
+
+CLAUDE = shutil.which("claude", path=presets.agent_path())
+CODEX = shutil.which("codex", path=presets.agent_path())
+needs_claude = pytest.mark.skipif(CLAUDE is None, reason="Claude Code is not installed: scripts/install_agents.sh")
+needs_codex = pytest.mark.skipif(CODEX is None, reason="Codex is not installed: scripts/install_agents.sh")
+
+
+@pytest.fixture
+def model_api(env, tmp_path, monkeypatch):
+    """Start the model stand-in with a plan and point both CLIs at it; their settings live in tmp."""
+    servers = []
+    home = tmp_path / "home"
+
+    def start(plan: str = "curate") -> Path:
+        folder = tmp_path / f"api-{plan}"
+        folder.mkdir()
+        port, log = folder / "port", folder / "usage.jsonl"
+        servers.append(subprocess.Popen([sys.executable, str(AGENTS / "model_api.py"), "--port-file", str(port),
+                                         "--log", str(log), "--plan", plan]))
+        for _ in range(200):
+            if port.is_file():
+                break
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port.read_text()}"
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+        (home / ".codex").mkdir(parents=True, exist_ok=True)
+        (home / ".codex" / "config.toml").write_text(
+            'model = "gpt-5-codex"\nmodel_provider = "standin"\n[model_providers.standin]\nname = "stand-in"\n'
+            f'base_url = "{url}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n')
+        return log
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key-for-the-local-stand-in")
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key-for-the-local-stand-in")
+    monkeypatch.setenv("HOME", str(home))  # the CLIs' settings and sessions
+    monkeypatch.setenv("CBDSL_HOME", str(tmp_path / "cbdsl-home"))
+    found = [str(Path(p).parent) for p in (CLAUDE, CODEX) if p]
+    monkeypatch.setenv("PATH", os.pathsep.join([*found, os.environ["PATH"]]))
+    monkeypatch.setenv("DISABLE_AUTOUPDATER", "1")
+    monkeypatch.setenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+    yield start
+    for server in servers:
+        server.kill()
+        server.wait()
+
+
+def served(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def events_of(line: dict) -> list[dict]:
+    return [json.loads(x) for x in (Path(line["transcript"]) / "events.jsonl").read_text().splitlines()]
+
+
+def assert_two_scored_turns(root: Path, log: Path, out: str) -> tuple[list[dict], list[dict]]:
+    """Both turns scored; the model was asked for read, write, three cbdsl commands and the end, in order;
+    the runner's usage of turn 1 is what the model API served in it (the CLI's own totals)."""
+    assert "stopped: all 2 iterations are used; 0 iterations left" in out
+    lines = turns(root)
+    assert [t["outcome"] for t in lines] == ["submitted", "submitted"], lines
+    assert [[e["n"] for e in t["iterations"] if e["status"] == "scored"] for t in lines] == [[0, 1], [2]]
+    first = served(log)[:6]
+    assert [s["step"] for s in first] == ["read", "write", "run", "run", "run", "end"] and all(s["turn"] for s in first)
+    usage = lines[0]["usage"]
+    assert usage["input_tokens"] == sum(s["input_tokens"] for s in first)
+    assert usage["output_tokens"] == sum(s["output_tokens"] for s in first)
+    shown = subprocess.run([sys.executable, "-m", "cbdsl", "show", "1"], cwd=root, capture_output=True, text=True)
+    assert 'policy "model-step-1"' in shown.stdout and "plan step 1: caption and image statistics" in shown.stdout
+    verify(root)
+    return lines, shown.stdout
+
+
+@needs_claude
+@pytest.mark.parametrize("scaffold", ["open", "research"])
+def test_claude_code_makes_scored_iterations_through_its_preset(model_api, tmp_path, scaffold):
+    log = model_api("curate")
+    root = make_sandbox(tmp_path / "sb", scaffold)
+    lines, shown = assert_two_scored_turns(root, log, agent_run(str(root), "--agent", "claude", "--timeout", "120"))
+    result = events_of(lines[0])[-1]  # --allowedTools let Read, Write and the cbdsl commands run
+    assert result["type"] == "result" and result["permission_denials"] == [] and not result["is_error"]
+    assert lines[0]["usage"]["turns"] == result["num_turns"] == 6
+    assert lines[0]["usage"]["cost_usd"] == result["total_cost_usd"] > 0
+    if scaffold == "research":
+        assert "observation: no score yet" in shown and "hypothesis:" in shown
+
+
+@needs_claude
+def test_claude_codes_permissions_hold_the_agent_to_cbdsl_commands(model_api, tmp_path):
+    model_api("trespass")
+    root = make_sandbox(tmp_path / "sb")
+    before = (root / "cbdsl.toml").read_text()
+    agent_run(str(root), "--agent", "claude", "--timeout", "120", "--max-turns", "1", code=1)
+    (line,) = turns(root)
+    assert line["outcome"] == "no-submission" and line["protected_changed"] == []
+    (denied,) = events_of(line)[-1]["permission_denials"]
+    assert denied["tool_name"] == "Bash" and "cbdsl.toml" in denied["tool_input"]["command"]
+    assert (root / "cbdsl.toml").read_text() == before
+    verify(root)
+
+
+@needs_codex
+def test_codex_makes_scored_iterations_through_its_preset(model_api, tmp_path):
+    log = model_api("curate")
+    root = make_sandbox(tmp_path / "sb")
+    lines, _ = assert_two_scored_turns(root, log, agent_run(str(root), "--agent", "codex", "--timeout", "120"))
+    events = events_of(lines[0])
+    commands = [e["item"] for e in events if e["type"] == "item.completed"
+                and e["item"]["type"] == "command_execution"]
+    assert [c["exit_code"] for c in commands] == [0] * 5, commands  # cbdsl found on PATH, the submit written
+    assert events[-1]["type"] == "turn.completed" and lines[0]["usage"]["turns"] == 1
