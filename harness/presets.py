@@ -69,8 +69,9 @@ PRESETS: dict[str, Agent] = {
                               '--max-turns {max_turns} --permission-mode acceptEdits '
                               '--allowedTools "Bash(cbdsl:*)" Read Edit Write', "claude", "claude",
                     "scripts/install_agents.sh (or npm install -g @anthropic-ai/claude-code)"),
-    "codex": Agent("codex", "codex exec --json --sandbox workspace-write --add-dir {witness_dir} --add-dir {cbdsl_home} "
-                            "-c allow_login_shell=false --skip-git-repo-check -C {sandbox} - < {prompt_file}",
+    "codex": Agent("codex", "codex exec --json --sandbox workspace-write --add-dir {witness_dir} "
+                            "--add-dir {cbdsl_home} -c allow_login_shell=false --skip-git-repo-check -C {sandbox} "
+                            "- < {prompt_file}",
                    "codex", "codex", "scripts/install_agents.sh (or npm install -g @openai/codex)"),
     "openhands": Agent("openhands", "openhands --headless --json -f {prompt_file}", "openhands", "openhands",
                        "OpenHands' CLI (docs.openhands.dev: uv tool install openhands)"),

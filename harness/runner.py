@@ -4,9 +4,10 @@ Why: the research compares agents by their trajectories; this gives each turn it
 what the agent printed, and never lets a misbehaving agent break the ledger. A turn starts the agent's
 command (:mod:`.presets`) in the sandbox with the prompt (:mod:`.prompt`), in its own process group, with
 ``CBDSL_AGENT_RUN`` set (the commands that show test scores refuse to run under it), this cbdsl first on
-``PATH`` and the agent CLIs ``scripts/install_agents.sh`` installed next. It reads the agent's stdout line by line (JSON events go to ``events.jsonl``, everything to
-``stdout.txt``, stderr to ``stderr.txt``), updates the agent's own usage figures (:mod:`.usage`) and stops
-the group when the turn passes its wall time, turn or token limit.
+``PATH`` and the agent CLIs ``scripts/install_agents.sh`` installed next. It reads the agent's stdout line
+by line (JSON events go to ``events.jsonl``, everything to ``stdout.txt``, stderr to ``stderr.txt``),
+updates the agent's own usage figures (:mod:`.usage`) and stops the group when the turn passes its wall
+time, turn or token limit.
 
 After the turn the runner restores any protected file the agent changed (``cbdsl.toml``, the cards,
 ``skills/``), verifies the ledger against its witness, marks an entry a killed submit left ``running`` as
