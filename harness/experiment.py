@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cbdsl.harness.presets import PRESETS
+from cbdsl.harness.presets import PRESETS, AgentError, check_installed
 from cbdsl.harness.runner import MODES
 from cbdsl.harness.usage import READERS
 from cbdsl.pipelines.data.errors import PoolError
@@ -204,6 +204,12 @@ def run_grid(grid: Grid, out: str | os.PathLike, *, parallel: int | None = None,
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.json").write_text(json.dumps(grid.to_json(), indent=2, default=str) + "\n")
+    for name, spec in grid.agents.items():  # a preset whose CLI is missing would crash every turn of its cells
+        if spec["command"] in PRESETS:
+            try:
+                check_installed(PRESETS[spec["command"]])
+            except AgentError as err:
+                raise GridError(f"{grid.path}: agent {name!r}: {err}") from None
     for pool in grid.pools:  # a missing pool is the grid's mistake: say so before any cell starts
         try:
             Pool.open(resolve_pool(pool))

@@ -142,6 +142,13 @@ def test_grid_mistakes_are_clear_errors(tmp_path):
     path.write_text("[experiment]\nagents = [\"scripted\"]\npools = [\"no-such-pool\"]\n")
     out = run("experiment", "run", str(path), code=2)
     assert "pool 'no-such-pool'" in out
+    path.write_text("[experiment]\nagents = [\"scripted\", \"codex\"]\npools = [\"demo\"]\n")
+    with pytest.MonkeyPatch.context() as patch:  # a preset whose CLI is missing: said before any cell starts
+        patch.setenv("PATH", "/nonexistent")
+        patch.setenv("CBDSL_HOME", str(tmp_path / "home"))
+        out = run("experiment", "run", str(path), code=2)
+    assert "agent 'codex': the codex preset runs `codex`, which is not installed" in out
+    assert not (tmp_path / "g" / "cells").exists()
     assert "holds no experiment.json" in run("experiment", "report", str(tmp_path), code=2)
 
 
