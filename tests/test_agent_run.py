@@ -366,6 +366,45 @@ def test_claude_codes_permissions_hold_the_agent_to_cbdsl_commands(model_api, tm
     verify(root)
 
 
+@needs_claude
+def test_claude_code_makes_every_submission_in_one_session(model_api, tmp_path):
+    log = model_api("curate")
+    root = make_sandbox(tmp_path / "sb", iterations=2)
+    out = agent_run(str(root), "--agent", "claude", "--mode", "session", "--timeout", "120")
+    assert "stopped: all 2 iterations are used; 0 iterations left" in out
+    (line,) = turns(root)
+    assert "Make **2 submissions** now" in (Path(line["transcript"]) / "prompt.md").read_text()
+    assert line["outcome"] == "submitted" and [e["n"] for e in line["iterations"]] == [0, 1, 2]
+    assert [s["step"] for s in served(log)] == ["read"] + ["write", "run", "run", "run"] * 2 + ["end"]
+    verify(root)
+
+
+@needs_claude
+def test_a_claude_code_whose_model_hangs_is_stopped_at_its_wall_time(model_api, tmp_path):
+    model_api("stall")
+    root = make_sandbox(tmp_path / "sb")
+    start = time.time()
+    agent_run(str(root), "--agent", "claude", "--timeout", "8", "--max-turns", "1", code=1)
+    (line,) = turns(root)
+    assert line["outcome"] == "timeout" and 8 <= line["wall_s"] < 8 + runner.GRACE_S + 5
+    assert time.time() - start < 60
+    alive = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True).stdout.split()
+    assert alive == []  # the CLI and everything it started were stopped with its process group
+    verify(root)
+
+
+@needs_claude
+def test_a_token_limit_stops_claude_code_mid_turn(model_api, tmp_path):
+    model_api("curate")
+    root = make_sandbox(tmp_path / "sb")
+    agent_run(str(root), "--agent", "claude", "--timeout", "120", "--max-tokens", "9000", "--max-turns", "1",
+              code=1)
+    (line,) = turns(root)
+    assert line["outcome"] == "limit" and "over 9000" in line["explanation"]
+    assert 9000 < line["usage"]["tokens"] < 20000 and line["iterations"] == []  # stopped before its submit
+    verify(root)
+
+
 @needs_codex
 def test_codex_makes_scored_iterations_through_its_preset(model_api, tmp_path):
     log = model_api("curate")

@@ -11,9 +11,11 @@ budget come from the tool's result), to write a plan step of :data:`cbdsl.harnes
 Bash tools; Codex its ``exec_command`` (a here-document writes the policy). Everything else is the real program:
 the preset's flags, the CLI's permission checks and sandbox, its tools, its JSON events and its usage totals.
 
-``python tests/agents/model_api.py --port-file F --log L [--plan curate|trespass]``: serves on a free port of
-127.0.0.1 (written to F once it listens) until killed; every answer's usage is appended to L as JSON. ``trespass``
-asks for a command outside Claude Code's allowlist first (the CLI must deny it) and then ends its turn.
+``python tests/agents/model_api.py --port-file F --log L [--plan curate|trespass|stall]``: serves on a free port
+of 127.0.0.1 (written to F once it listens) until killed; every answer's usage is appended to L as JSON.
+``trespass`` asks for a command outside Claude Code's allowlist first (the CLI must deny it) and then ends its
+turn; ``stall`` never answers the turn's requests (a model that hangs: the runner's wall-time limit must stop
+the CLI).
 """
 
 from __future__ import annotations
@@ -179,6 +181,8 @@ class Handler(BaseHTTPRequestHandler):
         responses = self.path.split("?")[0].endswith("/responses")
         prompt, results = (responses_turn if responses else messages_turn)(body)
         found = re.search(r"You work in the sandbox (.+?) \(your working directory\)", prompt)
+        if found and self.plan == "stall":
+            threading.Event().wait()  # until the server is killed
         step = next_step(prompt, results, self.plan) if found else ("end", "ok")  # a side request: plain text
         with self.lock:
             Handler.count += 1
@@ -216,7 +220,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
-    parser.add_argument("--plan", choices=("curate", "trespass"), default="curate")
+    parser.add_argument("--plan", choices=("curate", "trespass", "stall"), default="curate")
     args = parser.parse_args()
     Handler.plan, Handler.log = args.plan, args.log
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
