@@ -405,6 +405,32 @@ def test_a_token_limit_stops_claude_code_mid_turn(model_api, tmp_path):
     verify(root)
 
 
+@needs_claude
+def test_claude_code_submits_through_cbdsls_mcp_server(model_api, tmp_path):
+    log = model_api("mcp")
+    root = make_sandbox(tmp_path / "sb", iterations=1)
+    servers = json.dumps({"mcpServers": {"cbdsl": {"command": "cbdsl", "args": ["mcp"]}}})
+    servers = servers.replace("{", "{{").replace("}", "}}")  # literal braces in a command template
+    agent = ('claude -p "$(cat {prompt_file})" --output-format stream-json --verbose --strict-mcp-config '
+             f"--mcp-config {shlex.quote(servers)} --permission-mode acceptEdits --allowedTools mcp__cbdsl Read Write")
+    out = agent_run(str(root), "--agent", agent, "--events", "claude", "--timeout", "120")
+    assert "stopped: all 1 iterations are used" in out
+    (line,) = turns(root)
+    assert line["outcome"] == "submitted" and [e["n"] for e in line["iterations"]] == [0, 1]
+    events = events_of(line)
+    init = events[0]
+    assert [(s["name"], s["status"]) for s in init["mcp_servers"]] == [("cbdsl", "connected")]
+    assert {f"mcp__cbdsl__{t}" for t in ("check", "compile", "submit", "log", "show", "diff", "methods",
+                                         "explain", "trajectory")} <= set(init["tools"])
+    assert [s["step"] for s in served(log)] == ["read", "write", "mcp", "mcp", "mcp", "end"]
+    results = [b for e in events if e["type"] == "user" for b in e["message"]["content"]
+               if b.get("type") == "tool_result"]
+    submitted = json.loads(results[-1]["content"])  # the submit tool's structured output, as the CLI got it
+    assert submitted["command"][:2] == ["cbdsl", "submit"] and submitted["output"]["status"] == "scored"
+    assert events[-1]["permission_denials"] == []
+    verify(root)
+
+
 @needs_codex
 def test_codex_makes_scored_iterations_through_its_preset(model_api, tmp_path):
     log = model_api("curate")

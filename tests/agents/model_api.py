@@ -11,9 +11,10 @@ budget come from the tool's result), to write a plan step of :data:`cbdsl.harnes
 Bash tools; Codex its ``exec_command`` (a here-document writes the policy). Everything else is the real program:
 the preset's flags, the CLI's permission checks and sandbox, its tools, its JSON events and its usage totals.
 
-``python tests/agents/model_api.py --port-file F --log L [--plan curate|trespass|stall]``: serves on a free port
+``python tests/agents/model_api.py --port-file F --log L [--plan curate|mcp|trespass|stall]``: serves on a free port
 of 127.0.0.1 (written to F once it listens) until killed; every answer's usage is appended to L as JSON.
-``trespass`` asks for a command outside Claude Code's allowlist first (the CLI must deny it) and then ends its
+``mcp`` checks, compiles and submits through ``cbdsl mcp``'s tools (Claude Code started with it as an MCP
+server) instead of the shell. ``trespass`` asks for a command outside Claude Code's allowlist first (the CLI must deny it) and then ends its
 turn; ``stall`` never answers the turn's requests (a model that hangs: the runner's wall-time limit must stop
 the CLI).
 """
@@ -34,8 +35,8 @@ FORBIDDEN = "python3 -c 'open(\"cbdsl.toml\", \"a\").write(\"# changed\")'"
 """The trespass plan's command: not a cbdsl command, so ``Bash(cbdsl:*)`` must not let it run."""
 TURN = "cbdsl curation run"  # in the prompt's first line: tells the turn's request from the CLI's side requests
 
-# A plan step: ("read",), ("write", text), ("run", command) or ("end", text).
-Step = tuple[str, ...]
+# A plan step: ("read",), ("write", text), ("run", command), ("mcp", tool, arguments) or ("end", text).
+Step = tuple
 
 
 def plan_steps(prompt: str, policy: str, plan: str) -> list[Step]:
@@ -58,9 +59,13 @@ def plan_steps(prompt: str, policy: str, plan: str) -> list[Step]:
         change = f"plan step {step}: {family}"
         args = (["--observation", seen, "--hypothesis", f"{family} removes rows that hurt the model", "--change",
                  change] if "--observation" in prompt else ["-m", change])
-        out += [("write", f'policy "model-step-{step}"\npool "{pool}"\n' + body.format(budget=budget)),
-                ("run", "cbdsl check policy.cur"), ("run", "cbdsl compile policy.cur"),
-                ("run", shlex.join(["cbdsl", "submit", "--json", *args]))]
+        out.append(("write", f'policy "model-step-{step}"\npool "{pool}"\n' + body.format(budget=budget)))
+        if plan == "mcp":  # cbdsl's own MCP tools instead of the shell
+            out += [("mcp", "check", {"files": ["policy.cur"]}), ("mcp", "compile", {}),
+                    ("mcp", "submit", {"message": change})]
+        else:
+            out += [("run", "cbdsl check policy.cur"), ("run", "cbdsl compile policy.cur"),
+                    ("run", shlex.join(["cbdsl", "submit", "--json", *args]))]
     return out + [("end", f"Submitted {len(out) // 4} plan step(s)." if out else "My plan is used up.")]
 
 
@@ -96,6 +101,8 @@ def messages_turn(body: dict) -> tuple[str, list[str]]:
 def messages_block(step: Step, sandbox: str, n: int) -> dict:
     if step[0] == "end":
         return {"type": "text", "text": step[1]}
+    if step[0] == "mcp":
+        return {"type": "tool_use", "id": f"toolu_{n:04d}", "name": f"mcp__cbdsl__{step[1]}", "input": step[2]}
     name, args = {"read": ("Read", {"file_path": f"{sandbox}/policy.cur"}),
                   "write": ("Write", {"file_path": f"{sandbox}/policy.cur", "content": step[-1]}),
                   "run": ("Bash", {"command": step[-1], "description": "Run a cbdsl command"})}[step[0]]
@@ -220,7 +227,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
-    parser.add_argument("--plan", choices=("curate", "trespass", "stall"), default="curate")
+    parser.add_argument("--plan", choices=("curate", "mcp", "trespass", "stall"), default="curate")
     args = parser.parse_args()
     Handler.plan, Handler.log = args.plan, args.log
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
