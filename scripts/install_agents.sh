@@ -4,8 +4,9 @@
 # Needs node and npm (the package registry); about 850 MB. They still need their model's API key to run:
 # ANTHROPIC_API_KEY for Claude Code, OPENAI_API_KEY (or `codex login`) for Codex.
 set -euo pipefail
-CLAUDE_CODE=2.1.337  # tests/test_real_agents.py ran this one against tests/agents/model_api.py
-CODEX=0.171.0        # installed and its flags checked (`codex exec --help`), not run: no stand-in model for it
+# tests/test_agent_run.py runs both against tests/agents/model_api.py, a local stand-in for their model APIs
+CLAUDE_CODE=2.1.337
+CODEX=0.171.0
 dest="${CBDSL_HOME:-$HOME/.cbdsl}/agents"
 if ! command -v npm > /dev/null; then
   echo "install_agents.sh: npm is not installed; install Node.js 18+ (https://nodejs.org) and run this again" >&2

@@ -14,9 +14,9 @@ the preset's flags, the CLI's permission checks and sandbox, its tools, its JSON
 ``python tests/agents/model_api.py --port-file F --log L [--plan curate|mcp|trespass|stall]``: serves on a free port
 of 127.0.0.1 (written to F once it listens) until killed; every answer's usage is appended to L as JSON.
 ``mcp`` checks, compiles and submits through ``cbdsl mcp``'s tools (Claude Code started with it as an MCP
-server) instead of the shell. ``trespass`` asks for a command outside Claude Code's allowlist first (the CLI must deny it) and then ends its
-turn; ``stall`` never answers the turn's requests (a model that hangs: the runner's wall-time limit must stop
-the CLI).
+server) instead of the shell. ``trespass`` asks for a command outside Claude Code's allowlist first (the CLI
+must deny it) and then ends its turn; ``stall`` never answers the turn's requests (a model that hangs: the
+runner's wall-time limit must stop the CLI).
 """
 
 from __future__ import annotations
